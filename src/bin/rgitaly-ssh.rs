@@ -1,0 +1,37 @@
+//! `rgitaly-ssh`: a `GIT_SSH_COMMAND` that reaches rgitaly's SSHService. See [`rgitaly::ssh_client`].
+
+use rgitaly::ssh_client::{self, Invocation};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = match ssh_client::parse(&args, |k| std::env::var(k).ok()) {
+        Ok(i) => i,
+        Err(e) => fail(&e.to_string()),
+    };
+    let (service, payload) = match invocation {
+        Invocation::ProbeVariant => std::process::exit(0),
+        Invocation::Call { service, payload } => (service, payload),
+    };
+    if let Ok(wd) = std::env::var("GITALY_WD") {
+        if std::env::set_current_dir(&wd).is_err() {
+            fail(&format!("unable to chdir to {wd}"));
+        }
+    }
+    let address = std::env::var("GITALY_ADDRESS").unwrap_or_default();
+    if address.is_empty() {
+        fail("gitaly address can not be empty (set GITALY_ADDRESS)");
+    }
+    let token = std::env::var("GITALY_TOKEN").ok();
+    let runtime = tokio::runtime::Runtime::new().expect("start tokio runtime");
+    let result = runtime.block_on(ssh_client::run(&address, token.as_deref(), service, *payload));
+    // Exit at once: a stdin read may still be blocked in the runtime's thread pool.
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("rgitaly-ssh: {msg}");
+    std::process::exit(1);
+}

@@ -1,0 +1,517 @@
+//! The daemon's configuration: an upstream Gitaly `config.toml`, read as-is.
+//!
+//! Operators migrate by pointing rgitaly at the file they already have, so every upstream key parses, keys
+//! whose feature is not built yet only warn, and unknown keys (Ruby-only leftovers, typos) are reported but
+//! never fatal. Validation follows upstream: listeners, storages, paths. Every error names the file and the
+//! key, because a config error is read by a person at boot.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub socket_path: Option<PathBuf>,
+    pub listen_addr: Option<String>,
+    pub tls_listen_addr: Option<String>,
+    pub prometheus_listen_addr: Option<String>,
+    pub bin_dir: Option<PathBuf>,
+    pub internal_socket_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+    pub graceful_restart_timeout: Option<GoDuration>,
+    pub auth: Auth,
+    pub tls: Tls,
+    pub storage: Vec<Storage>,
+    pub logging: Logging,
+    pub git: Git,
+    #[serde(rename = "gitaly-ruby")]
+    pub gitaly_ruby: GitalyRuby,
+    #[serde(rename = "gitlab-shell")]
+    pub gitlab_shell: toml::Table,
+    pub gitlab: toml::Table,
+    pub hooks: toml::Table,
+    pub concurrency: Vec<Concurrency>,
+    pub prometheus: Prometheus,
+    pub pack_objects_cache: toml::Table,
+    pub timeout: Timeout,
+    pub daily_maintenance: toml::Table,
+    pub cgroups: toml::Table,
+    pub workers: GitalyRuby,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Auth {
+    pub token: String,
+    pub transitioning: bool,
+    pub previous_tokens: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    pub certificate_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Storage {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Logging {
+    pub format: Option<String>,
+    pub level: Option<String>,
+    pub dir: Option<PathBuf>,
+    pub sentry_dsn: Option<String>,
+    pub sentry_environment: Option<String>,
+    pub ruby_sentry_dsn: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Git {
+    pub bin_path: Option<PathBuf>,
+    pub catfile_cache_size: Option<u32>,
+    pub config: Vec<GitConfigEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GitConfigEntry {
+    pub key: String,
+    pub value: String,
+}
+
+/// `[gitaly-ruby]` upstream; `[workers]` is our name for the same knobs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct GitalyRuby {
+    pub dir: Option<PathBuf>,
+    pub max_rss: Option<u64>,
+    pub graceful_restart_timeout: Option<GoDuration>,
+    pub restart_delay: Option<GoDuration>,
+    pub num_workers: Option<u32>,
+    pub linguist_languages_path: Option<PathBuf>,
+    pub rugged_git_config_search_path: Option<PathBuf>,
+    pub memory_check_interval: Option<GoDuration>,
+    pub health_check_interval: Option<GoDuration>,
+    pub health_failure_timeout: Option<GoDuration>,
+    pub crash_threshold: Option<u32>,
+    pub crash_wait_time: Option<GoDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Concurrency {
+    pub rpc: String,
+    #[serde(default)]
+    pub max_per_repo: u32,
+    #[serde(default)]
+    pub max_queue_size: Option<u32>,
+    #[serde(default)]
+    pub max_queue_wait: Option<GoDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Prometheus {
+    pub grpc_latency_buckets: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Timeout {
+    pub upload_pack_negotiation: Option<GoDuration>,
+    pub upload_archive_negotiation: Option<GoDuration>,
+}
+
+/// A duration in Go's `time.ParseDuration` form ("90s", "1m30s", "500ms"), as upstream configs write them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_go_duration(&s).map(GoDuration).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses Go's duration syntax: a sequence of decimal numbers each with a unit (ns, us, µs, ms, s, m, h).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {s:?}");
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// Every key upstream v13.12 defines (and ours), as dotted paths; `*` matches any table name under it.
+const KNOWN_KEYS: &[&str] = &[
+    "socket_path",
+    "listen_addr",
+    "tls_listen_addr",
+    "prometheus_listen_addr",
+    "bin_dir",
+    "internal_socket_dir",
+    "runtime_dir",
+    "graceful_restart_timeout",
+    "auth.token",
+    "auth.transitioning",
+    "auth.previous_tokens",
+    "tls.certificate_path",
+    "tls.key_path",
+    "storage.name",
+    "storage.path",
+    "logging.format",
+    "logging.level",
+    "logging.dir",
+    "logging.sentry_dsn",
+    "logging.sentry_environment",
+    "logging.ruby_sentry_dsn",
+    "git.bin_path",
+    "git.catfile_cache_size",
+    "git.config.key",
+    "git.config.value",
+    "gitaly-ruby.dir",
+    "gitaly-ruby.max_rss",
+    "gitaly-ruby.graceful_restart_timeout",
+    "gitaly-ruby.restart_delay",
+    "gitaly-ruby.num_workers",
+    "gitaly-ruby.linguist_languages_path",
+    "gitaly-ruby.rugged_git_config_search_path",
+    "workers.max_rss",
+    "workers.graceful_restart_timeout",
+    "workers.restart_delay",
+    "workers.num_workers",
+    "workers.memory_check_interval",
+    "workers.health_check_interval",
+    "workers.health_failure_timeout",
+    "workers.crash_threshold",
+    "workers.crash_wait_time",
+    "gitlab-shell.dir",
+    "gitlab.url",
+    "gitlab.relative_url_root",
+    "gitlab.secret_file",
+    "gitlab.http-settings.*",
+    "hooks.custom_hooks_dir",
+    "concurrency.rpc",
+    "concurrency.max_per_repo",
+    "concurrency.max_queue_size",
+    "concurrency.max_queue_wait",
+    "prometheus.grpc_latency_buckets",
+    "pack_objects_cache.enabled",
+    "pack_objects_cache.dir",
+    "pack_objects_cache.max_age",
+    "timeout.upload_pack_negotiation",
+    "timeout.upload_archive_negotiation",
+    "daily_maintenance.*",
+    "cgroups.*",
+];
+
+/// Keys that parse but whose feature rgitaly does not have yet; setting them changes nothing today.
+const NOT_BUILT_KEYS: &[(&str, &str)] = &[
+    ("auth.token", "authentication is not enforced yet"),
+    ("tls_listen_addr", "the TLS listener is not built yet"),
+    ("prometheus_listen_addr", "the metrics endpoint is not built yet"),
+    ("concurrency", "the concurrency limiter is not built yet"),
+    ("pack_objects_cache.enabled", "the pack-objects cache is not built"),
+    ("hooks.custom_hooks_dir", "server-side custom hooks are not run"),
+    ("gitlab.url", "GitLab's internal API is not called; pushes are accepted without access checks"),
+    ("daily_maintenance", "daily maintenance is not built"),
+    ("cgroups", "cgroups are not built"),
+    ("logging.sentry_dsn", "Sentry reporting is not built"),
+];
+
+/// What loading found that an operator should hear about but that does not stop the daemon.
+#[derive(Debug, Default)]
+pub struct Warnings(pub Vec<String>);
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<(Config, Warnings), ConfigError> {
+        let file = path.display().to_string();
+        let err = |message: String| ConfigError { file: file.clone(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("read: {e}")))?;
+        let (cfg, warnings) = Self::parse(&text).map_err(err)?;
+        cfg.validate().map_err(|m| ConfigError { file: file.clone(), message: m })?;
+        Ok((cfg, warnings))
+    }
+
+    /// Parses config text without touching the file system.
+    pub fn parse(text: &str) -> Result<(Config, Warnings), String> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| format!("parse: {}", e.to_string().trim_end()))?;
+        let mut warnings = Warnings::default();
+        let mut seen = BTreeSet::new();
+        collect_unknown(&toml::Value::Table(table.clone()), "", &mut seen);
+        for key in seen {
+            warnings.0.push(format!("unknown key {key:?} ignored"));
+        }
+        let cfg: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("parse: {}", e.message()))?;
+        for (key, why) in NOT_BUILT_KEYS {
+            if is_set(&table, key) {
+                warnings.0.push(format!("key {key:?} is set but {why}"));
+            }
+        }
+        Ok((cfg, warnings))
+    }
+
+    /// Upstream's validation: a listener, storages that exist, unique and not nested.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.socket_path.is_none() && self.listen_addr.is_none() && self.tls_listen_addr.is_none() {
+            return Err("at least one of socket_path, listen_addr or tls_listen_addr must be set".into());
+        }
+        if self.tls_listen_addr.is_some() && (self.tls.certificate_path.is_none() || self.tls.key_path.is_none()) {
+            return Err("tls_listen_addr: tls.certificate_path and tls.key_path must be set".into());
+        }
+        if self.storage.is_empty() {
+            return Err("storage: at least one [[storage]] must be configured".into());
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in self.storage.iter().enumerate() {
+            if s.name.is_empty() {
+                return Err(format!("storage[{i}].name: empty storage name"));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("storage[{i}].name: storage {:?} is defined more than once", s.name));
+            }
+            if s.path.as_os_str().is_empty() {
+                return Err(format!("storage[{i}].path: empty storage path for storage {:?}", s.name));
+            }
+            match std::fs::metadata(&s.path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(format!("storage[{i}].path: storage path {:?} is not a dir", s.path)),
+                Err(e) => return Err(format!("storage[{i}].path: storage path {:?}: {e}", s.path)),
+            }
+        }
+        for (i, a) in self.storage.iter().enumerate() {
+            for (j, b) in self.storage.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let (pa, pb) = (clean(&a.path), clean(&b.path));
+                if pa.starts_with(&pb) {
+                    return Err(format!(
+                        "storage[{i}].path: storage paths may not nest: {:?} and {:?}",
+                        a.name, b.name
+                    ));
+                }
+            }
+        }
+        if let Some(bin) = &self.git.bin_path {
+            if !bin.is_file() {
+                return Err(format!("git.bin_path: {:?} is not a file", bin));
+            }
+        }
+        for (i, c) in self.git.config.iter().enumerate() {
+            if c.key.is_empty() || c.key.contains('=') {
+                return Err(format!("git.config[{i}].key: invalid key {:?}", c.key));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn graceful_restart_timeout(&self) -> Duration {
+        self.graceful_restart_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60))
+    }
+
+    pub fn upload_pack_negotiation_timeout(&self) -> Duration {
+        self.timeout.upload_pack_negotiation.map(|d| d.0).unwrap_or(Duration::from_secs(600))
+    }
+
+    pub fn upload_archive_negotiation_timeout(&self) -> Duration {
+        self.timeout.upload_archive_negotiation.map(|d| d.0).unwrap_or(Duration::from_secs(60))
+    }
+
+    /// Where the daemon keeps its private sockets and scratch files.
+    pub fn internal_dir(&self) -> PathBuf {
+        if let Some(d) = self.internal_socket_dir.as_ref().or(self.runtime_dir.as_ref()) {
+            return d.clone();
+        }
+        std::env::temp_dir().join(format!("rgitaly-{}", std::process::id()))
+    }
+}
+
+fn clean(p: &Path) -> PathBuf {
+    let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut s = p.into_os_string();
+    s.push("/");
+    PathBuf::from(s)
+}
+
+fn is_set(table: &toml::Table, dotted: &str) -> bool {
+    let mut cur = table;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        match cur.get(part) {
+            None => return false,
+            Some(toml::Value::Table(t)) if parts.peek().is_some() => cur = t,
+            Some(toml::Value::String(s)) => return !s.is_empty(),
+            Some(toml::Value::Boolean(b)) => return *b,
+            Some(toml::Value::Array(a)) => return !a.is_empty(),
+            Some(_) => return parts.peek().is_none(),
+        }
+    }
+    false
+}
+
+fn is_known(path: &str) -> bool {
+    KNOWN_KEYS.iter().any(|known| match known.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix) || path == prefix.trim_end_matches('.'),
+        None => *known == path,
+    })
+}
+
+/// Collects the leaf keys of `v` that no upstream or rgitaly setting uses.
+fn collect_unknown(v: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+    let toml::Value::Table(t) = v else { return };
+    for (k, v) in t {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(_) => collect_unknown(v, &path, out),
+            toml::Value::Array(items) if !items.is_empty() && items.iter().all(|i| i.is_table()) => {
+                for item in items {
+                    collect_unknown(item, &path, out);
+                }
+            }
+            _ if is_known(&path) => {}
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_go_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("fast").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn upstream_config_parses_with_warnings_for_unknown_keys() {
+        let text = r#"
+socket_path = "/tmp/gitaly.socket"
+bin_dir = "/usr/local/bin"
+graceful_restart_timeout = "1m"
+ruby_only_thing = true
+
+[[storage]]
+name = "default"
+path = "/tmp"
+
+[git]
+catfile_cache_size = 100
+[[git.config]]
+key = "core.fsyncObjectFiles"
+value = "true"
+
+[gitaly-ruby]
+dir = "/srv/gitaly-ruby"
+num_workers = 3
+restart_delay = "5m"
+
+[gitlab.http-settings]
+self_signed_cert = false
+
+[[concurrency]]
+rpc = "/gitaly.SmartHTTPService/PostUploadPack"
+max_per_repo = 20
+
+[logging]
+format = "json"
+rugged_option = 1
+"#;
+        let (cfg, warnings) = Config::parse(text).unwrap();
+        assert_eq!(cfg.storage[0].name, "default");
+        assert_eq!(cfg.gitaly_ruby.num_workers, Some(3));
+        assert_eq!(cfg.git.config[0].key, "core.fsyncObjectFiles");
+        assert_eq!(cfg.concurrency[0].max_per_repo, 20);
+        let all = warnings.0.join("\n");
+        assert!(all.contains("\"ruby_only_thing\""), "{all}");
+        assert!(all.contains("\"logging.rugged_option\""), "{all}");
+        assert!(!all.contains("self_signed_cert"), "{all}");
+        assert!(all.contains("concurrency"), "{all}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().display();
+        let bad = [
+            (format!("[[storage]]\nname = \"a\"\npath = \"{p}\""), "socket_path"),
+            ("socket_path = \"/x\"".to_string(), "storage"),
+            (
+                format!("socket_path = \"/x\"\n[[storage]]\nname = \"a\"\npath = \"{p}\"\n[[storage]]\nname = \"a\"\npath = \"{p}/b\""),
+                "storage[1].name",
+            ),
+            (format!("socket_path = \"/x\"\n[[storage]]\nname = \"a\"\npath = \"{p}/missing\""), "storage[0].path"),
+        ];
+        for (text, key) in bad {
+            let (cfg, _) = Config::parse(&text).unwrap();
+            let e = cfg.validate().unwrap_err();
+            assert!(e.contains(key), "{e} should name {key}");
+        }
+        std::fs::create_dir(dir.path().join("nested")).unwrap();
+        let (cfg, _) = Config::parse(&format!(
+            "socket_path = \"/x\"\n[[storage]]\nname = \"a\"\npath = \"{p}\"\n[[storage]]\nname = \"b\"\npath = \"{p}/nested\""
+        ))
+        .unwrap();
+        assert!(cfg.validate().unwrap_err().contains("nest"));
+    }
+
+    #[test]
+    fn type_errors_are_reported() {
+        let e = Config::parse("socket_path = 3").unwrap_err();
+        assert!(e.contains("socket_path") || e.contains("string"), "{e}");
+    }
+}

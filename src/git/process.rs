@@ -1,0 +1,172 @@
+//! A running git child: its pipes as async handles, its exit status and resource usage.
+//!
+//! `wait4(2)` is used instead of tokio's child handling because it also reports the child's CPU time and
+//! peak RSS, which we log per command as upstream does. The child runs in its own process group so that
+//! killing it (when the RPC is cancelled and this handle is dropped) also stops the `pack-objects` it spawned.
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+
+/// How a command ended.
+#[derive(Debug, Clone)]
+pub struct ExitInfo {
+    /// Exit code; for a signal, 128 + signal number (as a shell reports it).
+    pub code: i32,
+    pub signal: Option<i32>,
+    pub real_time: Duration,
+    pub user_time: Duration,
+    pub system_time: Duration,
+    /// Peak resident set size in KiB.
+    pub max_rss_kib: i64,
+}
+
+impl ExitInfo {
+    pub fn success(&self) -> bool {
+        self.code == 0
+    }
+}
+
+/// A started git process. Dropping it before it has exited kills its process group.
+pub struct Running {
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+    pid: i32,
+    sub: &'static str,
+    args: Vec<OsString>,
+    exited: Arc<Mutex<bool>>,
+    result: Option<oneshot::Receiver<std::io::Result<ExitInfo>>>,
+}
+
+impl Running {
+    pub(super) fn start(
+        mut cmd: std::process::Command,
+        sub: &'static str,
+        args: Vec<OsString>,
+        running: Arc<AtomicU64>,
+    ) -> std::io::Result<Running> {
+        cmd.process_group(0);
+        let mut child = cmd.spawn()?;
+        let started = Instant::now();
+        let pid = child.id() as i32;
+        let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let stdout = child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        // std's Child never reaps unless asked; from here on the waiter thread owns reaping.
+        drop(child);
+        running.fetch_add(1, Ordering::Relaxed);
+
+        let exited = Arc::new(Mutex::new(false));
+        let (tx, rx) = oneshot::channel();
+        let waiter_exited = exited.clone();
+        std::thread::Builder::new().name(format!("wait-git-{pid}")).spawn(move || {
+            let r = wait_for(pid, &waiter_exited, started);
+            running.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(r);
+        })?;
+        Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx) })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    pub fn killer(&self) -> Killer {
+        Killer { pid: self.pid, exited: self.exited.clone() }
+    }
+
+    /// Waits for the process to exit and reports how it ended. Call after the pipes are drained or dropped.
+    pub async fn wait(mut self) -> std::io::Result<ExitInfo> {
+        self.stdin.take();
+        let rx = self.result.take().expect("wait called once");
+        let info = rx.await.map_err(|_| std::io::Error::other("waiter thread vanished"))??;
+        tracing::debug!(
+            command.name = self.sub,
+            command.args = ?self.args,
+            command.pid = self.pid,
+            command.exit_code = info.code,
+            command.real_time_ms = info.real_time.as_millis() as u64,
+            command.user_time_ms = info.user_time.as_millis() as u64,
+            command.system_time_ms = info.system_time.as_millis() as u64,
+            command.maxrss = info.max_rss_kib,
+            "git command finished"
+        );
+        Ok(info)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.result.is_some() {
+            self.killer().kill();
+        }
+    }
+}
+
+/// Kills a running command's process group, safely even after it has exited.
+#[derive(Debug, Clone)]
+pub struct Killer {
+    pid: i32,
+    exited: Arc<Mutex<bool>>,
+}
+
+impl Killer {
+    pub fn kill(&self) {
+        // Holding the lock means the waiter cannot reap in between, so the pid cannot have been reused.
+        let exited = self.exited.lock().unwrap_or_else(|e| e.into_inner());
+        if !*exited {
+            unsafe {
+                libc::kill(-self.pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Waits for exit without reaping, marks it under the lock, then reaps with `wait4` for the rusage.
+fn wait_for(pid: i32, exited: &Mutex<bool>, started: Instant) -> std::io::Result<ExitInfo> {
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let real_time = started.elapsed();
+    let mut guard = exited.lock().unwrap_or_else(|e| e.into_inner());
+    *guard = true;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    drop(guard);
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let (code, signal) = if libc::WIFEXITED(status) {
+        (libc::WEXITSTATUS(status), None)
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        (128 + sig, Some(sig))
+    } else {
+        (-1, None)
+    };
+    Ok(ExitInfo {
+        code,
+        signal,
+        real_time,
+        user_time: tv(usage.ru_utime),
+        system_time: tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss,
+    })
+}

@@ -1,0 +1,21 @@
+//! rgitaly: a Rust re-implementation of GitLab's Gitaly.
+//!
+//! See `docs/architecture.md` for the path of a request through these modules.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod git;
+pub mod locator;
+pub mod logging;
+pub mod pktline;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod ssh_client;
+pub mod storage_metadata;
+pub mod streamio;
+
+/// The version reported by ServerInfo and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

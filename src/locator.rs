@@ -1,0 +1,223 @@
+//! The only door from a client's `Repository{storage_name, relative_path}` to a path on disk.
+//!
+//! Every RPC names its repository with client-supplied strings, so this is where traversal, absolute paths,
+//! NUL bytes and symlinks that leave a storage are stopped. Services never join paths themselves: they ask
+//! the locator, and what it returns is guaranteed to sit inside a configured storage.
+
+use std::path::{Component, Path, PathBuf};
+
+use tonic::Status;
+
+use crate::config::Storage;
+use crate::proto::gitaly::Repository;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LocateError {
+    /// Upstream resolves a missing repository as one with an empty storage name.
+    #[error("GetStorageByName: no such storage: \"\"")]
+    MissingRepository,
+    #[error("GetStorageByName: no such storage: {0:?}")]
+    UnknownStorage(String),
+    #[error("GetPath: relative path missing from {0}")]
+    EmptyPath(String),
+    #[error("GetRepoPath: relative path escapes root directory")]
+    Escapes,
+    #[error("GetRepoPath: not a git repository: {0:?}")]
+    NotARepository(String),
+    #[error("GetRepoPath: {0}")]
+    Io(String),
+}
+
+impl From<LocateError> for Status {
+    fn from(e: LocateError) -> Status {
+        match e {
+            LocateError::NotARepository(_) => Status::not_found(e.to_string()),
+            LocateError::Io(_) => Status::internal(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// Resolves repositories and storages against the configured `[[storage]]` list.
+#[derive(Debug, Clone)]
+pub struct Locator {
+    storages: Vec<StorageRoot>,
+}
+
+#[derive(Debug, Clone)]
+struct StorageRoot {
+    name: String,
+    /// As configured, for reporting.
+    path: PathBuf,
+    /// Canonical form, for containment checks after following symlinks.
+    canonical: PathBuf,
+}
+
+impl Locator {
+    pub fn new(storages: &[Storage]) -> std::io::Result<Locator> {
+        let storages = storages
+            .iter()
+            .map(|s| {
+                Ok(StorageRoot {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                    canonical: std::fs::canonicalize(&s.path)?,
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Locator { storages })
+    }
+
+    /// Storage names and their (canonical) root directories, in config order.
+    pub fn storages(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.storages.iter().map(|s| (s.name.as_str(), s.canonical.as_path()))
+    }
+
+    /// The root directory of a storage.
+    pub fn storage_path(&self, name: &str) -> Result<&Path, LocateError> {
+        self.storages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.canonical.as_path())
+            .ok_or_else(|| LocateError::UnknownStorage(name.to_string()))
+    }
+
+    /// The configured (non-canonical) path of a storage, for messages.
+    pub fn storage_display_path(&self, name: &str) -> Option<&Path> {
+        self.storages.iter().find(|s| s.name == name).map(|s| s.path.as_path())
+    }
+
+    /// The path of an existing git repository.
+    pub fn repo_path(&self, repo: Option<&Repository>) -> Result<PathBuf, LocateError> {
+        let path = self.target_path(repo)?;
+        if !is_git_directory(&path) {
+            return Err(LocateError::NotARepository(path.display().to_string()));
+        }
+        Ok(path)
+    }
+
+    /// The path a repository has or would have, validated but not required to exist (for creation).
+    pub fn target_path(&self, repo: Option<&Repository>) -> Result<PathBuf, LocateError> {
+        let repo = repo.ok_or(LocateError::MissingRepository)?;
+        let root = self.storage_path(&repo.storage_name)?;
+        let rel = validate_relative_path(&repo.relative_path, &repo.storage_name)?;
+        let path = root.join(rel);
+        ensure_inside(root, &path)?;
+        Ok(path)
+    }
+
+    /// A path inside a storage for scratch work (temporary repositories, bundles); created if missing.
+    pub fn temp_dir(&self, storage: &str) -> Result<PathBuf, LocateError> {
+        let dir = self.storage_path(storage)?.join("+gitaly").join("tmp");
+        std::fs::create_dir_all(&dir).map_err(|e| LocateError::Io(e.to_string()))?;
+        Ok(dir)
+    }
+}
+
+/// Lexical checks on a client-supplied relative path; returns it cleaned of `.` and empty components.
+fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateError> {
+    if rel.is_empty() {
+        return Err(LocateError::EmptyPath(format!("storage_name:{storage:?}")));
+    }
+    if rel.contains('\0') || rel.starts_with('/') {
+        return Err(LocateError::Escapes);
+    }
+    let mut out = PathBuf::new();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return Err(LocateError::Escapes),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(LocateError::Escapes);
+    }
+    Ok(out)
+}
+
+/// Follows symlinks on the existing part of `path` and checks the result stays under `root`.
+fn ensure_inside(root: &Path, path: &Path) -> Result<(), LocateError> {
+    let mut existing = path;
+    let mut missing = Vec::new();
+    loop {
+        match std::fs::symlink_metadata(existing) {
+            Ok(_) => break,
+            Err(_) => match existing.parent() {
+                Some(parent) => {
+                    missing.push(existing.file_name().map(|n| n.to_os_string()).unwrap_or_default());
+                    existing = parent;
+                }
+                None => return Err(LocateError::Escapes),
+            },
+        }
+    }
+    // A dangling symlink on the way has no canonical form: refuse it rather than guess where it points.
+    let canonical = std::fs::canonicalize(existing).map_err(|_| LocateError::Escapes)?;
+    // The storage root itself is not a repository path either.
+    if !canonical.starts_with(root) || canonical == root && missing.is_empty() {
+        return Err(LocateError::Escapes);
+    }
+    Ok(())
+}
+
+/// Upstream's test for a git directory: `objects`, `refs` and `HEAD` exist.
+pub fn is_git_directory(path: &Path) -> bool {
+    ["objects", "refs", "HEAD"].iter().all(|p| path.join(p).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo(storage: &str, path: &str) -> Repository {
+        Repository { storage_name: storage.into(), relative_path: path.into(), ..Default::default() }
+    }
+
+    fn setup() -> (tempfile::TempDir, Locator) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(storage.join("a.git/objects")).unwrap();
+        std::fs::create_dir_all(storage.join("a.git/refs")).unwrap();
+        std::fs::write(storage.join("a.git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("outside.git/objects")).unwrap();
+        std::fs::create_dir_all(dir.path().join("outside.git/refs")).unwrap();
+        std::fs::write(dir.path().join("outside.git/HEAD"), "x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.git"), storage.join("link.git")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), storage.join("up")).unwrap();
+        std::os::unix::fs::symlink(storage.join("a.git"), storage.join("inner.git")).unwrap();
+        let loc = Locator::new(&[Storage { name: "default".into(), path: storage }]).unwrap();
+        (dir, loc)
+    }
+
+    #[test]
+    fn resolves_existing_repository() {
+        let (_d, loc) = setup();
+        assert!(loc.repo_path(Some(&repo("default", "a.git"))).unwrap().ends_with("a.git"));
+        assert!(loc.repo_path(Some(&repo("default", "./a.git/"))).is_ok());
+        assert!(loc.repo_path(Some(&repo("default", "inner.git"))).is_ok());
+    }
+
+    #[test]
+    fn rejects_hostile_paths() {
+        let (_d, loc) = setup();
+        for p in ["../outside.git", "a.git/../../outside.git", "/etc", "link.git", "up/outside.git", "a\0b", ".", ""] {
+            let e = loc.repo_path(Some(&repo("default", p))).unwrap_err();
+            assert_eq!(Status::from(e.clone()).code(), tonic::Code::InvalidArgument, "{p:?}: {e}");
+        }
+        assert_eq!(
+            loc.repo_path(Some(&repo("nope", "a.git"))).unwrap_err(),
+            LocateError::UnknownStorage("nope".into())
+        );
+        assert_eq!(loc.repo_path(None).unwrap_err(), LocateError::MissingRepository);
+    }
+
+    #[test]
+    fn missing_repository_is_not_found() {
+        let (_d, loc) = setup();
+        let e = loc.repo_path(Some(&repo("default", "missing.git"))).unwrap_err();
+        assert_eq!(Status::from(e).code(), tonic::Code::NotFound);
+        assert!(loc.target_path(Some(&repo("default", "new/group/project.git"))).is_ok());
+        assert!(loc.target_path(Some(&repo("default", "up/new.git"))).is_err());
+    }
+}

@@ -1,0 +1,60 @@
+//! The `rgitaly` binary: see [`rgitaly::cli`].
+
+use clap::Parser;
+use rgitaly::cli::{self, Cli, Command};
+
+fn main() {
+    let args = cli::normalize_args(std::env::args().collect());
+    let cli = Cli::parse_from(args);
+    let runtime = tokio::runtime::Runtime::new().expect("start tokio runtime");
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Check { config } => match cli::load_config(&config) {
+                Ok(_) => {
+                    println!("{}: ok", config.display());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("rgitaly: {e}");
+                    2
+                }
+            },
+            Command::Serve { config } => serve(&config).await,
+            Command::Repo(cmd) => cli::repo(cmd).await.unwrap_or_else(|e| {
+                eprintln!("rgitaly: {e}");
+                1
+            }),
+        }
+    });
+    std::process::exit(code);
+}
+
+async fn serve(path: &std::path::Path) -> i32 {
+    let cfg = match cli::load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rgitaly: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = rgitaly::logging::init(&cfg.logging) {
+        eprintln!("rgitaly: logging: {e}");
+        return 2;
+    }
+    let ctx = match rgitaly::server::build_context(cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "startup failed");
+            eprintln!("rgitaly: {e}");
+            return 1;
+        }
+    };
+    match rgitaly::server::serve(ctx, rgitaly::server::shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            eprintln!("rgitaly: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! gRPC service implementations, one directory per Gitaly service and one file per RPC (or a small family).
+//!
+//! Handlers only validate requests and shape responses: repositories come from the [`Locator`], processes
+//! from the [`GitCmdFactory`], byte pumping from [`crate::streamio`].
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::git::GitCmdFactory;
+use crate::locator::Locator;
+
+pub mod repository;
+pub mod server;
+pub mod smarthttp;
+pub mod ssh;
+pub mod unbuilt;
+
+/// What every handler needs; built once at boot.
+#[derive(Debug)]
+pub struct Context {
+    pub config: Config,
+    pub locator: Locator,
+    pub git: GitCmdFactory,
+}
+
+pub type Ctx = Arc<Context>;
+
+/// The value of `GIT_PROTOCOL` for a request's `git_protocol`: only `version=2` is passed on, as upstream.
+pub fn git_protocol_env(git_protocol: &str) -> Option<&'static str> {
+    match git_protocol {
+        "version=2" => Some("version=2"),
+        "" => None,
+        other => {
+            tracing::warn!(git_protocol = other, "invalid git protocol requested");
+            None
+        }
+    }
+}

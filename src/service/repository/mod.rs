@@ -1,0 +1,91 @@
+//! RepositoryService: creating, removing, inspecting and maintaining whole repositories.
+
+mod archive;
+mod bundle;
+mod checksum;
+mod create;
+mod exists;
+mod fsck;
+mod has_local_branches;
+mod housekeeping;
+mod merge_base;
+mod remove;
+mod size;
+mod write_ref;
+
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::Ctx;
+use crate::proto::gitaly::repository_service_server::RepositoryService;
+use crate::proto::gitaly::*;
+
+pub struct RepositorySvc(pub Ctx);
+
+type Unary<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl RepositoryService for RepositorySvc {
+    async fn repository_exists(&self, r: Request<RepositoryExistsRequest>) -> Unary<RepositoryExistsResponse> {
+        exists::repository_exists(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn create_repository(&self, r: Request<CreateRepositoryRequest>) -> Unary<CreateRepositoryResponse> {
+        create::create_repository(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_repository(&self, r: Request<RemoveRepositoryRequest>) -> Unary<RemoveRepositoryResponse> {
+        remove::remove_repository(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn repository_size(&self, r: Request<RepositorySizeRequest>) -> Unary<RepositorySizeResponse> {
+        size::repository_size(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn has_local_branches(&self, r: Request<HasLocalBranchesRequest>) -> Unary<HasLocalBranchesResponse> {
+        has_local_branches::has_local_branches(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn find_merge_base(&self, r: Request<FindMergeBaseRequest>) -> Unary<FindMergeBaseResponse> {
+        merge_base::find_merge_base(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn write_ref(&self, r: Request<WriteRefRequest>) -> Unary<WriteRefResponse> {
+        write_ref::write_ref(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn calculate_checksum(&self, r: Request<CalculateChecksumRequest>) -> Unary<CalculateChecksumResponse> {
+        checksum::calculate_checksum(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn fsck(&self, r: Request<FsckRequest>) -> Unary<FsckResponse> {
+        fsck::fsck(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn garbage_collect(&self, r: Request<GarbageCollectRequest>) -> Unary<GarbageCollectResponse> {
+        housekeeping::garbage_collect(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn repack_full(&self, r: Request<RepackFullRequest>) -> Unary<RepackFullResponse> {
+        housekeeping::repack_full(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn repack_incremental(&self, r: Request<RepackIncrementalRequest>) -> Unary<RepackIncrementalResponse> {
+        housekeeping::repack_incremental(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_bundle(&self, r: Request<CreateBundleRequest>) -> Unary<BoxStream<CreateBundleResponse>> {
+        bundle::create_bundle(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn create_repository_from_bundle(
+        &self,
+        r: Request<Streaming<CreateRepositoryFromBundleRequest>>,
+    ) -> Unary<CreateRepositoryFromBundleResponse> {
+        bundle::create_repository_from_bundle(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_archive(&self, r: Request<GetArchiveRequest>) -> Unary<BoxStream<GetArchiveResponse>> {
+        archive::get_archive(&self.0, r.into_inner()).await.map(Response::new)
+    }
+}

@@ -1,0 +1,29 @@
+//! RemoveRepository: moves the repository aside atomically, then deletes it, so a half-deleted repository
+//! is never visible at its path. A repository that is already gone is not an error (upstream v13.12).
+
+use tonic::Status;
+
+use crate::proto::gitaly::{RemoveRepositoryRequest, RemoveRepositoryResponse};
+use crate::service::Context;
+
+pub async fn remove_repository(
+    ctx: &Context,
+    req: RemoveRepositoryRequest,
+) -> Result<RemoveRepositoryResponse, Status> {
+    let repo = req.repository.as_ref();
+    let path = ctx.locator.target_path(repo)?;
+    let storage = repo.map(|r| r.storage_name.as_str()).unwrap_or_default();
+    let tmp = ctx.locator.temp_dir(storage)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let aside = tmp.join(format!("{name}+removed-{}", uuid::Uuid::new_v4()));
+    match std::fs::rename(&path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RemoveRepositoryResponse {}),
+        Err(e) => return Err(Status::internal(format!("move repository aside: {e}"))),
+    }
+    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&aside))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("remove repository: {e}")))?;
+    Ok(RemoveRepositoryResponse {})
+}

@@ -1,0 +1,41 @@
+//! SSHReceivePack: serves pushes. Refs are updated by git itself; no server hooks run (see README).
+
+use tonic::codegen::BoxStream;
+use tonic::{Status, Streaming};
+
+use super::{first_request, pump};
+use crate::git::Sub;
+use crate::proto::gitaly::{SshReceivePackRequest, SshReceivePackResponse};
+use crate::service::{git_protocol_env, Context};
+use crate::streamio::Options;
+
+pub async fn ssh_receive_pack(
+    ctx: &Context,
+    mut stream: Streaming<SshReceivePackRequest>,
+) -> Result<BoxStream<SshReceivePackResponse>, Status> {
+    let first = first_request(&mut stream).await?;
+    if first.gl_id.is_empty() {
+        return Err(Status::invalid_argument("empty GlId"));
+    }
+    if !first.stdin.is_empty() {
+        return Err(Status::invalid_argument("non-empty data in first request"));
+    }
+    if first.repository.is_none() {
+        return Err(Status::invalid_argument("repository is empty"));
+    }
+    let repo = ctx.locator.repo_path(first.repository.as_ref())?;
+    let mut cmd = ctx
+        .git
+        .command(&repo, Sub::ReceivePack)
+        .request_config(&first.git_config_options)
+        .trusted_arg(&repo)
+        .env("GL_ID", &first.gl_id)
+        .env("GL_REPOSITORY", &first.gl_repository)
+        .env("GL_USERNAME", &first.gl_username)
+        .env("GL_PROTOCOL", "ssh");
+    if let Some(v) = git_protocol_env(&first.git_protocol) {
+        cmd = cmd.env("GIT_PROTOCOL", v);
+    }
+    let child = cmd.spawn()?;
+    Ok(pump(child, stream, |r| r.stdin, Options::default(), false))
+}

@@ -1,0 +1,216 @@
+//! Full-duplex pumping between a gRPC stream and a git child process.
+//!
+//! Packs are never held in memory: request chunks go to git's stdin as they arrive while git's stdout
+//! and stderr are read concurrently into a bounded channel toward the client. A child that stops reading
+//! its stdin (EPIPE) is not an error: the rest of the input is discarded and the child's exit status is
+//! what counts, as upstream reports it.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::git::{ExitInfo, Running};
+use crate::pktline::{Scanner, Seen};
+
+/// Size of the reads from git's pipes, and so the largest message we send.
+pub const CHUNK: usize = 128 * 1024;
+
+/// How many response messages may wait for the client before git is paused by back-pressure.
+pub const CHANNEL_DEPTH: usize = 8;
+
+/// Most stderr kept for error messages when stderr is not forwarded.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// A chunk of output from the child.
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
+/// Which packet ends negotiation on stdin.
+#[derive(Debug, Clone, Copy)]
+pub enum Watch {
+    /// `done` (upload-pack).
+    Done,
+    /// A flush packet (upload-archive).
+    Flush,
+}
+
+impl Watch {
+    fn satisfied(self, seen: &Seen) -> bool {
+        match self {
+            Watch::Done => seen.done,
+            Watch::Flush => seen.flush,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Kill the child if negotiation has not finished within this time.
+    pub negotiation: Option<(Duration, Watch)>,
+    /// Send stderr to the client; otherwise keep its tail for the error message.
+    pub forward_stderr: bool,
+}
+
+/// How a pumped command ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub exit: ExitInfo,
+    /// What the stdin scanner saw in the client's data.
+    pub seen: Seen,
+    /// The tail of stderr when it was not forwarded.
+    pub stderr: Vec<u8>,
+    pub negotiation_timed_out: bool,
+}
+
+impl Finished {
+    /// The value upstream puts in `ExitStatus`: the exit code, or -1 when a signal ended the child.
+    pub fn exit_status_value(&self) -> i32 {
+        if self.exit.signal.is_some() {
+            -1
+        } else {
+            self.exit.code
+        }
+    }
+}
+
+/// Returns the sender half for responses and the stream to hand to tonic.
+pub fn response_channel<R: Send + 'static>() -> (mpsc::Sender<Result<R, Status>>, tonic::codegen::BoxStream<R>) {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    (tx, Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Runs `child` to completion: `input` into its stdin, stdout (and stderr if forwarded) out through `tx`
+/// as `map` makes messages of them. Fails only when the client fails or goes away.
+pub async fn run_duplex<I, R, F>(
+    mut child: Running,
+    input: I,
+    opts: Options,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    map: F,
+) -> Result<Finished, Status>
+where
+    I: Stream<Item = Result<Vec<u8>, Status>> + Send + Unpin,
+    F: Fn(Output) -> R,
+{
+    let stdin = child.stdin.take();
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let killer = child.killer();
+    // Shared with the stdin pump, which may still be running when the child is done.
+    let seen_so_far = std::sync::Mutex::new(Seen::default());
+
+    let stdin_fut = async {
+        let mut input = input;
+        let mut stdin = stdin;
+        let mut scanner = Scanner::default();
+        let deadline = opts.negotiation.map(|(d, w)| (tokio::time::Instant::now() + d, w));
+        let mut timed_out = false;
+        let mut client_error = None;
+        loop {
+            let watching = deadline.filter(|(_, w)| !w.satisfied(&scanner.seen));
+            let next = match watching {
+                Some((at, _)) => tokio::select! {
+                    next = input.next() => next,
+                    _ = tokio::time::sleep_until(at) => {
+                        timed_out = true;
+                        killer.kill();
+                        break;
+                    }
+                },
+                None => input.next().await,
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => {
+                    client_error = Some(e);
+                    killer.kill();
+                    break;
+                }
+                Some(Ok(data)) => {
+                    scanner.feed(&data);
+                    *seen_so_far.lock().unwrap_or_else(|e| e.into_inner()) = scanner.seen.clone();
+                    if let Some(w) = stdin.as_mut() {
+                        if w.write_all(&data).await.is_err() {
+                            // The child stopped reading (EPIPE): its exit status will tell why.
+                            stdin = None;
+                        }
+                    }
+                }
+            }
+        }
+        (timed_out, client_error)
+    };
+
+    let stdout_fut = async {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = stdout.read(&mut buf).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.truncate(n);
+            if tx.send(Ok(map(Output::Stdout(buf)))).await.is_err() {
+                killer.kill();
+                return Err(Status::cancelled("client went away"));
+            }
+        }
+    };
+
+    let stderr_fut = async {
+        let mut kept = Vec::new();
+        loop {
+            let mut buf = vec![0u8; 32 * 1024];
+            let n = stderr.read(&mut buf).await.map_err(|e| Status::internal(format!("read stderr: {e}")))?;
+            if n == 0 {
+                return Ok(kept);
+            }
+            buf.truncate(n);
+            if opts.forward_stderr {
+                if tx.send(Ok(map(Output::Stderr(buf)))).await.is_err() {
+                    killer.kill();
+                    return Err(Status::cancelled("client went away"));
+                }
+            } else {
+                kept.extend_from_slice(&buf);
+                if kept.len() > STDERR_KEEP {
+                    kept.drain(..kept.len() - STDERR_KEEP);
+                }
+            }
+        }
+    };
+
+    let io = async { tokio::join!(stdout_fut, stderr_fut) };
+    tokio::pin!(stdin_fut);
+    tokio::pin!(io);
+    let mut stdin_result = None;
+    // Output ending means the child is done; a client that keeps its send side open must not hold us.
+    let (out_res, err_res) = loop {
+        tokio::select! {
+            r = &mut stdin_fut, if stdin_result.is_none() => stdin_result = Some(r),
+            r = &mut io => break r,
+        }
+    };
+    // If the child finished before the client closed its side, what it sent so far is all that mattered.
+    let (negotiation_timed_out, client_error) = stdin_result.unwrap_or((false, None));
+    let seen = seen_so_far.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(e) = client_error {
+        return Err(e);
+    }
+    out_res?;
+    let stderr = err_res?;
+    let exit = child.wait().await.map_err(|e| Status::internal(format!("cmd wait: {e}")))?;
+    Ok(Finished { exit, seen, stderr, negotiation_timed_out })
+}
+
+/// Streams a finished-input command's stdout to the client; stderr is kept for the error message.
+pub async fn run_output<R, F>(child: Running, tx: &mpsc::Sender<Result<R, Status>>, map: F) -> Result<Finished, Status>
+where
+    F: Fn(Output) -> R,
+{
+    run_duplex(child, futures::stream::empty(), Options::default(), tx, map).await
+}
