@@ -284,9 +284,8 @@ impl Config {
         for key in seen {
             warnings.0.push(format!("unknown key {key:?} ignored"));
         }
-        let cfg: Config = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| format!("parse: {}", e.message()))?;
+        // Deserializing from the text (not the table) keeps spans, so type errors show the offending line.
+        let cfg: Config = toml::from_str(text).map_err(|e| format!("parse: {}", e.to_string().trim_end()))?;
         for (key, why) in NOT_BUILT_KEYS {
             if is_set(&table, key) {
                 warnings.0.push(format!("key {key:?} is set but {why}"));

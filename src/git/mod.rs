@@ -139,7 +139,13 @@ impl Sub {
     fn takes_end_of_options(self) -> bool {
         !matches!(
             self,
-            Sub::CatFile | Sub::Bundle | Sub::ReceivePack | Sub::UploadPack | Sub::UploadArchive | Sub::Version
+            Sub::Archive
+                | Sub::CatFile
+                | Sub::Bundle
+                | Sub::ReceivePack
+                | Sub::UploadPack
+                | Sub::UploadArchive
+                | Sub::Version
         )
     }
 }

@@ -1,0 +1,228 @@
+//! Test harness: starts the real `rgitaly` binary on a temporary directory and socket, and drives it with
+//! the real `git` (through `rgitaly-ssh`) and real gRPC clients. Everything is removed on drop.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rgitaly::client::{self, AuthChannel};
+use rgitaly::proto::gitaly::Repository;
+
+pub const STORAGE: &str = "default";
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub storage: PathBuf,
+    /// A directory beside the storage that no RPC may touch.
+    pub outside: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with("")
+    }
+
+    /// Starts a daemon; `extra` is appended to the generated config.
+    pub fn start_with(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = dir.path().join("storage");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&storage).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("sentinel"), "untouched").unwrap();
+        let socket = dir.path().join("rgitaly.socket");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "socket_path = {socket:?}\ninternal_socket_dir = {internal:?}\n\n[[storage]]\nname = \"{STORAGE}\"\npath = {storage:?}\n{extra}\n",
+                internal = dir.path().join("internal"),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rgitaly"))
+            .arg("serve")
+            .arg(&config)
+            .env("RGITALY_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rgitaly");
+        let d = Daemon { dir, socket, storage, outside, child: Some(child) };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("rgitaly did not come up on {}", self.socket.display());
+    }
+
+    pub fn address(&self) -> String {
+        format!("unix:{}", self.socket.display())
+    }
+
+    pub async fn channel(&self) -> AuthChannel {
+        client::connect(&self.address(), None).await.expect("connect")
+    }
+
+    pub fn repo(&self, relative: &str) -> Repository {
+        Repository { storage_name: STORAGE.into(), relative_path: relative.into(), ..Default::default() }
+    }
+
+    pub fn repo_path(&self, relative: &str) -> PathBuf {
+        self.storage.join(relative)
+    }
+
+    /// The URL plain `git` uses for a repository through rgitaly-ssh.
+    pub fn url(&self, relative: &str) -> String {
+        format!("ssh://rgitaly/{STORAGE}/{relative}")
+    }
+
+    /// A `git` command wired to this daemon through rgitaly-ssh.
+    pub fn git(&self, cwd: &Path) -> Command {
+        let mut c = git(cwd);
+        c.env("GIT_SSH_COMMAND", env!("CARGO_BIN_EXE_rgitaly-ssh")).env("GITALY_ADDRESS", self.address());
+        c
+    }
+
+    /// Creates a bare repository in the storage directly with git (test setup, not through the RPC).
+    pub fn seed_repo(&self, relative: &str, source: &Path) -> PathBuf {
+        let path = self.repo_path(relative);
+        run(git(self.dir.path()).args(["clone", "--bare", "--quiet"]).arg(source).arg(&path));
+        path
+    }
+
+    /// Asserts nothing beside the storage changed.
+    pub fn assert_outside_untouched(&self) {
+        let entries: Vec<_> = std::fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("sentinel")], "files appeared outside the storage");
+        assert_eq!(std::fs::read_to_string(self.outside.join("sentinel")).unwrap(), "untouched");
+        let mut top: Vec<_> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("work"))
+            .collect();
+        top.sort();
+        assert_eq!(
+            top,
+            ["config.toml", "internal", "outside", "rgitaly.socket", "storage"],
+            "unexpected top-level files"
+        );
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// A scratch directory for client-side work, inside the temp dir.
+    pub fn work_dir(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("work-{name}"));
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A plain `git` with a predictable identity and no user or system config.
+pub fn git(cwd: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(cwd)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR");
+    c
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs a command and returns its trimmed stdout.
+pub fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run(cmd).stdout).trim().to_string()
+}
+
+/// A working repository with a few commits on `main`, a tag, and a side branch.
+pub fn sample_worktree(dir: &Path) -> PathBuf {
+    let wt = dir.join("sample");
+    run(git(dir).args(["init", "--quiet", "-b", "main"]).arg(&wt));
+    for i in 1..=3 {
+        std::fs::write(wt.join(format!("file{i}.txt")), format!("content {i}\n")).unwrap();
+        std::fs::create_dir_all(wt.join("dir")).unwrap();
+        std::fs::write(wt.join("dir/nested.txt"), format!("nested {i}\n")).unwrap();
+        run(git(&wt).args(["add", "-A"]));
+        run(git(&wt).args(["commit", "--quiet", "-m", &format!("commit {i}")]));
+    }
+    run(git(&wt).args(["tag", "-a", "v1.0", "-m", "release"]));
+    run(git(&wt).args(["branch", "side", "HEAD~1"]));
+    wt
+}
+
+/// Adds a commit to `wt` and returns its id.
+pub fn commit_file(wt: &Path, name: &str, content: &str) -> String {
+    std::fs::write(wt.join(name), content).unwrap();
+    run(git(wt).args(["add", name]));
+    run(git(wt).args(["commit", "--quiet", "-m", &format!("add {name}")]));
+    stdout(git(wt).args(["rev-parse", "HEAD"]))
+}
+
+/// Reads a gRPC stream of `data` messages into one buffer.
+#[macro_export]
+macro_rules! collect_data {
+    ($stream:expr) => {{
+        let mut s = $stream;
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.expect("stream") {
+            out.extend_from_slice(&m.data);
+        }
+        out
+    }};
+}

@@ -1,0 +1,366 @@
+//! Hostile input for every RPC family served: traversal in its forms, symlinks out of the storage, unknown
+//! storages, wrong first messages, option-like revisions and dangerous config. Each gets the right code,
+//! nothing outside the storage changes, and the daemon stays up.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
+use rgitaly::proto::gitaly::smart_http_service_client::SmartHttpServiceClient;
+use rgitaly::proto::gitaly::ssh_service_client::SshServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::Code;
+
+/// Every file under `dir` with its size and modification time.
+fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            out.insert(e.path().display().to_string(), (m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+struct Setup {
+    d: Daemon,
+    outside_before: BTreeMap<String, (u64, std::time::SystemTime)>,
+}
+
+fn setup() -> Setup {
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("good.git", &wt);
+    // A real repository outside the storage, reachable only through symlinks planted inside it.
+    run(git(d.dir.path()).args(["clone", "--bare", "--quiet"]).arg(&wt).arg(d.outside.join("victim.git")));
+    std::os::unix::fs::symlink(d.outside.join("victim.git"), d.storage.join("evil.git")).unwrap();
+    std::os::unix::fs::symlink(&d.outside, d.storage.join("evil-dir")).unwrap();
+    let outside_before = snapshot(&d.outside);
+    Setup { d, outside_before }
+}
+
+impl Setup {
+    fn check(&mut self) {
+        assert_eq!(snapshot(&self.d.outside), self.outside_before, "something outside the storage changed");
+        assert!(self.d.alive(), "daemon died");
+    }
+}
+
+const HOSTILE_PATHS: &[&str] = &[
+    "../outside/victim.git",
+    "../../etc",
+    "/etc",
+    "/tmp/x.git",
+    "good.git/../../outside/victim.git",
+    "./../outside/victim.git",
+    "..",
+    ".",
+    "a/./../../outside/victim.git",
+    "evil.git",
+    "evil-dir/victim.git",
+    "evil-dir/new.git",
+    "good.git\0/../../outside",
+    "",
+];
+
+fn repo(storage: &str, path: &str) -> Option<Repository> {
+    Some(Repository { storage_name: storage.into(), relative_path: path.into(), ..Default::default() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_and_symlink_escapes_on_every_family() {
+    let mut s = setup();
+    let ch = s.d.channel().await;
+    let mut r = RepositoryServiceClient::new(ch.clone());
+    let mut ssh = SshServiceClient::new(ch.clone());
+    let mut http = SmartHttpServiceClient::new(ch.clone());
+    let mut cases = 0;
+    for (storage, path) in HOSTILE_PATHS.iter().map(|p| (STORAGE, *p)).chain([("nope", "good.git"), ("", "good.git")]) {
+        let rp = || repo(storage, path);
+        let codes = vec![
+            ("RepositoryExists", r.repository_exists(RepositoryExistsRequest { repository: rp() }).await.map(|_| ())),
+            ("CreateRepository", r.create_repository(CreateRepositoryRequest { repository: rp() }).await.map(|_| ())),
+            ("RemoveRepository", r.remove_repository(RemoveRepositoryRequest { repository: rp() }).await.map(|_| ())),
+            ("RepositorySize", r.repository_size(RepositorySizeRequest { repository: rp() }).await.map(|_| ())),
+            (
+                "WriteRef",
+                r.write_ref(WriteRefRequest {
+                    repository: rp(),
+                    r#ref: b"refs/heads/x".to_vec(),
+                    revision: b"HEAD".to_vec(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "GarbageCollect",
+                r.garbage_collect(GarbageCollectRequest { repository: rp(), ..Default::default() }).await.map(|_| ()),
+            ),
+            ("CreateBundle", r.create_bundle(CreateBundleRequest { repository: rp() }).await.map(|_| ())),
+            (
+                "CreateRepositoryFromBundle",
+                r.create_repository_from_bundle(futures::stream::iter(vec![CreateRepositoryFromBundleRequest {
+                    repository: rp(),
+                    data: b"x".to_vec(),
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "InfoRefsUploadPack",
+                http.info_refs_upload_pack(InfoRefsRequest { repository: rp(), ..Default::default() })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "PostReceivePack",
+                http.post_receive_pack(futures::stream::iter(vec![PostReceivePackRequest {
+                    repository: rp(),
+                    gl_id: "u".into(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "SSHUploadPack",
+                ssh.ssh_upload_pack(futures::stream::iter(vec![SshUploadPackRequest {
+                    repository: rp(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "SSHReceivePack",
+                ssh.ssh_receive_pack(futures::stream::iter(vec![SshReceivePackRequest {
+                    repository: rp(),
+                    gl_id: "u".into(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+        ];
+        for (rpc, result) in codes {
+            let e = result.expect_err(&format!("{rpc} accepted {storage:?}/{path:?}"));
+            assert_eq!(e.code(), Code::InvalidArgument, "{rpc} {storage:?}/{path:?}: {}", e.message());
+            cases += 1;
+        }
+    }
+    assert!(cases >= 150);
+    s.check();
+    // The symlinked repository outside is still intact and the storage holds no stray repository.
+    assert!(!s.d.storage.join("evil-dir/new.git").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_first_messages() {
+    let mut s = setup();
+    let ch = s.d.channel().await;
+    let mut ssh = SshServiceClient::new(ch.clone());
+    let good = || repo(STORAGE, "good.git");
+    let e = ssh
+        .ssh_upload_pack(futures::stream::iter(vec![SshUploadPackRequest {
+            repository: good(),
+            stdin: b"0000".to_vec(),
+            ..Default::default()
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "non-empty stdin in first request"));
+    let e = ssh
+        .ssh_upload_archive(futures::stream::iter(vec![SshUploadArchiveRequest {
+            repository: good(),
+            stdin: b"x".to_vec(),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "non-empty stdin in first request"));
+    for (req, msg) in [
+        (SshReceivePackRequest { repository: good(), ..Default::default() }, "empty GlId"),
+        (
+            SshReceivePackRequest { repository: good(), gl_id: "u".into(), stdin: b"x".to_vec(), ..Default::default() },
+            "non-empty data in first request",
+        ),
+        (SshReceivePackRequest { gl_id: "u".into(), ..Default::default() }, "repository is empty"),
+    ] {
+        let e = ssh.ssh_receive_pack(futures::stream::iter(vec![req])).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    // No first message at all.
+    let e = ssh.ssh_upload_pack(futures::stream::iter(Vec::<SshUploadPackRequest>::new())).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = RepositoryServiceClient::new(ch)
+        .create_repository_from_bundle(futures::stream::iter(Vec::<CreateRepositoryFromBundleRequest>::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn option_injection_is_refused() {
+    let mut s = setup();
+    let ch = s.d.channel().await;
+    let mut ssh = SshServiceClient::new(ch.clone());
+    let mut http = SmartHttpServiceClient::new(ch.clone());
+    let mut r = RepositoryServiceClient::new(ch);
+    let pwned = s.d.outside.join("pwned");
+    let good = || repo(STORAGE, "good.git");
+    for opt in [
+        format!("core.sshCommand=touch {}", pwned.display()),
+        format!("uploadpack.packObjectsHook=touch {}", pwned.display()),
+        format!("include.path={}", s.d.outside.join("victim.git/config").display()),
+        format!("core.hooksPath={}", s.d.outside.display()),
+        "core.pager=sh".to_string(),
+        "alias.upload-pack=!touch /tmp/x".to_string(),
+        "not-a-key-value".to_string(),
+        "core.x=a\nb".to_string(),
+    ] {
+        let opts = vec![opt.clone()];
+        let e = ssh
+            .ssh_upload_pack(futures::stream::iter(vec![SshUploadPackRequest {
+                repository: good(),
+                git_config_options: opts.clone(),
+                ..Default::default()
+            }]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{opt}: {}", e.message());
+        let e = http
+            .info_refs_upload_pack(InfoRefsRequest {
+                repository: good(),
+                git_config_options: opts.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{opt}");
+        let e = http
+            .post_upload_pack(futures::stream::iter(vec![PostUploadPackRequest {
+                repository: good(),
+                git_config_options: opts.clone(),
+                ..Default::default()
+            }]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{opt}");
+    }
+    for rev in ["--all", "--output=/tmp/x", "-n1"] {
+        let e = r
+            .find_merge_base(FindMergeBaseRequest { repository: good(), revisions: vec![rev.into(), b"main".to_vec()] })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{rev}");
+        let e = r
+            .write_ref(WriteRefRequest {
+                repository: good(),
+                r#ref: b"refs/heads/x".to_vec(),
+                revision: rev.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{rev}");
+        let e = r
+            .write_ref(WriteRefRequest {
+                repository: good(),
+                r#ref: rev.into(),
+                revision: b"main".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{rev}");
+        let e = r
+            .get_archive(GetArchiveRequest { repository: good(), commit_id: rev.into(), ..Default::default() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{rev}");
+    }
+    assert!(!pwned.exists());
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_pkt_lines_do_not_hurt() {
+    let mut s = setup();
+    let ch = s.d.channel().await;
+    let mut http = SmartHttpServiceClient::new(ch.clone());
+    for body in [
+        &b"zzzzgarbage"[..],
+        b"ffffwant",
+        b"0004",
+        b"0032want 0000000000000000000000000000000000000000\n00000009done\n",
+    ] {
+        let reqs = vec![
+            PostUploadPackRequest { repository: repo(STORAGE, "good.git"), ..Default::default() },
+            PostUploadPackRequest { data: body.to_vec(), ..Default::default() },
+        ];
+        let mut stream = http.post_upload_pack(futures::stream::iter(reqs)).await.unwrap().into_inner();
+        let mut result = Ok(());
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let e = result.expect_err("git upload-pack accepted garbage");
+        assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    }
+    // An SSH upload-pack fed garbage ends with a non-zero exit status on an OK call, even though it stops
+    // reading long before the client stops sending (EPIPE on its stdin is not an RPC error).
+    let mut reqs = vec![
+        SshUploadPackRequest { repository: repo(STORAGE, "good.git"), ..Default::default() },
+        SshUploadPackRequest { stdin: b"zzzznot a pkt line".to_vec(), ..Default::default() },
+    ];
+    for _ in 0..64 {
+        reqs.push(SshUploadPackRequest { stdin: vec![b'x'; 256 * 1024], ..Default::default() });
+    }
+    let mut stream = SshServiceClient::new(ch).ssh_upload_pack(futures::stream::iter(reqs)).await.unwrap().into_inner();
+    let mut exit = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        if let Some(st) = m.exit_status {
+            exit = Some(st.value);
+        }
+    }
+    assert!(matches!(exit, Some(code) if code != 0), "{exit:?}");
+    s.check();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_negotiation_is_cut_off() {
+    let d = Daemon::start_with("[timeout]\nupload_pack_negotiation = \"1s\"\n");
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("good.git", &wt);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(SshUploadPackRequest { repository: repo(STORAGE, "good.git"), ..Default::default() }).await.unwrap();
+    let mut ssh = SshServiceClient::new(d.channel().await);
+    // The client never sends "done" and never closes its side.
+    let mut stream = ssh.ssh_upload_pack(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let started = std::time::Instant::now();
+    let mut exit = None;
+    while let Some(m) = stream.message().await.unwrap() {
+        if let Some(st) = m.exit_status {
+            exit = Some(st.value);
+        }
+    }
+    assert_eq!(exit, Some(-1), "killed git reports -1 as upstream");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    drop(tx);
+}

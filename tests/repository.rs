@@ -1,0 +1,354 @@
+//! RepositoryService over gRPC against real repositories, each answer checked with `git`.
+
+mod common;
+
+use common::*;
+use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::Code;
+
+type Client = RepositoryServiceClient<rgitaly::client::AuthChannel>;
+
+async fn setup() -> (Daemon, std::path::PathBuf, Client) {
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    let c = RepositoryServiceClient::new(d.channel().await);
+    (d, wt, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_exists_remove() {
+    let (d, _, mut c) = setup().await;
+    let repo = Some(d.repo("new/group/x.git"));
+    let exists = |c: &mut Client, repo: Option<Repository>| {
+        let mut c = c.clone();
+        async move { c.repository_exists(RepositoryExistsRequest { repository: repo }).await.unwrap().into_inner().exists }
+    };
+    assert!(!exists(&mut c, repo.clone()).await);
+    c.create_repository(CreateRepositoryRequest { repository: repo.clone() }).await.unwrap();
+    assert!(exists(&mut c, repo.clone()).await);
+    let path = d.repo_path("new/group/x.git");
+    assert_eq!(stdout(git(&path).args(["rev-parse", "--is-bare-repository"])), "true");
+    // Idempotent, and it keeps existing content.
+    run(git(&path).args(["config", "custom.keep", "yes"]));
+    c.create_repository(CreateRepositoryRequest { repository: repo.clone() }).await.unwrap();
+    assert_eq!(stdout(git(&path).args(["config", "custom.keep"])), "yes");
+
+    c.remove_repository(RemoveRepositoryRequest { repository: repo.clone() }).await.unwrap();
+    assert!(!path.exists());
+    assert!(!exists(&mut c, repo.clone()).await);
+    // Removing what is gone is fine (upstream v13.12).
+    c.remove_repository(RemoveRepositoryRequest { repository: repo }).await.unwrap();
+
+    let e = c
+        .create_repository(CreateRepositoryRequest {
+            repository: Some(Repository {
+                storage_name: "nope".into(),
+                relative_path: "a.git".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn size_branches_merge_base() {
+    let (d, wt, mut c) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    let size = c.repository_size(RepositorySizeRequest { repository: repo.clone() }).await.unwrap().into_inner().size;
+    let du = stdout(std::process::Command::new("du").arg("-sk").arg(d.repo_path("p.git")));
+    let du: i64 = du.split_whitespace().next().unwrap().parse().unwrap();
+    assert!((size - du).abs() <= 8, "size {size} KiB vs du {du} KiB");
+
+    assert!(
+        c.has_local_branches(HasLocalBranchesRequest { repository: repo.clone() }).await.unwrap().into_inner().value
+    );
+    c.create_repository(CreateRepositoryRequest { repository: Some(d.repo("empty.git")) }).await.unwrap();
+    assert!(
+        !c.has_local_branches(HasLocalBranchesRequest { repository: Some(d.repo("empty.git")) })
+            .await
+            .unwrap()
+            .into_inner()
+            .value
+    );
+
+    let expected = stdout(git(&wt).args(["merge-base", "main", "side"]));
+    let base = c
+        .find_merge_base(FindMergeBaseRequest {
+            repository: repo.clone(),
+            revisions: vec![b"main".to_vec(), b"side".to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .base;
+    assert_eq!(base, expected);
+    let none = c
+        .find_merge_base(FindMergeBaseRequest {
+            repository: repo.clone(),
+            revisions: vec![b"main".to_vec(), b"nonexistent".to_vec()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .base;
+    assert_eq!(none, "");
+    let e = c
+        .find_merge_base(FindMergeBaseRequest { repository: repo.clone(), revisions: vec![b"main".to_vec()] })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "FindMergeBase: at least 2 revisions are required"));
+    let e = c
+        .find_merge_base(FindMergeBaseRequest {
+            repository: repo,
+            revisions: vec![b"main".to_vec(), b"--output=/tmp/x".to_vec()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_ref_compare_and_swap_and_head() {
+    let (d, wt, mut c) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    let path = d.repo_path("p.git");
+    let main = stdout(git(&wt).args(["rev-parse", "main"]));
+    let side = stdout(git(&wt).args(["rev-parse", "side"]));
+    let write = |r: &[u8], rev: &str, old: &str| WriteRefRequest {
+        repository: repo.clone(),
+        r#ref: r.to_vec(),
+        revision: rev.as_bytes().to_vec(),
+        old_revision: old.as_bytes().to_vec(),
+        force: false,
+    };
+    c.write_ref(write(b"refs/heads/new", &main, "")).await.unwrap();
+    assert_eq!(stdout(git(&path).args(["rev-parse", "refs/heads/new"])), main);
+    // Stale expected old value: refused, ref unchanged.
+    let e = c.write_ref(write(b"refs/heads/new", &side, &side)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(stdout(git(&path).args(["rev-parse", "refs/heads/new"])), main);
+    c.write_ref(write(b"refs/heads/new", &side, &main)).await.unwrap();
+    assert_eq!(stdout(git(&path).args(["rev-parse", "refs/heads/new"])), side);
+    // HEAD is written symbolically.
+    c.write_ref(write(b"HEAD", "refs/heads/side", "")).await.unwrap();
+    assert_eq!(stdout(git(&path).args(["symbolic-ref", "HEAD"])), "refs/heads/side");
+
+    for (req, msg) in [
+        (write(b"new", &main, ""), "ref has to be a full reference"),
+        (write(b"refs/heads/x", "--all", ""), "invalid revision: revision can't start with '-'"),
+        (write(b"-refs/heads/x", &main, ""), "invalid ref: revision can't start with '-'"),
+        (write(b"refs/heads/x", "", ""), "invalid revision: empty revision"),
+        (write(b"refs/heads/x", &main, "a b"), "invalid OldRevision: revision can't contain whitespace"),
+    ] {
+        let e = c.write_ref(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_matches_refs() {
+    use sha1::Digest;
+    let (d, wt, mut c) = setup().await;
+    let path = d.repo_path("p.git");
+    let got = c
+        .calculate_checksum(CalculateChecksumRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner()
+        .checksum;
+    let lines = stdout(git(&path).args(["show-ref", "--head"]));
+    let mut sum = [0u8; 20];
+    for l in lines.lines() {
+        for (s, b) in sum.iter_mut().zip(sha1::Sha1::digest(l.as_bytes()).iter()) {
+            *s ^= b;
+        }
+    }
+    assert_eq!(got.trim_start_matches('0'), hex::encode(sum).trim_start_matches('0'));
+    // A change to a branch changes the checksum; refs outside GitLab's namespaces do not.
+    run(git(&path).args(["update-ref", "refs/custom/x", "HEAD"]));
+    let again = c
+        .calculate_checksum(CalculateChecksumRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner()
+        .checksum;
+    assert_eq!(again, got);
+    let new = commit_file(&wt, "c.txt", "c\n");
+    run(git(&wt).arg("push").arg("--quiet").arg(&path).arg("main"));
+    let changed = c
+        .calculate_checksum(CalculateChecksumRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner()
+        .checksum;
+    assert_ne!(changed, got, "{new}");
+
+    c.create_repository(CreateRepositoryRequest { repository: Some(d.repo("empty.git")) }).await.unwrap();
+    let empty = c
+        .calculate_checksum(CalculateChecksumRequest { repository: Some(d.repo("empty.git")) })
+        .await
+        .unwrap()
+        .into_inner()
+        .checksum;
+    assert_eq!(empty, "0000000000000000000000000000000000000000");
+    let e =
+        c.calculate_checksum(CalculateChecksumRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_and_housekeeping() {
+    let (d, _, mut c) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    let path = d.repo_path("p.git");
+    let r = c.fsck(FsckRequest { repository: repo.clone() }).await.unwrap().into_inner();
+    assert!(r.error.is_empty(), "{}", String::from_utf8_lossy(&r.error));
+
+    // The seeded repository has only loose objects; housekeeping packs them.
+    let loose = |p: &std::path::Path| {
+        stdout(git(p).args(["count-objects", "-v"]))
+            .lines()
+            .find_map(|l| l.strip_prefix("count: ").map(|n| n.parse::<u32>().unwrap()))
+            .unwrap()
+    };
+    assert!(loose(&path) > 0);
+    c.repack_incremental(RepackIncrementalRequest { repository: repo.clone() }).await.unwrap();
+    assert_eq!(loose(&path), 0);
+    c.repack_full(RepackFullRequest { repository: repo.clone(), create_bitmap: true }).await.unwrap();
+    let packs: Vec<_> = std::fs::read_dir(path.join("objects/pack"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(packs.iter().filter(|p| p.ends_with(".pack")).count(), 1, "{packs:?}");
+    assert!(packs.iter().any(|p| p.ends_with(".bitmap")), "{packs:?}");
+    c.garbage_collect(GarbageCollectRequest { repository: repo.clone(), create_bitmap: false, prune: true })
+        .await
+        .unwrap();
+    assert!(path.join("objects/info/commit-graph").exists() || path.join("objects/info/commit-graphs").exists());
+    run(git(&path).args(["fsck", "--no-progress"]));
+
+    // Corruption is reported in the response, not as an RPC error.
+    let head = stdout(git(&path).args(["rev-parse", "HEAD"]));
+    let tree = stdout(git(&path).args(["rev-parse", "HEAD^{tree}"]));
+    std::fs::write(path.join("refs/heads/broken"), format!("{tree}\n")).unwrap();
+    std::fs::remove_dir_all(path.join("objects/pack")).unwrap();
+    std::fs::create_dir(path.join("objects/pack")).unwrap();
+    let r = c.fsck(FsckRequest { repository: repo }).await.unwrap().into_inner();
+    assert!(!r.error.is_empty(), "fsck of a repository without objects found nothing ({head})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_round_trip() {
+    let (d, wt, mut c) = setup().await;
+    let data = collect_data!(c
+        .create_bundle(CreateBundleRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner());
+    let work = d.work_dir("bundle");
+    std::fs::write(work.join("b.bundle"), &data).unwrap();
+    run(git(&work).args(["bundle", "verify", "b.bundle"]).env("GIT_DIR", d.repo_path("p.git")));
+
+    // Extra refs outside branches and tags travel too.
+    run(git(&d.repo_path("p.git")).args(["update-ref", "refs/merge-requests/1/head", "side"]));
+    let data = collect_data!(c
+        .create_bundle(CreateBundleRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner());
+    let mut reqs =
+        vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo("imported.git")), data: Vec::new() }];
+    for chunk in data.chunks(100 * 1024) {
+        reqs.push(CreateRepositoryFromBundleRequest { repository: None, data: chunk.to_vec() });
+    }
+    c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap();
+    let imported = d.repo_path("imported.git");
+    let show = |p: &std::path::Path| stdout(git(p).args(["for-each-ref", "--format=%(objectname) %(refname)"]));
+    assert_eq!(show(&imported), show(&d.repo_path("p.git")));
+    assert!(!stdout(git(&imported).args(["config", "--list"])).contains("remote.origin"));
+    assert_eq!(stdout(git(&imported).args(["rev-parse", "main"])), stdout(git(&wt).args(["rev-parse", "main"])));
+
+    // A non-empty target is refused and left alone.
+    let reqs = vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo("imported.git")), data: data.clone() }];
+    let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::FailedPrecondition, "CreateRepositoryFromBundle: target directory is non-empty")
+    );
+    // Garbage is refused and leaves nothing behind.
+    let reqs = vec![CreateRepositoryFromBundleRequest {
+        repository: Some(d.repo("garbage.git")),
+        data: b"not a bundle".to_vec(),
+    }];
+    let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(!d.repo_path("garbage.git").exists());
+    let e = c.create_bundle(CreateBundleRequest { repository: None }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CreateBundle: empty Repository"));
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_archive_formats_and_paths() {
+    use rgitaly::proto::gitaly::get_archive_request::Format;
+    let (d, wt, mut c) = setup().await;
+    let head = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    let work = d.work_dir("archive");
+    let req = |format: Format, path: &str, exclude: &[&str], elide: bool| GetArchiveRequest {
+        repository: Some(d.repo("p.git")),
+        commit_id: head.clone(),
+        prefix: "proj".into(),
+        format: format as i32,
+        path: path.as_bytes().to_vec(),
+        exclude: exclude.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        elide_path: elide,
+        include_lfs_blobs: false,
+    };
+    let list = |data: &[u8], name: &str, flag: &str| {
+        let f = work.join(name);
+        std::fs::write(&f, data).unwrap();
+        let mut files: Vec<String> =
+            stdout(std::process::Command::new("tar").arg(flag).arg(&f)).lines().map(str::to_string).collect();
+        files.sort();
+        files
+    };
+    let tar = collect_data!(c.get_archive(req(Format::Tar, "", &[], false)).await.unwrap().into_inner());
+    assert_eq!(
+        list(&tar, "a.tar", "-tf"),
+        ["proj/", "proj/dir/", "proj/dir/nested.txt", "proj/file1.txt", "proj/file2.txt", "proj/file3.txt"]
+    );
+    let tgz = collect_data!(c.get_archive(req(Format::TarGz, "dir", &[], false)).await.unwrap().into_inner());
+    assert_eq!(list(&tgz, "a.tgz", "-tzf"), ["proj/", "proj/dir/", "proj/dir/nested.txt"]);
+    let tbz = collect_data!(c.get_archive(req(Format::TarBz2, "", &["dir"], false)).await.unwrap().into_inner());
+    assert_eq!(list(&tbz, "a.tbz", "-tjf"), ["proj/", "proj/file1.txt", "proj/file2.txt", "proj/file3.txt"]);
+    let elided = collect_data!(c.get_archive(req(Format::Tar, "dir", &[], true)).await.unwrap().into_inner());
+    assert_eq!(list(&elided, "e.tar", "-tf"), ["proj/", "proj/nested.txt"]);
+    let zip = collect_data!(c.get_archive(req(Format::Zip, "", &[], false)).await.unwrap().into_inner());
+    assert!(zip.starts_with(b"PK"));
+    // Zip stores entry names uncompressed, in local headers and the central directory.
+    let names = String::from_utf8_lossy(&zip);
+    for f in ["proj/file1.txt", "proj/dir/nested.txt"] {
+        assert_eq!(names.matches(f).count(), 2, "{f} in zip");
+    }
+
+    for (r, code, msg) in [
+        (req(Format::Tar, "../etc", &[], false), Code::InvalidArgument, "relative path escapes root directory"),
+        (req(Format::Tar, "missing", &[], false), Code::FailedPrecondition, "path doesn't exist"),
+        (req(Format::Tar, "", &["nope"], false), Code::FailedPrecondition, "exclude[0] doesn't exist"),
+        (
+            GetArchiveRequest { commit_id: "--output=/tmp/x".into(), ..req(Format::Tar, "", &[], false) },
+            Code::InvalidArgument,
+            "invalid commitId: revision can't start with '-'",
+        ),
+        (GetArchiveRequest { format: 42, ..req(Format::Tar, "", &[], false) }, Code::InvalidArgument, "invalid format"),
+    ] {
+        let e = c.get_archive(r).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+    d.assert_outside_untouched();
+}
