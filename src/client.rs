@@ -44,6 +44,14 @@ pub async fn connect(address: &str, token: Option<&str>) -> Result<AuthChannel, 
     Ok(InterceptedService::new(channel, TokenInterceptor(token)))
 }
 
+/// The same HTTP/2 sizes the server uses, so bulk streams are not throttled by default windows.
+fn tuned(ep: Endpoint) -> Endpoint {
+    use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+    ep.initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
 async fn channel(address: &str) -> Result<Channel, ClientError> {
     if address.is_empty() {
         return Err(ClientError::EmptyAddress);
@@ -52,7 +60,7 @@ async fn channel(address: &str) -> Result<Channel, ClientError> {
     if let Some(path) = address.strip_prefix("unix://").or_else(|| address.strip_prefix("unix:")) {
         let path = PathBuf::from(path);
         // The URI is a placeholder: the connector below ignores it.
-        return Endpoint::from_static("http://localhost")
+        return tuned(Endpoint::from_static("http://localhost"))
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
                 async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
@@ -68,18 +76,19 @@ async fn channel(address: &str) -> Result<Channel, ClientError> {
         }
         let domain = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
         tls = tls.domain_name(domain.trim_start_matches('[').trim_end_matches(']'));
-        let ep = Endpoint::from_shared(format!("https://{host}"))
-            .map_err(|_| ClientError::BadAddress(address.to_string()))?
-            .tls_config(tls)
-            .map_err(connect_err)?;
+        let ep = tuned(
+            Endpoint::from_shared(format!("https://{host}"))
+                .map_err(|_| ClientError::BadAddress(address.to_string()))?,
+        )
+        .tls_config(tls)
+        .map_err(connect_err)?;
         return ep.connect().await.map_err(connect_err);
     }
     let host = address.strip_prefix("tcp://").unwrap_or(address);
     if host.contains("://") || !host.contains(':') {
         return Err(ClientError::BadAddress(address.to_string()));
     }
-    Endpoint::from_shared(format!("http://{host}"))
-        .map_err(|_| ClientError::BadAddress(address.to_string()))?
+    tuned(Endpoint::from_shared(format!("http://{host}")).map_err(|_| ClientError::BadAddress(address.to_string()))?)
         .tcp_nodelay(true)
         .connect()
         .await

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod git;
+pub mod layers;
 pub mod locator;
 pub mod logging;
 pub mod pktline;

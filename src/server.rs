@@ -12,6 +12,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
 use crate::git::GitCmdFactory;
+use crate::layers::logging::LogLayer;
 use crate::locator::Locator;
 use crate::proto::gitaly::{
     blob_service_server::BlobServiceServer, commit_service_server::CommitServiceServer,
@@ -153,6 +154,18 @@ fn bind_all(config: &Config) -> Result<Vec<Listener>, ServeError> {
     Ok(out)
 }
 
+/// HTTP/2 flow-control and frame sizes for bulk transfer: with the defaults (64 KiB windows, 16 KiB
+/// frames) a pack moves in many small round trips. Memory stays bounded by these windows per stream.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const MAX_FRAME: u32 = 1 << 20;
+
+fn tuned(b: Server) -> Server {
+    b.initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+}
+
 fn std_tcp(addr: &str) -> std::io::Result<TcpListener> {
     let l = std::net::TcpListener::bind(addr)?;
     l.set_nonblocking(true)?;
@@ -172,7 +185,7 @@ pub async fn serve(ctx: Ctx, shutdown: impl std::future::Future<Output = ()>) ->
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut builder = Server::builder();
+        let mut builder = tuned(Server::builder()).layer(LogLayer);
         match listener {
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");

@@ -6,6 +6,8 @@
 //! repository from the command git asks the "remote" to run. It answers `-G` as OpenSSH does so git
 //! treats it as OpenSSH and passes `GIT_PROTOCOL` (protocol v2).
 
+use std::os::fd::AsFd;
+
 use futures::StreamExt;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -236,13 +238,12 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
     let mut client = SshServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
+        let mut stdin = async_stdin();
         loop {
-            let mut buf = vec![0u8; 64 * 1024];
-            match stdin.read(&mut buf).await {
+            let mut buf = Vec::with_capacity(256 * 1024);
+            match stdin.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    buf.truncate(n);
+                Ok(_) => {
                     if tx.send(buf).await.is_err() {
                         break;
                     }
@@ -261,7 +262,7 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
             let rest = chunks.map(|stdin| $req { stdin, ..Default::default() });
             let requests = futures::stream::once(async { first }).chain(rest);
             let mut responses = client.$method(requests).await.map_err(fail)?.into_inner();
-            let (mut out, mut err) = (tokio::io::stdout(), tokio::io::stderr());
+            let (mut out, mut err) = (async_stdout(), tokio::io::stderr());
             let mut code = 0;
             while let Some(msg) = responses.message().await.map_err(fail)? {
                 if !msg.stdout.is_empty() {
@@ -291,6 +292,25 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
             git_config_options: p.git_config_options.clone(),
         }),
         Service::UploadArchive => exchange!(ssh_upload_archive, SshUploadArchiveRequest, {}),
+    }
+}
+
+/// Standard input as an async reader: a non-blocking pipe when git gives us one (no thread hop per read),
+/// else tokio's blocking-thread stdin.
+fn async_stdin() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned();
+    match fd.map(|fd| tokio::net::unix::pipe::Receiver::from_owned_fd(crate::git::grow_pipe(fd))) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Standard output as an async writer, a non-blocking pipe when possible.
+fn async_stdout() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned();
+    match fd.map(|fd| tokio::net::unix::pipe::Sender::from_owned_fd(crate::git::grow_pipe(fd))) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdout()),
     }
 }
 

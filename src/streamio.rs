@@ -16,7 +16,7 @@ use crate::git::{ExitInfo, Running};
 use crate::pktline::{Scanner, Seen};
 
 /// Size of the reads from git's pipes, and so the largest message we send.
-pub const CHUNK: usize = 128 * 1024;
+pub const CHUNK: usize = 256 * 1024;
 
 /// How many response messages may wait for the client before git is paused by back-pressure.
 pub const CHANNEL_DEPTH: usize = 8;
@@ -148,12 +148,11 @@ where
 
     let stdout_fut = async {
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            let n = stdout.read(&mut buf).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?;
+            let mut buf = Vec::with_capacity(CHUNK);
+            let n = stdout.read_buf(&mut buf).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?;
             if n == 0 {
                 return Ok(());
             }
-            buf.truncate(n);
             if tx.send(Ok(map(Output::Stdout(buf)))).await.is_err() {
                 killer.kill();
                 return Err(Status::cancelled("client went away"));
@@ -164,12 +163,11 @@ where
     let stderr_fut = async {
         let mut kept = Vec::new();
         loop {
-            let mut buf = vec![0u8; 32 * 1024];
-            let n = stderr.read(&mut buf).await.map_err(|e| Status::internal(format!("read stderr: {e}")))?;
+            let mut buf = Vec::with_capacity(32 * 1024);
+            let n = stderr.read_buf(&mut buf).await.map_err(|e| Status::internal(format!("read stderr: {e}")))?;
             if n == 0 {
                 return Ok(kept);
             }
-            buf.truncate(n);
             if opts.forward_stderr {
                 if tx.send(Ok(map(Output::Stderr(buf)))).await.is_err() {
                     killer.kill();

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub use config_options::{validate_config_option, ConfigOptionError};
-pub use process::{ExitInfo, Killer, Running};
+pub use process::{grow_pipe, ExitInfo, Killer, Running};
 pub use revision::{validate_revision, RevisionError};
 
 use crate::config::GitConfigEntry;

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Clone and push through rgitaly versus plain git, on one generated repository, in one run.
+
+Generates a repository of >= 100k objects with a >= 200 MB pack (incompressible blobs), starts the release
+`rgitaly` on a temporary storage, then alternates, REPEAT times each:
+
+  clone:  git clone --bare --no-local <storage repo>                 (git alone: local transport)
+          GIT_SSH_COMMAND=rgitaly-ssh git clone --bare ssh://rgitaly/... (through the daemon)
+  push:   git push --mirror <fresh bare repo>                         (git alone, with the same
+                                                                      receive.fsckObjects as rgitaly)
+          GIT_SSH_COMMAND=rgitaly-ssh git push --mirror ssh://rgitaly/... (through the daemon)
+
+and reports medians of wall time, CPU (client git + its children; for rgitaly also the daemon and the git
+processes it ran, from /proc/<pid>/stat utime+stime+cutime+cstime), the ratios, and the daemon's peak RSS
+(VmHWM). Loopback only; bounded in count and time.
+
+usage: benches/transport.py [--objects N] [--blob-size BYTES] [--repeat N] [--keep DIR]
+Run from the repository root; builds the release binaries first.
+"""
+import argparse
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def git_env():
+    env = dict(os.environ)
+    env.update({"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_AUTHOR_NAME": "Bench",
+                "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "Bench",
+                "GIT_COMMITTER_EMAIL": "b@example.com"})
+    env.pop("GIT_DIR", None)
+    return env
+
+
+def generate(repo, objects, blob_size):
+    """fast-import stream: commits of 100 new random blobs each, spread over directories."""
+    sh("git", "init", "--quiet", "--bare", repo, env=git_env())
+    per_commit = 100
+    commits = max(1, objects // per_commit)
+    p = subprocess.Popen(["git", "fast-import", "--quiet"], cwd=repo, stdin=subprocess.PIPE, env=git_env())
+    w = p.stdin
+    mark = 0
+    for c in range(commits):
+        marks = []
+        for _ in range(per_commit):
+            mark += 1
+            data = os.urandom(blob_size)
+            w.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)))
+            w.write(data)
+            w.write(b"\n")
+            marks.append(mark)
+        msg = b"commit %d\n" % c
+        w.write(b"commit refs/heads/main\ncommitter Bench <b@example.com> %d +0000\ndata %d\n%s" % (1600000000 + c, len(msg), msg))
+        for i, m in enumerate(marks):
+            w.write(b"M 100644 :%d d%03d/f%05d_%03d\n" % (m, c % 250, c, i))
+        w.write(b"\n")
+    w.close()
+    if p.wait() != 0:
+        sys.exit("fast-import failed")
+    sh("git", "-C", repo, "repack", "-a", "-d", "-q", env=git_env())
+    count = subprocess.run(["git", "-C", repo, "count-objects", "-v"], capture_output=True, text=True, env=git_env()).stdout
+    info = dict(l.split(": ") for l in count.strip().splitlines())
+    return int(info["in-pack"]), int(info["size-pack"]) * 1024
+
+
+def proc_cpu(pid):
+    """utime+stime+cutime+cstime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3); utime is field 14 -> index 11.
+    return sum(int(x) for x in fields[11:15]) / CLK
+
+
+def vm_hwm(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def timed(cmd, env, cwd, daemon_pid=None):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    d0 = proc_cpu(daemon_pid) if daemon_pid else 0.0
+    t0 = time.monotonic()
+    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    if daemon_pid:
+        cpu += proc_cpu(daemon_pid) - d0
+    return wall, cpu
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--objects", type=int, default=100_000)
+    ap.add_argument("--blob-size", type=int, default=2100)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", help="reuse/keep the generated repository in this directory")
+    a = ap.parse_args()
+
+    sh("cargo", "build", "--release", "--quiet", "--bin", "rgitaly", "--bin", "rgitaly-ssh", cwd=ROOT)
+    bin_dir = os.path.join(ROOT, "target", "release")
+    work = tempfile.mkdtemp(prefix="rgitaly-bench-")
+    try:
+        storage = os.path.join(work, "storage")
+        os.makedirs(storage)
+        src = os.path.join(storage, "bench.git")
+        cached = os.path.join(a.keep, "bench.git") if a.keep else None
+        t0 = time.monotonic()
+        if cached and os.path.isdir(cached):
+            shutil.copytree(cached, src)
+            sh("git", "-C", src, "repack", "-a", "-d", "-q", env=git_env())
+            count = subprocess.run(["git", "-C", src, "count-objects", "-v"], capture_output=True, text=True).stdout
+            info = dict(l.split(": ") for l in count.strip().splitlines())
+            objects, pack = int(info["in-pack"]), int(info["size-pack"]) * 1024
+        else:
+            objects, pack = generate(src, a.objects, a.blob_size)
+            if cached:
+                os.makedirs(a.keep, exist_ok=True)
+                shutil.copytree(src, cached)
+        print(f"repository: {objects} objects, pack {pack / 1e6:.1f} MB (prepared in {time.monotonic() - t0:.0f}s)")
+
+        sock = os.path.join(work, "rgitaly.socket")
+        cfg = os.path.join(work, "config.toml")
+        with open(cfg, "w") as f:
+            f.write(f'socket_path = "{sock}"\ninternal_socket_dir = "{work}/internal"\n'
+                    f'[[storage]]\nname = "default"\npath = "{storage}"\n[logging]\nlevel = "warn"\n')
+        daemon = subprocess.Popen([os.path.join(bin_dir, "rgitaly"), "serve", cfg])
+        for _ in range(500):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
+        env = git_env()
+        env["GIT_SSH_COMMAND"] = os.path.join(bin_dir, "rgitaly-ssh")
+        env["GITALY_ADDRESS"] = "unix:" + sock
+        url = "ssh://rgitaly/default/"
+        rss_idle = vm_hwm(daemon.pid)
+
+        results = {k: [] for k in ("clone_git", "clone_rgitaly", "push_git", "push_rgitaly")}
+        for i in range(a.repeat):
+            out = os.path.join(work, "out")
+            os.makedirs(out, exist_ok=True)
+            results["clone_git"].append(timed(["git", "clone", "--bare", "--no-local", "--quiet", src, f"g{i}.git"], env, out))
+            results["clone_rgitaly"].append(timed(["git", "clone", "--bare", "--quiet", url + "bench.git", f"r{i}.git"], env, out, daemon.pid))
+            # Push the clone into fresh empty repositories (in the storage, so the same disk).
+            sh("git", "init", "--quiet", "--bare", os.path.join(storage, f"pg{i}.git"), env=env)
+            sh("git", "init", "--quiet", "--bare", os.path.join(storage, f"pr{i}.git"), env=env)
+            # The local receive-pack gets the checks rgitaly's receive-pack runs with (upstream's
+            # receive.fsckObjects), via GIT_CONFIG_PARAMETERS, so both sides do the same server work.
+            results["push_git"].append(timed(["git", "-c", "receive.fsckObjects=true", "-c", "receive.fsck.badTimezone=ignore",
+                                              "push", "--quiet", "--mirror", os.path.join(storage, f"pg{i}.git")], env, os.path.join(out, f"g{i}.git")))
+            results["push_rgitaly"].append(timed(["git", "push", "--quiet", "--mirror", url + f"pr{i}.git"], env, os.path.join(out, f"g{i}.git"), daemon.pid))
+            for p in (os.path.join(out, f"g{i}.git"), os.path.join(out, f"r{i}.git"),
+                      os.path.join(storage, f"pg{i}.git"), os.path.join(storage, f"pr{i}.git")):
+                shutil.rmtree(p)
+
+        peak = vm_hwm(daemon.pid)
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+
+        def med(k, idx):
+            return statistics.median(r[idx] for r in results[k])
+
+        print(f"{'':8} {'git wall':>9} {'rgitaly wall':>13} {'ratio':>6} {'git cpu':>8} {'rgitaly cpu':>12} {'ratio':>6}")
+        for op in ("clone", "push"):
+            gw, rw = med(op + "_git", 0), med(op + "_rgitaly", 0)
+            gc, rc = med(op + "_git", 1), med(op + "_rgitaly", 1)
+            print(f"{op:8} {gw:8.2f}s {rw:12.2f}s {rw / gw:6.3f} {gc:7.2f}s {rc:11.2f}s {rc / gc:6.3f}")
+        print(f"daemon peak RSS: {peak / 2**20:.1f} MiB (idle after start: {rss_idle / 2**20:.1f} MiB); "
+              f"pack {pack / 2**20:.0f} MiB; median of {a.repeat}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
