@@ -249,7 +249,6 @@ const KNOWN_KEYS: &[&str] = &[
 /// Keys that parse but whose feature rgitaly does not have yet; setting them changes nothing today.
 const NOT_BUILT_KEYS: &[(&str, &str)] = &[
     ("auth.token", "authentication is not enforced yet"),
-    ("tls_listen_addr", "the TLS listener is not built yet"),
     ("prometheus_listen_addr", "the metrics endpoint is not built yet"),
     ("concurrency", "the concurrency limiter is not built yet"),
     ("pack_objects_cache.enabled", "the pack-objects cache is not built"),

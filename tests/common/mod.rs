@@ -26,8 +26,10 @@ impl Daemon {
         Self::start_with("")
     }
 
-    /// Starts a daemon; `extra` is appended to the generated config.
+    /// Starts a daemon; `extra` is added to the generated config (top-level keys first, then tables).
     pub fn start_with(extra: &str) -> Daemon {
+        let split = extra.find("\n[").map(|i| i + 1).unwrap_or(if extra.starts_with('[') { 0 } else { extra.len() });
+        let (top, tables) = extra.split_at(split);
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         let outside = dir.path().join("outside");
@@ -39,7 +41,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket_path = {socket:?}\ninternal_socket_dir = {internal:?}\n\n[[storage]]\nname = \"{STORAGE}\"\npath = {storage:?}\n{extra}\n",
+                "socket_path = {socket:?}\ninternal_socket_dir = {internal:?}\n{top}\n[[storage]]\nname = \"{STORAGE}\"\npath = {storage:?}\n{tables}\n",
                 internal = dir.path().join("internal"),
             ),
         )
