@@ -240,7 +240,7 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
     tokio::spawn(async move {
         let mut stdin = async_stdin();
         loop {
-            let mut buf = Vec::with_capacity(256 * 1024);
+            let mut buf = Vec::with_capacity(1024 * 1024);
             match stdin.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {

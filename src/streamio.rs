@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io::Write;
+
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -19,7 +21,7 @@ use crate::pktline::{Scanner, Seen};
 pub const CHUNK: usize = 256 * 1024;
 
 /// How many response messages may wait for the client before git is paused by back-pressure.
-pub const CHANNEL_DEPTH: usize = 8;
+pub const CHANNEL_DEPTH: usize = 4;
 
 /// Most stderr kept for error messages when stderr is not forwarded.
 const STDERR_KEEP: usize = 64 * 1024;
@@ -104,9 +106,28 @@ where
     // Shared with the stdin pump, which may still be running when the child is done.
     let seen_so_far = std::sync::Mutex::new(Seen::default());
 
+    // Writes to git's stdin happen on a blocking thread: git reads its input in small pieces, and a
+    // non-blocking writer would be woken (through epoll and the scheduler) for every piece it frees.
+    let mut writer_tx = match stdin.map(|s| s.into_blocking_fd()).transpose() {
+        Ok(Some(fd)) => {
+            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            tokio::task::spawn_blocking(move || {
+                let mut f = std::fs::File::from(fd);
+                while let Some(buf) = rx.blocking_recv() {
+                    if f.write_all(&buf).is_err() {
+                        // The child stopped reading (EPIPE): its exit status will tell why.
+                        break;
+                    }
+                }
+            });
+            Some(tx)
+        }
+        Ok(None) => None,
+        Err(e) => return Err(Status::internal(format!("stdin: {e}"))),
+    };
+
     let stdin_fut = async {
         let mut input = input;
-        let mut stdin = stdin;
         let mut scanner = Scanner::default();
         let deadline = opts.negotiation.map(|(d, w)| (tokio::time::Instant::now() + d, w));
         let mut timed_out = false;
@@ -134,15 +155,17 @@ where
                 Some(Ok(data)) => {
                     scanner.feed(&data);
                     *seen_so_far.lock().unwrap_or_else(|e| e.into_inner()) = scanner.seen.clone();
-                    if let Some(w) = stdin.as_mut() {
-                        if w.write_all(&data).await.is_err() {
-                            // The child stopped reading (EPIPE): its exit status will tell why.
-                            stdin = None;
+                    if let Some(w) = writer_tx.as_ref() {
+                        if w.send(data).await.is_err() {
+                            // The writer gave up (EPIPE); keep draining the client's input.
+                            writer_tx = None;
                         }
                     }
                 }
             }
         }
+        // Dropping the sender closes git's stdin once everything queued is written.
+        drop(writer_tx);
         (timed_out, client_error)
     };
 
