@@ -43,8 +43,15 @@ async fn info_refs_has_service_header_and_refs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_upload_pack_returns_a_pack_git_accepts() {
     let (d, wt) = setup();
-    let head = stdout(git(&wt).args(["rev-parse", "HEAD"]));
     let mut c = SmartHttpServiceClient::new(d.channel().await);
+    // The stateless exchange: the advertisement first, then a request for what it listed.
+    let adv = InfoRefsRequest { repository: Some(d.repo("p.git")), ..Default::default() };
+    let adv = String::from_utf8(collect_data!(c.info_refs_upload_pack(adv).await.unwrap().into_inner())).unwrap();
+    let head = adv
+        .lines()
+        .find_map(|l| l.strip_suffix(" refs/heads/main").map(|p| p[p.len() - 40..].to_string()))
+        .expect("main advertised");
+    assert_eq!(head, stdout(git(&wt).args(["rev-parse", "HEAD"])));
     let mut body = pktline::encode(format!("want {head} ofs-delta no-progress\n").as_bytes());
     body.extend_from_slice(pktline::FLUSH);
     body.extend_from_slice(&pktline::encode(b"done\n"));
