@@ -44,6 +44,15 @@ pub async fn connect(address: &str, token: Option<&str>) -> Result<AuthChannel, 
     Ok(InterceptedService::new(channel, TokenInterceptor(token)))
 }
 
+/// A channel to a Unix socket that connects on first use (and reconnects after failures).
+pub fn unix_channel_lazy(path: &std::path::Path) -> Channel {
+    let path = path.to_path_buf();
+    tuned(Endpoint::from_static("http://localhost")).connect_with_connector_lazy(tower::service_fn(move |_| {
+        let path = path.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+    }))
+}
+
 /// The same HTTP/2 sizes the server uses, so bulk streams are not throttled by default windows.
 fn tuned(ep: Endpoint) -> Endpoint {
     use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};

@@ -49,7 +49,7 @@ async fn serve(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    match rgitaly::server::serve(ctx, rgitaly::server::shutdown_signal()).await {
+    match rgitaly::server::serve(ctx, path, rgitaly::server::shutdown_signal()).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

@@ -1,8 +1,14 @@
-//! Generated protocol code: Gitaly's wire protocol (package `gitaly`).
+//! Generated protocol code: Gitaly's wire protocol (package `gitaly`) and our admin API (package `rgitaly`).
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod gitaly {
     tonic::include_proto!("gitaly");
+}
+
+/// rgitaly's own API (package `rgitaly`): pool administration.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod rgitaly {
+    tonic::include_proto!("rgitaly");
 }
 
 /// Serialized descriptors of every service we declare, for gRPC server reflection.

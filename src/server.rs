@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::git::GitCmdFactory;
 use crate::layers::logging::LogLayer;
 use crate::locator::Locator;
+use crate::pool::proxy::PoolProxyLayer;
+use crate::pool::{Pool, PoolConfig};
 use crate::proto::gitaly::{
     blob_service_server::BlobServiceServer, commit_service_server::CommitServiceServer,
     diff_service_server::DiffServiceServer, operation_service_server::OperationServiceServer,
@@ -21,6 +23,7 @@ use crate::proto::gitaly::{
     server_service_server::ServerServiceServer, smart_http_service_server::SmartHttpServiceServer,
     ssh_service_server::SshServiceServer, wiki_service_server::WikiServiceServer,
 };
+use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
 use crate::service::{self, Context, Ctx};
 use crate::storage_metadata;
 
@@ -32,6 +35,8 @@ pub enum ServeError {
     Transport { what: String, source: tonic::transport::Error },
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("worker pool: {0}")]
+    Pool(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -40,7 +45,7 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError 
 }
 
 /// Largest gRPC message accepted or sent; upstream uses gRPC's 4 MiB default for receiving.
-const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// Prepares state that does not depend on listeners: runtime directory, storage metadata, git.
 pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
@@ -65,7 +70,7 @@ fn set_private(dir: &Path) -> Result<(), ServeError> {
 }
 
 /// Every service this daemon answers, with health and reflection.
-pub async fn routes(ctx: &Ctx) -> Result<Routes, ServeError> {
+pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -97,7 +102,8 @@ pub async fn routes(ctx: &Ctx) -> Result<Routes, ServeError> {
         .add_service(limits!(BlobServiceServer::new(unbuilt)))
         .add_service(limits!(DiffServiceServer::new(unbuilt)))
         .add_service(limits!(OperationServiceServer::new(unbuilt)))
-        .add_service(limits!(WikiServiceServer::new(unbuilt)));
+        .add_service(limits!(WikiServiceServer::new(unbuilt)))
+        .add_service(AdminServiceServer::new(service::admin::AdminSvc(pool.clone())));
     // The overall status, and each service by name, as grpc-health-probe asks for them.
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     for name in [
@@ -111,6 +117,7 @@ pub async fn routes(ctx: &Ctx) -> Result<Routes, ServeError> {
         "gitaly.DiffService",
         "gitaly.OperationService",
         "gitaly.WikiService",
+        "rgitaly.AdminService",
     ] {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
@@ -172,10 +179,32 @@ fn std_tcp(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::from_std(l)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish for up to the graceful timeout.
-pub async fn serve(ctx: Ctx, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServeError> {
-    let routes = routes(&ctx).await?;
+/// Starts the worker pool, then serves until `shutdown` resolves; then lets in-flight calls finish for up to
+/// the graceful timeout and stops the workers.
+pub async fn serve(
+    ctx: Ctx,
+    config_path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let config_path = std::fs::canonicalize(config_path).map_err(io_err(format!("{}", config_path.display())))?;
+    let (pool_cfg, warnings) = PoolConfig::from_config(&ctx.config, config_path);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let pool = Pool::start(pool_cfg).await.map_err(|e| ServeError::Pool(e.to_string()))?;
+    let result = serve_with_pool(&ctx, &pool, shutdown).await;
+    pool.shutdown().await;
+    result
+}
+
+async fn serve_with_pool(
+    ctx: &Ctx,
+    pool: &Pool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let routes = routes(ctx, pool).await?;
     let listeners = bind_all(&ctx.config)?;
+    let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
@@ -185,7 +214,7 @@ pub async fn serve(ctx: Ctx, shutdown: impl std::future::Future<Output = ()>) ->
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut builder = tuned(Server::builder()).layer(LogLayer);
+        let mut builder = tuned(Server::builder()).layer(LogLayer).layer(proxy.clone());
         match listener {
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");

@@ -5,8 +5,13 @@ mod common;
 use common::*;
 use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
 use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
-use rgitaly::proto::gitaly::{DiskStatisticsRequest, FindCommitRequest, ServerInfoRequest, UserCreateBranchRequest};
+use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
+use rgitaly::proto::gitaly::{
+    CreateRepositoryRequest, DiskStatisticsRequest, FindCommitRequest, ServerInfoRequest, UserCherryPickRequest,
+    WikiFindPageRequest,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_info_and_disk_statistics() {
@@ -97,6 +102,20 @@ async fn health_reflection_and_unimplemented() {
 
     let e = CommitServiceClient::new(ch.clone()).find_commit(FindCommitRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    let e = OperationServiceClient::new(ch).user_create_branch(UserCreateBranchRequest::default()).await.unwrap_err();
+    // Operation and Wiki RPCs not built yet are UNIMPLEMENTED too, answered by a worker through the proxy.
+    let repo = Some(d.repo("u.git"));
+    RepositoryServiceClient::new(ch.clone())
+        .create_repository(CreateRepositoryRequest { repository: repo.clone() })
+        .await
+        .unwrap();
+    let e = OperationServiceClient::new(ch.clone())
+        .user_cherry_pick(UserCherryPickRequest { repository: repo.clone(), ..Default::default() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    let e = WikiServiceClient::new(ch)
+        .wiki_find_page(WikiFindPageRequest { repository: repo, ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 }

@@ -8,6 +8,7 @@
 
 mod config_options;
 mod process;
+pub mod repo;
 mod revision;
 
 use std::ffi::{OsStr, OsString};
@@ -56,6 +57,7 @@ pub enum Sub {
     Archive,
     Bundle,
     CatFile,
+    CheckRefFormat,
     Clone,
     CommitGraph,
     Config,
@@ -64,20 +66,27 @@ pub enum Sub {
     ForEachRef,
     Fsck,
     Gc,
+    HashObject,
     IndexPack,
     Init,
+    LsTree,
     MergeBase,
+    MergeTree,
+    Mktag,
     PackRefs,
+    ReadTree,
     ReceivePack,
     Repack,
     RevList,
     RevParse,
     ShowRef,
     SymbolicRef,
+    UpdateIndex,
     UpdateRef,
     UploadArchive,
     UploadPack,
     Version,
+    WriteTree,
 }
 
 impl Sub {
@@ -86,6 +95,7 @@ impl Sub {
             Sub::Archive => "archive",
             Sub::Bundle => "bundle",
             Sub::CatFile => "cat-file",
+            Sub::CheckRefFormat => "check-ref-format",
             Sub::Clone => "clone",
             Sub::CommitGraph => "commit-graph",
             Sub::Config => "config",
@@ -94,20 +104,27 @@ impl Sub {
             Sub::ForEachRef => "for-each-ref",
             Sub::Fsck => "fsck",
             Sub::Gc => "gc",
+            Sub::HashObject => "hash-object",
             Sub::IndexPack => "index-pack",
             Sub::Init => "init",
+            Sub::LsTree => "ls-tree",
             Sub::MergeBase => "merge-base",
+            Sub::MergeTree => "merge-tree",
+            Sub::Mktag => "mktag",
             Sub::PackRefs => "pack-refs",
+            Sub::ReadTree => "read-tree",
             Sub::ReceivePack => "receive-pack",
             Sub::Repack => "repack",
             Sub::RevList => "rev-list",
             Sub::RevParse => "rev-parse",
             Sub::ShowRef => "show-ref",
             Sub::SymbolicRef => "symbolic-ref",
+            Sub::UpdateIndex => "update-index",
             Sub::UpdateRef => "update-ref",
             Sub::UploadArchive => "upload-archive",
             Sub::UploadPack => "upload-pack",
             Sub::Version => "version",
+            Sub::WriteTree => "write-tree",
         }
     }
 
@@ -142,6 +159,8 @@ impl Sub {
             Sub::Archive
                 | Sub::CatFile
                 | Sub::Bundle
+                | Sub::CheckRefFormat
+                | Sub::Mktag
                 | Sub::ReceivePack
                 | Sub::UploadPack
                 | Sub::UploadArchive

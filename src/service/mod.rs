@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::git::GitCmdFactory;
 use crate::locator::Locator;
 
+pub mod admin;
 pub mod repository;
 pub mod server;
 pub mod smarthttp;

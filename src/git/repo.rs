@@ -1,0 +1,298 @@
+//! Typed repository operations built on the command layer: resolving revisions, reading commits, writing
+//! objects with exact bytes, and compare-and-swap ref updates. Used by the daemon and the workers alike.
+
+use std::path::Path;
+
+use super::{GitCmdFactory, GitError, Sub};
+use crate::proto::gitaly::{CommitAuthor, GitCommit};
+
+/// The all-zero object id: "no such ref" as an expected old value, "delete" as a new one.
+pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
+
+/// Commit and tag bodies longer than this are truncated in responses (`body_size` keeps the real size).
+pub const MAX_MESSAGE_SIZE: usize = 10 * 1024;
+
+/// A ref update that lost a race or whose expected old value did not match.
+#[derive(Debug, thiserror::Error)]
+#[error("update {reference}: {stderr}")]
+pub struct UpdateRefError {
+    pub reference: String,
+    pub stderr: String,
+}
+
+/// A person and time for a new commit or tag, already sanitized.
+#[derive(Debug, Clone)]
+pub struct Signature {
+    pub name: String,
+    pub email: String,
+    pub unix: i64,
+}
+
+/// Why a signature was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("failed to parse signature - Signature cannot have an empty name or email")]
+pub struct EmptySignature;
+
+impl Signature {
+    /// Removes `\n`, `<` and `>` and trims surrounding punctuation and whitespace, as upstream does.
+    pub fn new(name: &[u8], email: &[u8], unix: i64) -> Result<Signature, EmptySignature> {
+        let clean = |b: &[u8]| {
+            let s: String = String::from_utf8_lossy(b).chars().filter(|c| !matches!(c, '\n' | '<' | '>')).collect();
+            s.trim_matches(|c: char| c.is_whitespace() || c.is_control() || ".,:;<>\"'".contains(c)).to_string()
+        };
+        let (name, email) = (clean(name), clean(email));
+        if name.is_empty() || email.is_empty() {
+            return Err(EmptySignature);
+        }
+        Ok(Signature { name, email, unix })
+    }
+
+    fn line(&self) -> String {
+        format!("{} <{}> {} +0000", self.name, self.email, self.unix)
+    }
+}
+
+/// One repository, addressed through the command layer.
+pub struct Repo<'a> {
+    pub git: &'a GitCmdFactory,
+    pub path: &'a Path,
+}
+
+impl<'a> Repo<'a> {
+    pub fn new(git: &'a GitCmdFactory, path: &'a Path) -> Self {
+        Repo { git, path }
+    }
+
+    /// `rev-parse --verify` of a client revision; None when it does not resolve.
+    pub async fn resolve(&self, rev: &str) -> Result<Option<String>, GitError> {
+        if rev.is_empty() || rev.starts_with('-') {
+            return Ok(None);
+        }
+        let out = self
+            .git
+            .command(self.path, Sub::RevParse)
+            .flag("--verify")
+            .flag("--quiet")
+            .user_arg(rev)
+            .run_to_end()
+            .await?;
+        Ok(out.exit.success().then(|| out.stdout_text()).filter(|s| !s.is_empty()))
+    }
+
+    /// The object type of an object id ("commit", "tag", "tree", "blob").
+    pub async fn object_type(&self, oid: &str) -> Result<Option<String>, GitError> {
+        let out = self.git.command(self.path, Sub::CatFile).flag("-t").trusted_arg(oid).run_to_end().await?;
+        Ok(out.exit.success().then(|| out.stdout_text()))
+    }
+
+    /// Reads and parses a commit (any revision that peels to a commit).
+    pub async fn read_commit(&self, rev: &str) -> Result<Option<GitCommit>, GitError> {
+        let Some(oid) = self.resolve(&format!("{rev}^{{commit}}")).await? else { return Ok(None) };
+        let out = self.git.command(self.path, Sub::CatFile).flag("commit").trusted_arg(&oid).run_to_end().await?;
+        if !out.exit.success() {
+            return Ok(None);
+        }
+        Ok(Some(parse_commit(&oid, &out.stdout)))
+    }
+
+    /// Raw bytes of an object of a known type.
+    pub async fn read_object(&self, kind: &str, oid: &str) -> Result<Option<Vec<u8>>, GitError> {
+        let out = self.git.command(self.path, Sub::CatFile).flag(kind).trusted_arg(oid).run_to_end().await?;
+        Ok(out.exit.success().then_some(out.stdout))
+    }
+
+    pub async fn has_branches(&self) -> Result<bool, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::ForEachRef)
+            .flag("--format=%(refname)")
+            .flag("--count=1")
+            .trusted_arg("refs/heads/")
+            .output()
+            .await?;
+        Ok(!out.stdout.is_empty())
+    }
+
+    /// Compare-and-swap: sets `reference` to `new` only if it currently is `old` (ZERO_OID: must not
+    /// exist). `new` = ZERO_OID deletes. `old` = None updates unconditionally.
+    pub async fn update_ref(&self, reference: &str, new: &str, old: Option<&str>) -> Result<(), UpdateRefError> {
+        let mut stdin = format!("update {reference}\0{new}\0").into_bytes();
+        stdin.extend_from_slice(old.unwrap_or("").as_bytes());
+        stdin.push(0);
+        let result =
+            self.git.command(self.path, Sub::UpdateRef).flag("-z").flag("--stdin").output_with_stdin(stdin).await;
+        result.map(|_| ()).map_err(|e| UpdateRefError {
+            reference: reference.to_string(),
+            stderr: match e {
+                GitError::Failed { stderr, .. } => stderr,
+                e => e.to_string(),
+            },
+        })
+    }
+
+    /// Writes an object from exact bytes (`hash-object -t <kind> -w --stdin`) and returns its id.
+    pub async fn write_object(&self, kind: &str, data: Vec<u8>) -> Result<String, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::HashObject)
+            .flag("-t")
+            .flag(kind)
+            .flag("-w")
+            .flag("--stdin")
+            .output_with_stdin(data)
+            .await?;
+        Ok(out.stdout_text())
+    }
+
+    /// Writes a commit with exactly this message (no newline added) and returns its id.
+    pub async fn write_commit(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        author: &Signature,
+        committer: &Signature,
+        message: &[u8],
+    ) -> Result<String, GitError> {
+        let mut data = format!("tree {tree}\n").into_bytes();
+        for p in parents {
+            data.extend_from_slice(format!("parent {p}\n").as_bytes());
+        }
+        data.extend_from_slice(format!("author {}\ncommitter {}\n\n", author.line(), committer.line()).as_bytes());
+        data.extend_from_slice(message);
+        self.write_object("commit", data).await
+    }
+
+    /// Three-way merge of two commits without touching any ref or worktree (`git merge-tree
+    /// --write-tree`): Ok(tree) when clean, Err(conflicting paths) otherwise.
+    pub async fn merge_tree(&self, ours: &str, theirs: &str) -> Result<Result<String, Vec<String>>, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::MergeTree)
+            .flag("--write-tree")
+            .flag("--allow-unrelated-histories")
+            .flag("--name-only")
+            .flag("--no-messages")
+            .trusted_arg(ours)
+            .trusted_arg(theirs)
+            .run_to_end()
+            .await?;
+        let text = out.stdout_text();
+        let mut lines = text.lines();
+        let tree = lines.next().unwrap_or_default().to_string();
+        match out.exit.code {
+            0 => Ok(Ok(tree)),
+            1 => Ok(Err(lines.filter(|l| !l.is_empty()).map(str::to_string).collect())),
+            code => Err(GitError::Failed { sub: "merge-tree", code, stderr: out.stderr_text() }),
+        }
+    }
+
+    /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
+    pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<Option<bool>, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::MergeBase)
+            .flag("--is-ancestor")
+            .trusted_arg(ancestor)
+            .trusted_arg(descendant)
+            .run_to_end()
+            .await?;
+        Ok(match out.exit.code {
+            0 => Some(true),
+            1 => Some(false),
+            _ => None,
+        })
+    }
+
+    /// `git check-ref-format` of a full ref name.
+    pub async fn valid_ref_name(&self, name: &str) -> Result<bool, GitError> {
+        if name.starts_with('-') {
+            return Ok(false);
+        }
+        let out = self.git.bare(Sub::CheckRefFormat).trusted_arg(name).run_to_end().await?;
+        Ok(out.exit.success())
+    }
+}
+
+/// Whether a string is a full 40-character lower-case hex object id.
+pub fn is_oid(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parses a raw commit object into the protocol's GitCommit, as upstream fills it.
+pub fn parse_commit(oid: &str, raw: &[u8]) -> GitCommit {
+    let split = raw.windows(2).position(|w| w == b"\n\n");
+    let (headers, message) = match split {
+        Some(i) => (&raw[..i], &raw[i + 2..]),
+        None => (raw, &b""[..]),
+    };
+    let mut commit = GitCommit { id: oid.to_string(), ..Default::default() };
+    for line in headers.split(|b| *b == b'\n') {
+        let (key, value) = match line.iter().position(|b| *b == b' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, &b""[..]),
+        };
+        match key {
+            b"tree" => commit.tree_id = String::from_utf8_lossy(value).into_owned(),
+            b"parent" => commit.parent_ids.push(String::from_utf8_lossy(value).into_owned()),
+            b"author" => commit.author = Some(parse_author(value)),
+            b"committer" => commit.committer = Some(parse_author(value)),
+            b"gpgsig" => {
+                commit.signature_type = if value.starts_with(b"-----BEGIN SIGNED MESSAGE-----") { 2 } else { 1 }
+            }
+            _ => {}
+        }
+    }
+    let subject = message.split(|b| *b == b'\n').next().unwrap_or_default();
+    commit.subject = subject.strip_suffix(b"\r").unwrap_or(subject).to_vec();
+    commit.body_size = message.len() as i64;
+    commit.body = message[..message.len().min(MAX_MESSAGE_SIZE)].to_vec();
+    commit
+}
+
+/// Parses `Name <email> 1600000000 +0100`.
+pub fn parse_author(value: &[u8]) -> CommitAuthor {
+    let lt = value.iter().position(|b| *b == b'<');
+    let gt = value.iter().rposition(|b| *b == b'>');
+    let (name, email, rest) = match (lt, gt) {
+        (Some(l), Some(g)) if l < g => {
+            let name = value[..l].strip_suffix(b" ").unwrap_or(&value[..l]);
+            (name.to_vec(), value[l + 1..g].to_vec(), &value[g + 1..])
+        }
+        _ => (value.to_vec(), Vec::new(), &b""[..]),
+    };
+    let rest = String::from_utf8_lossy(rest);
+    let mut parts = rest.split_whitespace();
+    let seconds = parts.next().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    let timezone = parts.next().unwrap_or("+0000").as_bytes().to_vec();
+    CommitAuthor { name, email, date: Some(prost_types::Timestamp { seconds, nanos: 0 }), timezone }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_sanitized_like_upstream() {
+        let s = Signature::new(b".,:;<>\"'\nJane Doe.,:;<>'\"\n", b"jane@example.com", 1).unwrap();
+        assert_eq!(s.name, "Jane Doe");
+        assert_eq!(Signature::new(b"Ja<ne\n D>oe", b"a@b", 1).unwrap().name, "Jane Doe");
+        assert_eq!(Signature::new(b" <> ", b"a@b", 1).unwrap_err(), EmptySignature);
+    }
+
+    #[test]
+    fn parses_commits() {
+        let raw = b"tree 541550ddcf8a29bcd80b0800a142a7d47890cfd6\nparent 1111111111111111111111111111111111111111\nauthor Author Name <author@example.com> 12345 +0100\ncommitter Jane Doe <jane@gitlab.com> 12346 +0000\n\nsubject line\n\nbody\n";
+        let c = parse_commit("abc", raw);
+        assert_eq!(c.subject, b"subject line");
+        assert_eq!(c.body, b"subject line\n\nbody\n");
+        assert_eq!(c.body_size, 19);
+        assert_eq!(c.parent_ids, vec!["1111111111111111111111111111111111111111".to_string()]);
+        let a = c.author.unwrap();
+        assert_eq!(
+            (a.name.as_slice(), a.email.as_slice(), a.timezone.as_slice()),
+            (&b"Author Name"[..], &b"author@example.com"[..], &b"+0100"[..])
+        );
+        assert_eq!(a.date.unwrap().seconds, 12345);
+        assert_eq!(c.tree_id, "541550ddcf8a29bcd80b0800a142a7d47890cfd6");
+    }
+}

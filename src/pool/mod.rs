@@ -1,0 +1,688 @@
+//! The worker pool: supervised `rgitaly-worker` processes serving the heavy write RPCs.
+//!
+//! Writes that build objects and move refs (merges, commits, branch and tag changes) run in separate
+//! processes so a leak or a crash there never takes the daemon down, and a worker can be replaced without
+//! dropping a call. One worker is kept as a passive, healthy standby so a lost active worker is replaced at
+//! once. This module owns the processes and their roles; `proxy` forwards calls to them; nothing else talks
+//! to workers.
+
+pub mod config;
+pub mod proxy;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, Notify};
+use tonic::transport::Channel;
+
+pub use config::PoolConfig;
+
+use crate::metrics;
+
+/// A worker's place in the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Starting,
+    Active,
+    Standby,
+    Draining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Unknown,
+    Ok,
+    Failing,
+}
+
+/// Why a pool operation could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no worker named {0:?}")]
+    UnknownWorker(String),
+    #[error("worker {0:?} is not running")]
+    NotRunning(String),
+    #[error("worker {0:?} is the last healthy worker; not rotating it")]
+    LastHealthy(String),
+    #[error("start worker {name}: {source}")]
+    Spawn { name: String, source: std::io::Error },
+    #[error("worker {name} did not become healthy within {secs}s")]
+    NotReady { name: String, secs: u64 },
+    #[error("create {0}: {1}")]
+    SocketDir(String, std::io::Error),
+}
+
+/// One running worker process.
+#[derive(Debug)]
+pub struct Worker {
+    pub name: String,
+    pub pid: i32,
+    pub socket: PathBuf,
+    pub channel: Channel,
+    pub started: Instant,
+    in_flight: AtomicU64,
+    idle: Notify,
+    /// Set before the supervisor stops it on purpose, so its exit is not counted as a crash.
+    planned_stop: AtomicBool,
+    exited: AtomicBool,
+    exit_notify: Notify,
+}
+
+impl Worker {
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
+    }
+
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 || self.has_exited() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    async fn wait_exit(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.exit_notify.notified();
+            if self.has_exited() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.has_exited();
+            }
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        if !self.has_exited() {
+            unsafe {
+                libc::kill(self.pid, sig);
+            }
+        }
+    }
+}
+
+/// A call's hold on a worker: counted in flight until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pub worker: Arc<Worker>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.worker.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.worker.idle.notify_waiters();
+        }
+    }
+}
+
+/// What the admin API shows about a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub name: String,
+    pub pid: i32,
+    pub socket_path: String,
+    pub role: Role,
+    pub rss_bytes: u64,
+    pub uptime_seconds: u64,
+    pub starts: u64,
+    pub crashes: u64,
+    pub in_flight: u64,
+    pub health: Health,
+    pub health_latency_ms: u64,
+    pub last_rotation_reason: String,
+    pub last_rotation_unix: i64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    role: Role,
+    worker: Option<Arc<Worker>>,
+    generation: u64,
+    starts: u64,
+    crashes: u64,
+    crash_times: VecDeque<Instant>,
+    health: Health,
+    health_latency_ms: u64,
+    failing_since: Option<Instant>,
+    rss: u64,
+    high_rss_since: Option<Instant>,
+    last_rotation_reason: String,
+    last_rotation_unix: i64,
+}
+
+struct Inner {
+    cfg: PoolConfig,
+    slots: Mutex<Vec<Slot>>,
+    /// At most one rotation at a time.
+    rotation: tokio::sync::Mutex<()>,
+    exits: mpsc::UnboundedSender<(String, i32)>,
+    stopping: AtomicBool,
+}
+
+/// The pool handle shared by the proxy, the admin service and the daemon.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+/// How long a new worker has to answer its first health check.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one health check.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+/// Crashes counted toward the circuit breaker within this window.
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// How long a stopped worker has after SIGTERM before SIGKILL (it has no calls left by then).
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+impl Pool {
+    /// Starts every worker, waits until they are healthy, and begins supervising them.
+    pub async fn start(cfg: PoolConfig) -> Result<Pool, PoolError> {
+        metrics::register_all();
+        std::fs::create_dir_all(&cfg.socket_dir)
+            .and_then(|_| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&cfg.socket_dir, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| PoolError::SocketDir(cfg.socket_dir.display().to_string(), e))?;
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let slots = (0..cfg.num_workers)
+            .map(|i| Slot {
+                name: format!("worker-{i}"),
+                role: Role::Starting,
+                worker: None,
+                generation: 0,
+                starts: 0,
+                crashes: 0,
+                crash_times: VecDeque::new(),
+                health: Health::Unknown,
+                health_latency_ms: 0,
+                failing_since: None,
+                rss: 0,
+                high_rss_since: None,
+                last_rotation_reason: String::new(),
+                last_rotation_unix: 0,
+            })
+            .collect();
+        let pool = Pool {
+            inner: Arc::new(Inner {
+                cfg,
+                slots: Mutex::new(slots),
+                rotation: tokio::sync::Mutex::new(()),
+                exits: exits_tx,
+                stopping: AtomicBool::new(false),
+            }),
+        };
+        let names: Vec<String> = pool.lock().iter().map(|s| s.name.clone()).collect();
+        let started = futures::future::join_all(names.iter().map(|n| pool.spawn(n))).await;
+        for r in started {
+            r?;
+        }
+        tokio::spawn(pool.clone().exit_loop(exits_rx));
+        tokio::spawn(pool.clone().memory_loop());
+        tokio::spawn(pool.clone().health_loop());
+        Ok(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.inner.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.cfg
+    }
+
+    /// Starts the worker process for a slot and waits until it answers health checks; then gives it a role.
+    async fn spawn(&self, name: &str) -> Result<(), PoolError> {
+        let cfg = &self.inner.cfg;
+        let generation = {
+            let mut slots = self.lock();
+            let slot = slots.iter_mut().find(|s| s.name == name).ok_or(PoolError::UnknownWorker(name.into()))?;
+            slot.generation += 1;
+            slot.role = Role::Starting;
+            slot.health = Health::Unknown;
+            slot.failing_since = None;
+            slot.high_rss_since = None;
+            slot.generation
+        };
+        let socket = cfg.socket_dir.join(format!("{name}.{generation}.sock"));
+        let _ = std::fs::remove_file(&socket);
+        let mut cmd = tokio::process::Command::new(&cfg.worker_bin);
+        cmd.arg("--socket")
+            .arg(&socket)
+            .arg("--config")
+            .arg(&cfg.config_path)
+            .arg("--name")
+            .arg(name)
+            .arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(false);
+        let mut child = cmd.spawn().map_err(|source| PoolError::Spawn { name: name.into(), source })?;
+        let pid = child.id().unwrap_or(0) as i32;
+        let channel = crate::client::unix_channel_lazy(&socket);
+        let worker = Arc::new(Worker {
+            name: name.to_string(),
+            pid,
+            socket: socket.clone(),
+            channel,
+            started: Instant::now(),
+            in_flight: AtomicU64::new(0),
+            idle: Notify::new(),
+            planned_stop: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            exit_notify: Notify::new(),
+        });
+        {
+            let mut slots = self.lock();
+            if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+                slot.worker = Some(worker.clone());
+                slot.starts += 1;
+            }
+        }
+        metrics::SUPERVISOR_STARTS.with_label_values(&[name]).inc();
+        tracing::info!(worker = name, pid, "worker started");
+
+        // Notice the exit the moment it happens.
+        let exits = self.inner.exits.clone();
+        let watched = worker.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            watched.exited.store(true, Ordering::SeqCst);
+            watched.exit_notify.notify_waiters();
+            watched.idle.notify_waiters();
+            let _ = std::fs::remove_file(&watched.socket);
+            tracing::info!(worker = %watched.name, pid = watched.pid, status = ?status.ok(), "worker exited");
+            let _ = exits.send((watched.name.clone(), watched.pid));
+        });
+
+        // Ready when it answers a health check.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if worker.has_exited() {
+                return Err(PoolError::NotReady { name: name.into(), secs: 0 });
+            }
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                stop_worker(&worker).await;
+                return Ok(());
+            }
+            if check_health(&worker).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                worker.planned_stop.store(true, Ordering::SeqCst);
+                worker.signal(libc::SIGKILL);
+                return Err(PoolError::NotReady { name: name.into(), secs: READY_TIMEOUT.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut slots = self.lock();
+        let role = next_role(&slots, cfg.num_workers);
+        if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+            if slot.worker.as_ref().is_some_and(|w| Arc::ptr_eq(w, &worker)) {
+                slot.role = role;
+                slot.health = Health::Ok;
+                tracing::info!(worker = name, pid, role = ?role, "worker ready");
+            }
+        }
+        Ok(())
+    }
+
+    /// The active worker with the fewest calls in flight, leased to one call.
+    pub fn lease(&self) -> Option<Lease> {
+        let slots = self.lock();
+        let pick = |role: Role| {
+            slots
+                .iter()
+                .filter(|s| s.role == role)
+                .filter_map(|s| s.worker.as_ref())
+                .filter(|w| !w.has_exited())
+                .min_by_key(|w| w.in_flight())
+                .cloned()
+        };
+        // A standby serves only when no active worker is left (e.g. during a crash storm).
+        let worker = pick(Role::Active).or_else(|| pick(Role::Standby))?;
+        worker.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(Lease { worker })
+    }
+
+    pub fn list(&self) -> Vec<WorkerInfo> {
+        let slots = self.lock();
+        slots
+            .iter()
+            .map(|s| {
+                let w = s.worker.as_ref().filter(|w| !w.has_exited());
+                WorkerInfo {
+                    name: s.name.clone(),
+                    pid: w.map(|w| w.pid).unwrap_or(0),
+                    socket_path: w.map(|w| w.socket.display().to_string()).unwrap_or_default(),
+                    role: s.role,
+                    rss_bytes: s.rss,
+                    uptime_seconds: w.map(|w| w.started.elapsed().as_secs()).unwrap_or(0),
+                    starts: s.starts,
+                    crashes: s.crashes,
+                    in_flight: w.map(|w| w.in_flight()).unwrap_or(0),
+                    health: s.health,
+                    health_latency_ms: s.health_latency_ms,
+                    last_rotation_reason: s.last_rotation_reason.clone(),
+                    last_rotation_unix: s.last_rotation_unix,
+                }
+            })
+            .collect()
+    }
+
+    /// Gracefully replaces one worker: out of rotation, drained, stopped, respawned as standby.
+    pub async fn rotate(&self, name: &str, reason: &str) -> Result<(), PoolError> {
+        let _one_at_a_time = self.inner.rotation.lock().await;
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let worker = {
+            let mut slots = self.lock();
+            let idx = slots.iter().position(|s| s.name == name).ok_or(PoolError::UnknownWorker(name.into()))?;
+            let worker = match &slots[idx].worker {
+                Some(w) if !w.has_exited() => w.clone(),
+                _ => return Err(PoolError::NotRunning(name.into())),
+            };
+            let others_healthy = slots.iter().enumerate().any(|(i, s)| {
+                i != idx
+                    && matches!(s.role, Role::Active | Role::Standby)
+                    && s.health != Health::Failing
+                    && s.worker.as_ref().is_some_and(|w| !w.has_exited())
+            });
+            if !others_healthy {
+                return Err(PoolError::LastHealthy(name.into()));
+            }
+            if slots[idx].role == Role::Active {
+                promote_standby(&mut slots);
+            }
+            let slot = &mut slots[idx];
+            slot.role = Role::Draining;
+            slot.last_rotation_reason = reason.to_string();
+            slot.last_rotation_unix = unix_now();
+            worker.planned_stop.store(true, Ordering::SeqCst);
+            worker
+        };
+        tracing::info!(worker = name, pid = worker.pid, reason, in_flight = worker.in_flight(), "rotating worker");
+        if !worker.wait_idle(self.inner.cfg.graceful_restart_timeout).await {
+            tracing::warn!(worker = name, in_flight = worker.in_flight(), "drain timed out; stopping anyway");
+        }
+        stop_worker(&worker).await;
+        self.spawn(name).await
+    }
+
+    /// Rotates every worker, one at a time; returns the names rotated.
+    pub async fn rotate_all(&self, reason: &str) -> Result<Vec<String>, PoolError> {
+        let names: Vec<String> = self.lock().iter().map(|s| s.name.clone()).collect();
+        let mut done = Vec::new();
+        for n in names {
+            self.rotate(&n, reason).await?;
+            done.push(n);
+        }
+        Ok(done)
+    }
+
+    /// Stops every worker: no new calls, in-flight calls finish (up to the graceful timeout), then exit.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let workers: Vec<Arc<Worker>> = self
+            .lock()
+            .iter_mut()
+            .filter_map(|s| {
+                s.role = Role::Draining;
+                s.worker.clone()
+            })
+            .collect();
+        let limit = self.inner.cfg.graceful_restart_timeout;
+        futures::future::join_all(workers.iter().map(|w| async move {
+            w.planned_stop.store(true, Ordering::SeqCst);
+            w.wait_idle(limit).await;
+            stop_worker(w).await;
+        }))
+        .await;
+        let _ = std::fs::remove_dir_all(&self.inner.cfg.socket_dir);
+    }
+
+    /// Handles unplanned exits: promote the standby, count the crash, respawn (circuit breaker permitting).
+    async fn exit_loop(self, mut exits: mpsc::UnboundedReceiver<(String, i32)>) {
+        while let Some((name, pid)) = exits.recv().await {
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                continue;
+            }
+            {
+                let mut slots = self.lock();
+                let Some(idx) = slots.iter().position(|s| s.name == name) else { continue };
+                let slot = &slots[idx];
+                let current = slot.worker.as_ref().is_some_and(|w| w.pid == pid);
+                let planned = slot.worker.as_ref().is_some_and(|w| w.planned_stop.load(Ordering::SeqCst));
+                // A worker dying while starting is handled by the start itself.
+                if !current || planned || slot.role == Role::Starting {
+                    continue;
+                }
+                if slot.role == Role::Active {
+                    promote_standby(&mut slots);
+                }
+                slots[idx].role = Role::Starting;
+            }
+            tracing::warn!(worker = %name, pid, "worker crashed; respawning");
+            let pool = self.clone();
+            tokio::spawn(async move { pool.respawn_after_crash(&name).await });
+        }
+    }
+
+    /// Counts a crash and respawns; when crashes come too fast, waits `crash_wait_time` first.
+    async fn respawn_after_crash(&self, name: &str) {
+        loop {
+            let wait = self.record_crash(name);
+            tokio::time::sleep(wait).await;
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.spawn(name).await {
+                Ok(()) => return,
+                Err(e) => tracing::error!(worker = name, error = %e, "respawn failed"),
+            }
+        }
+    }
+
+    fn record_crash(&self, name: &str) -> Duration {
+        let cfg = &self.inner.cfg;
+        let mut slots = self.lock();
+        let Some(slot) = slots.iter_mut().find(|s| s.name == name) else { return Duration::ZERO };
+        slot.crashes += 1;
+        slot.last_rotation_reason = "crash".into();
+        slot.last_rotation_unix = unix_now();
+        let now = Instant::now();
+        slot.crash_times.push_back(now);
+        while slot.crash_times.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+            slot.crash_times.pop_front();
+        }
+        if slot.crash_times.len() as u32 >= cfg.crash_threshold {
+            tracing::error!(
+                worker = name,
+                crashes = slot.crash_times.len(),
+                wait_ms = cfg.crash_wait_time.as_millis() as u64,
+                "worker crash loop: circuit breaker open, waiting before respawning"
+            );
+            slot.crash_times.clear();
+            cfg.crash_wait_time
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    async fn memory_loop(self) {
+        let cfg = self.inner.cfg.clone();
+        let mut tick = tokio::time::interval(cfg.memory_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut rotate = None;
+            {
+                let mut slots = self.lock();
+                let now = Instant::now();
+                for slot in slots.iter_mut() {
+                    let Some(w) = slot.worker.as_ref().filter(|w| !w.has_exited()) else { continue };
+                    let rss = read_rss(w.pid).unwrap_or(0);
+                    slot.rss = rss;
+                    metrics::SUPERVISOR_RSS.with_label_values(&[slot.name.as_str()]).set(rss as i64);
+                    if rss > cfg.max_rss && matches!(slot.role, Role::Active | Role::Standby) {
+                        let since = *slot.high_rss_since.get_or_insert(now);
+                        if now.duration_since(since) >= cfg.restart_delay && rotate.is_none() {
+                            rotate = Some(slot.name.clone());
+                        }
+                    } else {
+                        slot.high_rss_since = None;
+                    }
+                }
+            }
+            if let Some(name) = rotate {
+                metrics::MEMORY_TERMINATIONS.with_label_values(&[name.as_str()]).inc();
+                tracing::warn!(worker = %name, max_rss = cfg.max_rss, "worker above max_rss for restart_delay");
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pool.rotate(&name, "memory").await {
+                        tracing::warn!(worker = %name, error = %e, "memory rotation skipped");
+                    }
+                });
+            }
+        }
+    }
+
+    async fn health_loop(self) {
+        let cfg = self.inner.cfg.clone();
+        let mut tick = tokio::time::interval(cfg.health_check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let workers: Vec<Arc<Worker>> = self
+                .lock()
+                .iter()
+                .filter(|s| matches!(s.role, Role::Active | Role::Standby))
+                .filter_map(|s| s.worker.clone())
+                .filter(|w| !w.has_exited())
+                .collect();
+            let results = futures::future::join_all(workers.iter().map(|w| async move {
+                let started = Instant::now();
+                (w.clone(), check_health(w).await.map(|_| started.elapsed()))
+            }))
+            .await;
+            let mut rotate = None;
+            {
+                let mut slots = self.lock();
+                let now = Instant::now();
+                for (w, result) in results {
+                    let Some(slot) = slots.iter_mut().find(|s| s.worker.as_ref().is_some_and(|x| Arc::ptr_eq(x, &w)))
+                    else {
+                        continue;
+                    };
+                    let status = if result.is_ok() { "ok" } else { "failed" };
+                    metrics::SUPERVISOR_HEALTH_CHECKS.with_label_values(&[slot.name.as_str(), status]).inc();
+                    match result {
+                        Ok(latency) => {
+                            slot.health = Health::Ok;
+                            slot.health_latency_ms = latency.as_millis() as u64;
+                            slot.failing_since = None;
+                        }
+                        Err(e) => {
+                            slot.health = Health::Failing;
+                            let since = *slot.failing_since.get_or_insert(now);
+                            tracing::warn!(worker = %slot.name, error = %e, "worker health check failed");
+                            // A worker gets a cool-off after start before failures count.
+                            let cooled = w.started.elapsed() >= cfg.health_failure_timeout;
+                            if cooled && now.duration_since(since) >= cfg.health_failure_timeout && rotate.is_none() {
+                                rotate = Some(slot.name.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(name) = rotate {
+                let pool = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = pool.rotate(&name, "health").await {
+                        tracing::warn!(worker = %name, error = %e, "health rotation skipped");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Promotes the standby (if any and healthy) to active.
+fn promote_standby(slots: &mut [Slot]) {
+    if let Some(s) = slots.iter_mut().find(|s| {
+        s.role == Role::Standby && s.health != Health::Failing && s.worker.as_ref().is_some_and(|w| !w.has_exited())
+    }) {
+        s.role = Role::Active;
+        tracing::info!(worker = %s.name, "standby promoted to active");
+    }
+}
+
+/// The role a newly ready worker takes: active if none is serving, else standby if there is none, else
+/// active.
+fn next_role(slots: &[Slot], num_workers: u32) -> Role {
+    let active = slots.iter().filter(|s| s.role == Role::Active).count() as u32;
+    let standby = slots.iter().any(|s| s.role == Role::Standby);
+    if active == 0 {
+        Role::Active
+    } else if !standby || active >= num_workers - 1 {
+        Role::Standby
+    } else {
+        Role::Active
+    }
+}
+
+async fn stop_worker(w: &Worker) {
+    w.signal(libc::SIGTERM);
+    if !w.wait_exit(TERM_GRACE).await {
+        tracing::warn!(worker = %w.name, pid = w.pid, "worker ignored SIGTERM; killing");
+        w.signal(libc::SIGKILL);
+        w.wait_exit(TERM_GRACE).await;
+    }
+}
+
+async fn check_health(w: &Worker) -> Result<(), String> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let mut client = HealthClient::new(w.channel.clone());
+    let mut req = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    req.set_timeout(HEALTH_DEADLINE);
+    match tokio::time::timeout(HEALTH_DEADLINE, client.check(req)).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(Ok(r)) => Err(format!("status {}", r.get_ref().status)),
+        Ok(Err(e)) => Err(e.message().to_string()),
+        Err(_) => Err("deadline exceeded".into()),
+    }
+}
+
+/// Resident set size from /proc, in bytes.
+pub fn read_rss(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}

@@ -1,0 +1,306 @@
+//! Forwards OperationService and WikiService calls to the worker pool, as a tower layer in front of the
+//! daemon's routes.
+//!
+//! Message bytes pass through untouched, in both directions and for every streaming shape; only the first
+//! request message is decoded, to find the repository. The daemon resolves it with the locator and hands
+//! the worker absolute paths in metadata: workers never see, or trust, a client path. Client metadata
+//! (correlation id, deadline) travels along; cancellation propagates because the worker stream is dropped
+//! with the client's.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use prost::Message;
+use tonic::body::Body;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::Status;
+use tower::{Layer, Service, ServiceExt};
+
+use super::{Lease, Pool};
+use crate::metrics;
+use crate::proto::gitaly::{
+    user_apply_patch_request, user_commit_files_request, Repository, UserApplyPatchRequest, UserCommitFilesRequest,
+};
+use crate::service::Ctx;
+
+/// Metadata the daemon sets for workers; anything a client sends under these names is dropped.
+pub const REPO_PATH: &str = "x-rgitaly-repo-path-bin";
+pub const STORAGE_PATH: &str = "x-rgitaly-storage-path-bin";
+pub const START_REPO_PATH: &str = "x-rgitaly-start-repo-path-bin";
+const RESERVED_PREFIX: &str = "x-rgitaly-";
+
+/// The services whose calls go to workers.
+pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService"];
+
+#[derive(Clone)]
+pub struct PoolProxyLayer {
+    pool: Pool,
+    ctx: Ctx,
+}
+
+impl PoolProxyLayer {
+    pub fn new(pool: Pool, ctx: Ctx) -> Self {
+        PoolProxyLayer { pool, ctx }
+    }
+}
+
+impl<S> Layer<S> for PoolProxyLayer {
+    type Service = PoolProxy<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        PoolProxy { inner, pool: self.pool.clone(), ctx: self.ctx.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct PoolProxy<S> {
+    inner: S,
+    pool: Pool,
+    ctx: Ctx,
+}
+
+impl<S> Service<Request<Body>> for PoolProxy<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let path = req.uri().path().trim_start_matches('/').to_string();
+        let (service, method) = path.split_once('/').unwrap_or((&path, ""));
+        if !PROXIED_SERVICES.contains(&service) {
+            // Keep the readied service for this call, as tower requires.
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move { inner.call(req).await });
+        }
+        let (service, method) = (service.to_string(), method.to_string());
+        let (pool, ctx) = (self.pool.clone(), self.ctx.clone());
+        Box::pin(async move {
+            Ok(forward(pool, ctx, &service, &method, req).await.unwrap_or_else(|status| status.into_http()))
+        })
+    }
+}
+
+async fn forward(
+    pool: Pool,
+    ctx: Ctx,
+    service: &str,
+    method: &str,
+    req: Request<Body>,
+) -> Result<Response<Body>, Status> {
+    let (mut parts, mut body) = req.into_parts();
+    let first = read_first_message(&mut body).await?;
+    let (repo, start_repo) = repositories(method, &first[5..])?;
+
+    let repo_path = ctx.locator.repo_path(repo.as_ref())?;
+    let storage = repo.as_ref().map(|r| r.storage_name.as_str()).unwrap_or_default();
+    let storage_path = ctx.locator.storage_path(storage)?.to_path_buf();
+    let start_path = match start_repo.as_ref() {
+        Some(r) => Some(ctx.locator.repo_path(Some(r))?),
+        None => None,
+    };
+
+    let reserved: Vec<http::HeaderName> =
+        parts.headers.keys().filter(|k| k.as_str().starts_with(RESERVED_PREFIX)).cloned().collect();
+    for k in reserved {
+        parts.headers.remove(k);
+    }
+    let mut md = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+    let bin = |p: &std::path::Path| MetadataValue::from_bytes(p.as_os_str().as_encoded_bytes());
+    md.insert_bin(REPO_PATH, bin(&repo_path));
+    md.insert_bin(STORAGE_PATH, bin(&storage_path));
+    if let Some(p) = &start_path {
+        md.insert_bin(START_REPO_PATH, bin(p));
+    }
+    parts.headers = md.into_headers();
+
+    let lease = pool.lease().ok_or_else(|| Status::unavailable("no worker available"))?;
+    let body = Body::new(Prefixed { first: Some(first), rest: body });
+    let request = Request::from_parts(parts, body);
+    let mut channel = lease.worker.channel.clone();
+    let result = match channel.ready().await {
+        Ok(ch) => ch.call(request).await,
+        Err(e) => Err(e),
+    };
+    let labels = [service.to_string(), method.to_string()];
+    match result {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let mut watched = Watched { inner: body, lease: Some(lease), labels, code: None, ended: false };
+            watched.observe(&parts.headers);
+            Ok(Response::from_parts(parts, Body::new(watched)))
+        }
+        Err(e) => {
+            let status = Status::unavailable(format!("worker {}: {e}", lease.worker.name));
+            record(&labels, status.code());
+            Err(status)
+        }
+    }
+}
+
+/// Reads the body until it holds the first gRPC message (5-byte prefix and payload).
+async fn read_first_message(body: &mut Body) -> Result<Bytes, Status> {
+    let mut buf = BytesMut::new();
+    loop {
+        if buf.len() >= 5 {
+            if buf[0] != 0 {
+                return Err(Status::unimplemented("compressed requests are not supported by the worker proxy"));
+            }
+            let len = (&buf[1..5]).get_u32() as usize;
+            if len > crate::server::MAX_MESSAGE {
+                return Err(Status::resource_exhausted("request message too large"));
+            }
+            if buf.len() >= 5 + len {
+                // Whatever follows the first message is passed on with it.
+                return Ok(buf.freeze());
+            }
+        }
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None if buf.is_empty() => return Err(Status::invalid_argument("empty request stream")),
+            None => return Err(Status::invalid_argument("truncated request message")),
+        }
+    }
+}
+
+/// Field 1 of a message, as a repository: where nearly every Operation and Wiki request keeps it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RepositoryField {
+    #[prost(message, optional, tag = "1")]
+    repository: Option<Repository>,
+}
+
+/// The target repository (and, for UserCommitFiles, the start repository) of a request message.
+fn repositories(method: &str, msg: &[u8]) -> Result<(Option<Repository>, Option<Repository>), Status> {
+    let bad = |e: prost::DecodeError| Status::invalid_argument(format!("decode request: {e}"));
+    match method {
+        "UserCommitFiles" => {
+            match UserCommitFilesRequest::decode(msg).map_err(bad)?.user_commit_files_request_payload {
+                Some(user_commit_files_request::UserCommitFilesRequestPayload::Header(h)) => {
+                    // A start repository that is the target itself needs no second path.
+                    let start = h.start_repository.filter(|s| Some(s) != h.repository.as_ref());
+                    Ok((h.repository, start))
+                }
+                _ => Err(Status::invalid_argument("empty UserCommitFilesRequestHeader")),
+            }
+        }
+        "UserApplyPatch" => match UserApplyPatchRequest::decode(msg).map_err(bad)?.user_apply_patch_request_payload {
+            Some(user_apply_patch_request::UserApplyPatchRequestPayload::Header(h)) => Ok((h.repository, None)),
+            _ => Err(Status::invalid_argument("empty UserApplyPatch_Header")),
+        },
+        _ => Ok((RepositoryField::decode(msg).map_err(bad)?.repository, None)),
+    }
+}
+
+/// The request body with its first message put back in front.
+struct Prefixed {
+    first: Option<Bytes>,
+    rest: Body,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// The worker's response body: holds the lease until the call ends, and counts the outcome.
+struct Watched {
+    inner: Body,
+    lease: Option<Lease>,
+    labels: [String; 2],
+    code: Option<tonic::Code>,
+    /// The worker failed mid-call and we ended the stream ourselves.
+    ended: bool,
+}
+
+impl Watched {
+    fn observe(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
+        {
+            self.code = Some(tonic::Code::from_i32(code));
+        }
+    }
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(t) = frame.trailers_ref() {
+                    this.observe(t);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // The worker went away mid-call: end the call with Unavailable trailers, as a gRPC status.
+                let name = this.lease.as_ref().map(|l| l.worker.name.clone()).unwrap_or_default();
+                let status = Status::unavailable(format!("worker {name}: {}", e.message()));
+                this.code = Some(status.code());
+                this.ended = true;
+                let mut trailers = http::HeaderMap::new();
+                match status.add_header(&mut trailers) {
+                    Ok(()) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+                    Err(status) => Poll::Ready(Some(Err(status))),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        record(&self.labels, self.code.unwrap_or(tonic::Code::Cancelled));
+        self.lease.take();
+    }
+}
+
+fn record(labels: &[String; 2], code: tonic::Code) {
+    metrics::GRPC_CLIENT_HANDLED
+        .with_label_values(&["unknown", labels[0].as_str(), labels[1].as_str(), &format!("{code:?}")])
+        .inc();
+}

@@ -1,0 +1,99 @@
+//! UserCreateBranch, UserUpdateBranch, UserDeleteBranch.
+
+use rgitaly::git::repo::{is_oid, Repo, ZERO_OID};
+use rgitaly::git::GitCmdFactory;
+use rgitaly::proto::gitaly::*;
+use tonic::Status;
+
+use super::{internal, text, Target};
+
+pub async fn create(
+    git: &GitCmdFactory,
+    t: &Target,
+    req: UserCreateBranchRequest,
+) -> Result<UserCreateBranchResponse, Status> {
+    if req.branch_name.is_empty() {
+        return Err(Status::invalid_argument("Bad Request (empty branch name)"));
+    }
+    if req.user.is_none() {
+        return Err(Status::invalid_argument("empty user"));
+    }
+    if req.start_point.is_empty() {
+        return Err(Status::invalid_argument("empty start point"));
+    }
+    let repo = Repo::new(git, &t.repo);
+    let start_point = text(&req.start_point);
+    let commit = repo
+        .read_commit(&start_point)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::failed_precondition(format!("revspec '{start_point}' not found")))?;
+    let branch = text(&req.branch_name);
+    let reference = format!("refs/heads/{branch}");
+    if repo.resolve(&reference).await.map_err(internal)?.is_some() {
+        return Err(Status::failed_precondition(format!("Could not update {branch}. Please refresh and try again.")));
+    }
+    repo.update_ref(&reference, &commit.id, Some(ZERO_OID)).await.map_err(|_| {
+        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
+    })?;
+    Ok(UserCreateBranchResponse {
+        branch: Some(Branch { name: req.branch_name, target_commit: Some(commit) }),
+        pre_receive_error: String::new(),
+    })
+}
+
+pub async fn update(
+    git: &GitCmdFactory,
+    t: &Target,
+    req: UserUpdateBranchRequest,
+) -> Result<UserUpdateBranchResponse, Status> {
+    if req.user.is_none() {
+        return Err(Status::invalid_argument("empty user"));
+    }
+    if req.branch_name.is_empty() {
+        return Err(Status::invalid_argument("empty branch name"));
+    }
+    if req.oldrev.is_empty() {
+        return Err(Status::invalid_argument("empty oldrev"));
+    }
+    if req.newrev.is_empty() {
+        return Err(Status::invalid_argument("empty newrev"));
+    }
+    let (new, old) = (text(&req.newrev), text(&req.oldrev));
+    if !is_oid(&new) {
+        return Err(Status::internal(format!("could not parse newrev: invalid object ID: {new:?}")));
+    }
+    if !is_oid(&old) {
+        return Err(Status::internal(format!("could not parse oldrev: invalid object ID: {old:?}")));
+    }
+    let branch = text(&req.branch_name);
+    Repo::new(git, &t.repo).update_ref(&format!("refs/heads/{branch}"), &new, Some(&old)).await.map_err(|_| {
+        Status::failed_precondition(format!("Could not update {branch}. Please refresh and try again."))
+    })?;
+    Ok(UserUpdateBranchResponse { pre_receive_error: String::new() })
+}
+
+pub async fn delete(
+    git: &GitCmdFactory,
+    t: &Target,
+    req: UserDeleteBranchRequest,
+) -> Result<UserDeleteBranchResponse, Status> {
+    if req.branch_name.is_empty() {
+        return Err(Status::invalid_argument("Bad Request (empty branch name)"));
+    }
+    if req.user.is_none() {
+        return Err(Status::invalid_argument("Bad Request (empty user)"));
+    }
+    let repo = Repo::new(git, &t.repo);
+    let branch = text(&req.branch_name);
+    let reference = format!("refs/heads/{branch}");
+    let current = repo
+        .resolve(&reference)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Status::failed_precondition(format!("branch not found: {branch}")))?;
+    repo.update_ref(&reference, ZERO_OID, Some(&current)).await.map_err(|_| {
+        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
+    })?;
+    Ok(UserDeleteBranchResponse { pre_receive_error: String::new() })
+}

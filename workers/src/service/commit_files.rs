@@ -1,0 +1,336 @@
+//! UserCommitFiles: builds one commit from a stream of file actions (create, create_dir, update, move,
+//! delete, chmod) on top of a branch, another branch, a given commit, or nothing (an empty repository).
+//!
+//! The parent's tree is read into a path map, the actions are applied to it, and the result is written
+//! through a private index file (`update-index --index-info`, `write-tree`): no worktree, no checkout, and
+//! nothing is visible until the compare-and-swap ref update.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+use base64::Engine;
+use rgitaly::git::repo::{is_oid, Repo, Signature, ZERO_OID};
+use rgitaly::git::{GitCmdFactory, Sub};
+use rgitaly::proto::gitaly::user_commit_files_action::UserCommitFilesActionPayload as ActionPayload;
+use rgitaly::proto::gitaly::user_commit_files_action_header::ActionType;
+use rgitaly::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload as Payload;
+use rgitaly::proto::gitaly::*;
+use tonic::{Status, Streaming};
+
+use super::{internal, text, unix_time, Target};
+
+const EMPTY_BLOB: &str = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
+
+struct Action {
+    header: UserCommitFilesActionHeader,
+    content: Vec<u8>,
+}
+
+/// An index problem the client caused: reported in `index_error`, not as a gRPC error.
+struct IndexError(String);
+
+pub async fn commit_files(
+    git: &GitCmdFactory,
+    t: &Target,
+    mut stream: Streaming<UserCommitFilesRequest>,
+) -> Result<UserCommitFilesResponse, Status> {
+    let first = stream.message().await?.and_then(|m| m.user_commit_files_request_payload);
+    let Some(Payload::Header(header)) = first else {
+        return Err(Status::invalid_argument("UserCommitFiles: empty UserCommitFilesRequestHeader"));
+    };
+    let invalid = |m: &str| Err(Status::invalid_argument(format!("UserCommitFiles: {m}")));
+    if header.repository.is_none() {
+        return invalid("empty Repository");
+    }
+    let Some(user) = header.user.as_ref() else { return invalid("empty User") };
+    if header.commit_message.is_empty() {
+        return invalid("empty CommitMessage");
+    }
+    if header.branch_name.is_empty() {
+        return invalid("empty BranchName");
+    }
+    if !header.start_sha.is_empty() && !is_oid(&header.start_sha) {
+        return invalid(&format!("invalid object ID: {:?}", header.start_sha));
+    }
+    let when = unix_time(header.timestamp.as_ref())?;
+    let repo = Repo::new(git, &t.repo);
+    let branch = text(&header.branch_name);
+    let reference = format!("refs/heads/{branch}");
+    let target_commit = repo.resolve(&format!("{reference}^{{commit}}")).await.map_err(internal)?;
+    let parent = resolve_parent(&repo, t, &header, target_commit.as_deref()).await?;
+
+    // Gather the actions; contents stay with their action header.
+    let mut actions: Vec<Action> = Vec::new();
+    while let Some(msg) = stream.message().await? {
+        match msg.user_commit_files_request_payload {
+            Some(Payload::Action(a)) => match a.user_commit_files_action_payload {
+                Some(ActionPayload::Header(h)) => actions.push(Action { header: h, content: Vec::new() }),
+                Some(ActionPayload::Content(c)) => match actions.last_mut() {
+                    Some(a) => a.content.extend_from_slice(&c),
+                    None => return Err(Status::unknown("content sent before action")),
+                },
+                None => {}
+            },
+            Some(Payload::Header(_)) => return Err(Status::invalid_argument("UserCommitFiles: header sent twice")),
+            None => {}
+        }
+    }
+
+    let mut tree = match &parent {
+        Some(p) => read_tree(&repo, p).await?,
+        None => BTreeMap::new(),
+    };
+    for action in actions {
+        match apply(&repo, &mut tree, action).await? {
+            Ok(()) => {}
+            Err(IndexError(e)) => return Ok(UserCommitFilesResponse { index_error: e, ..Default::default() }),
+        }
+    }
+    let tree_id = write_tree(&repo, &tree).await?;
+
+    let committer =
+        Signature::new(&user.name, &user.email, when).map_err(|e| Status::invalid_argument(format!("commit: {e}")))?;
+    let author = if !header.commit_author_name.is_empty() && !header.commit_author_email.is_empty() {
+        Signature::new(&header.commit_author_name, &header.commit_author_email, when)
+            .map_err(|e| Status::invalid_argument(format!("commit: {e}")))?
+    } else {
+        committer.clone()
+    };
+    let parents: Vec<&str> = parent.iter().map(String::as_str).collect();
+    let commit =
+        repo.write_commit(&tree_id, &parents, &author, &committer, &header.commit_message).await.map_err(internal)?;
+    let repo_created = !repo.has_branches().await.map_err(internal)?;
+    let old = match (&target_commit, header.force) {
+        (None, _) => ZERO_OID.to_string(),
+        (Some(t), true) => t.clone(),
+        (Some(_), false) => parent.clone().unwrap_or_else(|| ZERO_OID.to_string()),
+    };
+    repo.update_ref(&reference, &commit, Some(&old)).await.map_err(|_| {
+        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
+    })?;
+    Ok(UserCommitFilesResponse {
+        branch_update: Some(OperationBranchUpdate {
+            commit_id: commit,
+            repo_created,
+            branch_created: parent.is_none(),
+        }),
+        ..Default::default()
+    })
+}
+
+/// Upstream's choice of parent: a start commit, a start branch (here or in the start repository), or the
+/// target branch itself.
+async fn resolve_parent(
+    repo: &Repo<'_>,
+    t: &Target,
+    header: &UserCommitFilesRequestHeader,
+    target_commit: Option<&str>,
+) -> Result<Option<String>, Status> {
+    let parent = if !header.start_sha.is_empty() {
+        Some(header.start_sha.clone())
+    } else if t.start_repo.is_none() && header.start_branch_name.is_empty() {
+        target_commit.map(str::to_string)
+    } else {
+        let start_path = t.start_repo.as_deref().unwrap_or(&t.repo);
+        let start = Repo::new(repo.git, start_path);
+        if !start.has_branches().await.map_err(internal)? {
+            target_commit.map(str::to_string)
+        } else {
+            let name =
+                if header.start_branch_name.is_empty() { &header.branch_name } else { &header.start_branch_name };
+            let refish = format!("refs/heads/{}^{{commit}}", text(name));
+            let oid = start.resolve(&refish).await.map_err(internal)?.ok_or_else(|| {
+                Status::unknown(format!("resolve parent commit: resolving refish {refish:?}: reference not found"))
+            })?;
+            Some(oid)
+        }
+    };
+    let Some(parent) = parent else { return Ok(None) };
+    if Some(parent.as_str()) != target_commit
+        && repo.resolve(&format!("{parent}^{{commit}}")).await.map_err(internal)?.is_none()
+    {
+        // The parent lives only in the start repository: fetch it (both paths come from the daemon).
+        match &t.start_repo {
+            Some(start) => {
+                repo.git
+                    .command(repo.path, Sub::Fetch)
+                    .flag("--no-tags")
+                    .flag("--quiet")
+                    .trusted_arg(start)
+                    .trusted_arg(&parent)
+                    .output()
+                    .await
+                    .map_err(|e| Status::unknown(format!("fetch missing commit: {e}")))?;
+            }
+            None => return Err(Status::unknown("fetch missing commit: lookup parent commit: reference not found")),
+        }
+    }
+    Ok(Some(parent))
+}
+
+/// path → (mode, blob id) for every file of a commit's tree.
+async fn read_tree(repo: &Repo<'_>, commit: &str) -> Result<BTreeMap<String, (String, String)>, Status> {
+    let out = repo
+        .git
+        .command(repo.path, Sub::LsTree)
+        .flag("-r")
+        .flag("-z")
+        .flag("--full-tree")
+        .trusted_arg(commit)
+        .output()
+        .await
+        .map_err(internal)?;
+    let mut map = BTreeMap::new();
+    for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        let Some((meta, path)) = entry.split_once('\t') else { continue };
+        let mut parts = meta.split(' ');
+        let (mode, _kind, oid) = (parts.next().unwrap_or(""), parts.next(), parts.next().unwrap_or(""));
+        map.insert(path.to_string(), (mode.to_string(), oid.to_string()));
+    }
+    Ok(map)
+}
+
+async fn write_tree(repo: &Repo<'_>, tree: &BTreeMap<String, (String, String)>) -> Result<String, Status> {
+    let dir = tempfile::tempdir().map_err(internal)?;
+    let index = dir.path().join("index");
+    let mut info = Vec::new();
+    for (path, (mode, oid)) in tree {
+        info.extend_from_slice(format!("{mode} {oid}\t{path}").as_bytes());
+        info.push(0);
+    }
+    repo.git
+        .command(repo.path, Sub::UpdateIndex)
+        .env("GIT_INDEX_FILE", &index)
+        .flag("-z")
+        .flag("--index-info")
+        .output_with_stdin(info)
+        .await
+        .map_err(internal)?;
+    let out =
+        repo.git.command(repo.path, Sub::WriteTree).env("GIT_INDEX_FILE", &index).output().await.map_err(internal)?;
+    Ok(out.stdout_text())
+}
+
+async fn write_blob(repo: &Repo<'_>, path: &str, content: Vec<u8>) -> Result<String, Status> {
+    let out = repo
+        .git
+        .command(repo.path, Sub::HashObject)
+        .flag("-w")
+        .flag("--stdin")
+        .flag(format!("--path={path}"))
+        .output_with_stdin(content)
+        .await
+        .map_err(internal)?;
+    Ok(out.stdout_text())
+}
+
+/// Upstream's path rules; returns the cleaned path.
+fn clean_path(raw: &[u8]) -> Result<String, IndexError> {
+    let p = text(raw);
+    if p.is_empty() {
+        return Err(IndexError("You must provide a file path".into()));
+    }
+    if p.contains("//") {
+        return Err(IndexError(format!("invalid path: '{p}'")));
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(p.trim_start_matches('/')).components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir if parts.pop().is_none() => {
+                return Err(IndexError("Path cannot include directory traversal".into()));
+            }
+            _ => {}
+        }
+    }
+    if parts.is_empty() {
+        return Err(IndexError("You must provide a file path".into()));
+    }
+    if parts.iter().any(|c| c.eq_ignore_ascii_case(".git")) {
+        return Err(IndexError(format!("invalid path: '{p}'")));
+    }
+    Ok(parts.join("/"))
+}
+
+/// Puts a file at `path`, replacing a directory there and files where its parents would go.
+fn put(tree: &mut BTreeMap<String, (String, String)>, path: &str, mode: &str, oid: String) {
+    let dir_prefix = format!("{path}/");
+    tree.retain(|p, _| !p.starts_with(&dir_prefix) && !path.starts_with(&format!("{p}/")));
+    tree.insert(path.to_string(), (mode.to_string(), oid));
+}
+
+async fn apply(
+    repo: &Repo<'_>,
+    tree: &mut BTreeMap<String, (String, String)>,
+    action: Action,
+) -> Result<Result<(), IndexError>, Status> {
+    let h = &action.header;
+    let kind = ActionType::try_from(h.action)
+        .map_err(|_| Status::unknown(format!("NoMethodError: undefined method `downcase' for {}:Integer", h.action)))?;
+    let path = match clean_path(&h.file_path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let exists = || IndexError("A file with this name already exists".into());
+    let missing = || IndexError("A file with this name doesn't exist".into());
+    let mode_for = |exec: bool| if exec { "100755" } else { "100644" };
+    let content = || -> Result<Vec<u8>, Status> {
+        if h.base64_content {
+            base64::engine::general_purpose::STANDARD
+                .decode(&action.content)
+                .map_err(|e| Status::invalid_argument(format!("decode base64 content: {e}")))
+        } else {
+            Ok(action.content.clone())
+        }
+    };
+    match kind {
+        ActionType::Create => {
+            if tree.contains_key(&path) {
+                return Ok(Err(exists()));
+            }
+            let oid = write_blob(repo, &path, content()?).await?;
+            put(tree, &path, mode_for(h.execute_filemode), oid);
+        }
+        ActionType::CreateDir => {
+            if tree.contains_key(&path) {
+                return Ok(Err(exists()));
+            }
+            let prefix = format!("{path}/");
+            if tree.keys().any(|p| p.starts_with(&prefix)) {
+                return Ok(Err(IndexError("A directory with this name already exists".into())));
+            }
+            let oid = write_blob(repo, &format!("{path}/.gitkeep"), Vec::new()).await?;
+            debug_assert_eq!(oid, EMPTY_BLOB);
+            put(tree, &format!("{path}/.gitkeep"), "100644", oid);
+        }
+        ActionType::Update => {
+            let Some((mode, _)) = tree.get(&path).cloned() else { return Ok(Err(missing())) };
+            let oid = write_blob(repo, &path, content()?).await?;
+            tree.insert(path, (mode, oid));
+        }
+        ActionType::Move => {
+            let from = match clean_path(&h.previous_path) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some((mode, source_oid)) = tree.get(&from).cloned() else { return Ok(Err(missing())) };
+            if tree.contains_key(&path) {
+                return Ok(Err(exists()));
+            }
+            let oid = if h.infer_content { source_oid } else { write_blob(repo, &path, content()?).await? };
+            tree.remove(&from);
+            put(tree, &path, &mode, oid);
+        }
+        ActionType::Delete => {
+            if tree.remove(&path).is_none() {
+                return Ok(Err(missing()));
+            }
+        }
+        ActionType::Chmod => {
+            let Some(entry) = tree.get_mut(&path) else { return Ok(Err(missing())) };
+            entry.0 = mode_for(h.execute_filemode).to_string();
+        }
+    }
+    Ok(Ok(()))
+}

@@ -1,0 +1,132 @@
+//! OperationService as the worker serves it: one file per RPC (or family), all ref updates compare-and-swap
+//! through the shared command layer. No hooks run (the daemon does not call GitLab), so `pre_receive_error`
+//! is always empty.
+
+mod branches;
+mod commit_files;
+mod ff_branch;
+mod merge_branch;
+mod merge_to_ref;
+mod tags;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rgitaly::git::GitCmdFactory;
+use rgitaly::pool::proxy::{REPO_PATH, START_REPO_PATH, STORAGE_PATH};
+use rgitaly::proto::gitaly::operation_service_server::OperationService;
+use rgitaly::proto::gitaly::*;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct Operations {
+    git: Arc<GitCmdFactory>,
+}
+
+impl Operations {
+    pub fn new(git: Arc<GitCmdFactory>) -> Self {
+        Operations { git }
+    }
+}
+
+/// The repository a call works on, as the daemon resolved it.
+pub struct Target {
+    pub repo: PathBuf,
+    #[allow(dead_code)]
+    pub storage: PathBuf,
+    pub start_repo: Option<PathBuf>,
+}
+
+/// Reads the daemon-resolved paths; a call without them did not come through the daemon and is refused.
+pub fn target<T>(req: &Request<T>) -> Result<Target, Status> {
+    let get = |key: &str| {
+        req.metadata()
+            .get_bin(key)
+            .and_then(|v| v.to_bytes().ok())
+            .map(|b| PathBuf::from(OsString::from_vec(b.to_vec())))
+            .filter(|p| p.is_absolute())
+    };
+    let missing = || Status::failed_precondition("missing repository path from the rgitaly daemon");
+    Ok(Target {
+        repo: get(REPO_PATH).ok_or_else(missing)?,
+        storage: get(STORAGE_PATH).ok_or_else(missing)?,
+        start_repo: get(START_REPO_PATH),
+    })
+}
+
+/// Seconds since the epoch from a request timestamp, or now.
+pub fn unix_time(ts: Option<&prost_types::Timestamp>) -> Result<i64, Status> {
+    match ts {
+        Some(t) if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) => {
+            Err(Status::invalid_argument(format!("invalid timestamp: {t:?}")))
+        }
+        Some(t) => Ok(t.seconds),
+        None => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)),
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+type Unary<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl OperationService for Operations {
+    async fn user_create_branch(&self, r: Request<UserCreateBranchRequest>) -> Unary<UserCreateBranchResponse> {
+        let t = target(&r)?;
+        branches::create(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_update_branch(&self, r: Request<UserUpdateBranchRequest>) -> Unary<UserUpdateBranchResponse> {
+        let t = target(&r)?;
+        branches::update(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_delete_branch(&self, r: Request<UserDeleteBranchRequest>) -> Unary<UserDeleteBranchResponse> {
+        let t = target(&r)?;
+        branches::delete(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_create_tag(&self, r: Request<UserCreateTagRequest>) -> Unary<UserCreateTagResponse> {
+        let t = target(&r)?;
+        tags::create(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_delete_tag(&self, r: Request<UserDeleteTagRequest>) -> Unary<UserDeleteTagResponse> {
+        let t = target(&r)?;
+        tags::delete(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_ff_branch(&self, r: Request<UserFfBranchRequest>) -> Unary<UserFfBranchResponse> {
+        let t = target(&r)?;
+        ff_branch::ff_branch(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_merge_to_ref(&self, r: Request<UserMergeToRefRequest>) -> Unary<UserMergeToRefResponse> {
+        let t = target(&r)?;
+        merge_to_ref::merge_to_ref(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_merge_branch(
+        &self,
+        r: Request<Streaming<UserMergeBranchRequest>>,
+    ) -> Unary<BoxStream<UserMergeBranchResponse>> {
+        let t = target(&r)?;
+        merge_branch::merge_branch(self.git.clone(), t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_commit_files(&self, r: Request<Streaming<UserCommitFilesRequest>>) -> Unary<UserCommitFilesResponse> {
+        let t = target(&r)?;
+        commit_files::commit_files(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+}
