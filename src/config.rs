@@ -327,7 +327,8 @@ impl Config {
                     continue;
                 }
                 let (pa, pb) = (clean(&a.path), clean(&b.path));
-                if pa.starts_with(&pb) {
+                // The same path twice is allowed (as upstream); one inside the other is not.
+                if pa != pb && pa.starts_with(&pb) {
                     return Err(format!(
                         "storage[{i}].path: storage paths may not nest: {:?} and {:?}",
                         a.name, b.name
@@ -341,8 +342,22 @@ impl Config {
             }
         }
         for (i, c) in self.git.config.iter().enumerate() {
-            if c.key.is_empty() || c.key.contains('=') {
-                return Err(format!("git.config[{i}].key: invalid key {:?}", c.key));
+            let why = if c.key.is_empty() {
+                Some("key cannot be empty")
+            } else if c.key.contains('=') {
+                Some("key cannot contain assignment")
+            } else if !c.key.contains('.') {
+                Some("key must contain at least one section")
+            } else if c.key.starts_with('.') || c.key.ends_with('.') {
+                Some("key must not start or end with a dot")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(format!("git.config[{i}].key: invalid configuration key {:?}: {why}", c.key));
+            }
+            if c.value.is_empty() {
+                return Err(format!("git.config[{i}].value: invalid configuration value: {:?}", c.value));
             }
         }
         Ok(())

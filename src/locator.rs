@@ -22,6 +22,8 @@ pub enum LocateError {
     EmptyPath(String),
     #[error("GetRepoPath: relative path escapes root directory")]
     Escapes,
+    #[error("GetRepoPath: {0:?} is reserved for the server")]
+    Reserved(String),
     #[error("GetRepoPath: not a git repository: {0:?}")]
     NotARepository(String),
     #[error("GetRepoPath: {0}")]
@@ -106,6 +108,13 @@ impl Locator {
         Ok(path)
     }
 
+    /// Where a repository is moved before it is deleted: in the storage's scratch area, never visible at a
+    /// repository path.
+    pub fn removal_path(&self, storage: &str, repo: &Path) -> Result<PathBuf, LocateError> {
+        let name = repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(self.temp_dir(storage)?.join(format!("{name}+removed-{}", uuid::Uuid::new_v4())))
+    }
+
     /// A path inside a storage for scratch work (temporary repositories, bundles); created if missing.
     pub fn temp_dir(&self, storage: &str) -> Result<PathBuf, LocateError> {
         let dir = self.storage_path(storage)?.join("+gitaly").join("tmp");
@@ -113,6 +122,9 @@ impl Locator {
         Ok(dir)
     }
 }
+
+/// Names at the top of a storage that belong to the server.
+const RESERVED: &[&str] = &["+gitaly", crate::storage_metadata::FILE_NAME, "+testWrite"];
 
 /// Lexical checks on a client-supplied relative path; returns it cleaned of `.` and empty components.
 fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateError> {
@@ -132,6 +144,12 @@ fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateErr
     }
     if out.as_os_str().is_empty() {
         return Err(LocateError::Escapes);
+    }
+    // The server's own files in a storage are never repositories.
+    if let Some(Component::Normal(first)) = out.components().next() {
+        if RESERVED.iter().any(|r| first == *r) {
+            return Err(LocateError::Reserved(first.to_string_lossy().into_owned()));
+        }
     }
     Ok(out)
 }
@@ -201,7 +219,19 @@ mod tests {
     #[test]
     fn rejects_hostile_paths() {
         let (_d, loc) = setup();
-        for p in ["../outside.git", "a.git/../../outside.git", "/etc", "link.git", "up/outside.git", "a\0b", ".", ""] {
+        for p in [
+            "../outside.git",
+            "a.git/../../outside.git",
+            "/etc",
+            "link.git",
+            "up/outside.git",
+            "a\0b",
+            ".",
+            "",
+            "+gitaly/tmp/x.git",
+            ".gitaly-metadata",
+            "./+gitaly",
+        ] {
             let e = loc.repo_path(Some(&repo("default", p))).unwrap_err();
             assert_eq!(Status::from(e.clone()).code(), tonic::Code::InvalidArgument, "{p:?}: {e}");
         }

@@ -35,7 +35,7 @@ pub enum ServeError {
     Transport { what: String, source: tonic::transport::Error },
     #[error("reflection: {0}")]
     Reflection(String),
-    #[error("worker pool: {0}")]
+    #[error("{0}")]
     Pool(String),
 }
 
@@ -191,7 +191,7 @@ pub async fn serve(
     for w in warnings {
         tracing::warn!("{w}");
     }
-    let pool = Pool::start(pool_cfg).await.map_err(|e| ServeError::Pool(e.to_string()))?;
+    let pool = Pool::start(pool_cfg).await.map_err(|e| ServeError::Pool(format!("worker pool: {e}")))?;
     let result = serve_with_pool(&ctx, &pool, shutdown).await;
     pool.shutdown().await;
     result
@@ -248,11 +248,13 @@ async fn serve_with_pool(
     tokio::select! {
         _ = shutdown => {},
         Some(r) = tasks.join_next() => {
-            // A listener failing on its own is fatal: report it.
-            if let Ok(Err(e)) = r {
-                cleanup(&sockets);
-                return Err(ServeError::Transport { what: "serve".into(), source: e });
-            }
+            // A listener that stops on its own, for whatever reason, is fatal.
+            cleanup(&sockets);
+            return Err(match r {
+                Ok(Err(source)) => ServeError::Transport { what: "serve".into(), source },
+                Ok(Ok(())) => ServeError::Pool("a listener stopped unexpectedly".into()),
+                Err(e) => ServeError::Pool(format!("a listener failed: {e}")),
+            });
         }
     }
     tracing::info!("shutting down: no new connections; waiting for in-flight calls");
@@ -261,6 +263,11 @@ async fn serve_with_pool(
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(timeout_ms = grace.as_millis() as u64, "graceful shutdown timed out");
+    }
+    // Whatever git is still running belongs to calls we are abandoning: stop it rather than leave it.
+    let killed = ctx.git.kill_all();
+    if killed > 0 {
+        tracing::warn!(count = killed, "killed git processes still running at exit");
     }
     cleanup(&sockets);
     Ok(())

@@ -95,6 +95,10 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<In
         if payload.git_protocol.is_empty() {
             payload.git_protocol = env("GIT_PROTOCOL").unwrap_or_default();
         }
+        if service == Service::UploadPack {
+            // As gitaly-ssh: internal fetches see every ref, whatever transfer.hideRefs the server has.
+            payload.git_config_options.insert(0, "transfer.hideRefs=!refs".to_string());
+        }
         return Ok(Invocation::Call { service, payload: Box::new(payload) });
     }
 
@@ -365,6 +369,6 @@ mod tests {
             panic!()
         };
         assert_eq!(service, Service::UploadPack);
-        assert_eq!(payload.git_config_options, vec!["a.b=c".to_string()]);
+        assert_eq!(payload.git_config_options, vec!["transfer.hideRefs=!refs".to_string(), "a.b=c".to_string()]);
     }
 }

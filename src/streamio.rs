@@ -111,7 +111,8 @@ where
     let mut writer_tx = match stdin.map(|s| s.into_blocking_fd()).transpose() {
         Ok(Some(fd)) => {
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
-            tokio::task::spawn_blocking(move || {
+            // A thread of its own (not tokio's bounded blocking pool): a call may hold it for its whole life.
+            let spawned = std::thread::Builder::new().name("git-stdin".into()).spawn(move || {
                 let mut f = std::fs::File::from(fd);
                 while let Some(buf) = rx.blocking_recv() {
                     if f.write_all(&buf).is_err() {
@@ -120,39 +121,41 @@ where
                     }
                 }
             });
+            if let Err(e) = spawned {
+                return Err(Status::resource_exhausted(format!("start stdin writer: {e}")));
+            }
             Some(tx)
         }
         Ok(None) => None,
         Err(e) => return Err(Status::internal(format!("stdin: {e}"))),
     };
 
+    let timed_out = std::sync::atomic::AtomicBool::new(false);
+    // The negotiation deadline runs on its own, so a client that sends but never reads cannot dodge it by
+    // keeping the stdin pump blocked.
+    let watchdog = async {
+        if let Some((limit, watch)) = opts.negotiation {
+            tokio::time::sleep(limit).await;
+            if !watch.satisfied(&seen_so_far.lock().unwrap_or_else(|e| e.into_inner())) {
+                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                killer.kill();
+            }
+        }
+        futures::future::pending::<()>().await
+    };
+
     let stdin_fut = async {
         let mut input = input;
         let mut scanner = Scanner::default();
-        let deadline = opts.negotiation.map(|(d, w)| (tokio::time::Instant::now() + d, w));
-        let mut timed_out = false;
         let mut client_error = None;
-        loop {
-            let watching = deadline.filter(|(_, w)| !w.satisfied(&scanner.seen));
-            let next = match watching {
-                Some((at, _)) => tokio::select! {
-                    next = input.next() => next,
-                    _ = tokio::time::sleep_until(at) => {
-                        timed_out = true;
-                        killer.kill();
-                        break;
-                    }
-                },
-                None => input.next().await,
-            };
+        while let Some(next) = input.next().await {
             match next {
-                None => break,
-                Some(Err(e)) => {
+                Err(e) => {
                     client_error = Some(e);
                     killer.kill();
                     break;
                 }
-                Some(Ok(data)) => {
+                Ok(data) => {
                     scanner.feed(&data);
                     *seen_so_far.lock().unwrap_or_else(|e| e.into_inner()) = scanner.seen.clone();
                     if let Some(w) = writer_tx.as_ref() {
@@ -166,7 +169,7 @@ where
         }
         // Dropping the sender closes git's stdin once everything queued is written.
         drop(writer_tx);
-        (timed_out, client_error)
+        client_error
     };
 
     let stdout_fut = async {
@@ -208,16 +211,19 @@ where
     let io = async { tokio::join!(stdout_fut, stderr_fut) };
     tokio::pin!(stdin_fut);
     tokio::pin!(io);
+    tokio::pin!(watchdog);
     let mut stdin_result = None;
     // Output ending means the child is done; a client that keeps its send side open must not hold us.
     let (out_res, err_res) = loop {
         tokio::select! {
             r = &mut stdin_fut, if stdin_result.is_none() => stdin_result = Some(r),
             r = &mut io => break r,
+            _ = &mut watchdog => {}
         }
     };
     // If the child finished before the client closed its side, what it sent so far is all that mattered.
-    let (negotiation_timed_out, client_error) = stdin_result.unwrap_or((false, None));
+    let client_error = stdin_result.flatten();
+    let negotiation_timed_out = timed_out.load(std::sync::atomic::Ordering::SeqCst);
     let seen = seen_so_far.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(e) = client_error {
         return Err(e);

@@ -70,6 +70,8 @@ const HOSTILE_PATHS: &[&str] = &[
     "evil-dir/new.git",
     "good.git\0/../../outside",
     "",
+    "+gitaly/tmp/x.git",
+    ".gitaly-metadata",
 ];
 
 fn repo(storage: &str, path: &str) -> Option<Repository> {
@@ -123,6 +125,59 @@ async fn traversal_and_symlink_escapes_on_every_family() {
                     .map(|_| ()),
             ),
             (
+                "InfoRefsReceivePack",
+                http.info_refs_receive_pack(InfoRefsRequest { repository: rp(), ..Default::default() })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "PostUploadPack",
+                http.post_upload_pack(futures::stream::iter(vec![PostUploadPackRequest {
+                    repository: rp(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "SSHUploadArchive",
+                ssh.ssh_upload_archive(futures::stream::iter(vec![SshUploadArchiveRequest {
+                    repository: rp(),
+                    ..Default::default()
+                }]))
+                .await
+                .map(|_| ()),
+            ),
+            ("HasLocalBranches", r.has_local_branches(HasLocalBranchesRequest { repository: rp() }).await.map(|_| ())),
+            (
+                "FindMergeBase",
+                r.find_merge_base(FindMergeBaseRequest {
+                    repository: rp(),
+                    revisions: vec![b"a".to_vec(), b"b".to_vec()],
+                })
+                .await
+                .map(|_| ()),
+            ),
+            (
+                "CalculateChecksum",
+                r.calculate_checksum(CalculateChecksumRequest { repository: rp() }).await.map(|_| ()),
+            ),
+            ("Fsck", r.fsck(FsckRequest { repository: rp() }).await.map(|_| ())),
+            (
+                "RepackFull",
+                r.repack_full(RepackFullRequest { repository: rp(), create_bitmap: true }).await.map(|_| ()),
+            ),
+            (
+                "RepackIncremental",
+                r.repack_incremental(RepackIncrementalRequest { repository: rp() }).await.map(|_| ()),
+            ),
+            (
+                "GetArchive",
+                r.get_archive(GetArchiveRequest { repository: rp(), commit_id: "HEAD".into(), ..Default::default() })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
                 "PostReceivePack",
                 http.post_receive_pack(futures::stream::iter(vec![PostReceivePackRequest {
                     repository: rp(),
@@ -158,7 +213,7 @@ async fn traversal_and_symlink_escapes_on_every_family() {
             cases += 1;
         }
     }
-    assert!(cases >= 150);
+    assert!(cases >= 300, "{cases}");
     s.check();
     // The symlinked repository outside is still intact and the storage holds no stray repository.
     assert!(!s.d.storage.join("evil-dir/new.git").exists());
@@ -224,6 +279,10 @@ async fn option_injection_is_refused() {
         format!("include.path={}", s.d.outside.join("victim.git/config").display()),
         format!("core.hooksPath={}", s.d.outside.display()),
         "core.pager=sh".to_string(),
+        "core.bare=false".to_string(),
+        "receive.denyCurrentBranch=updateInstead".to_string(),
+        format!("receive.fsck.skipList={}", s.d.outside.join("sentinel").display()),
+        "core.worktree=/tmp".to_string(),
         "alias.upload-pack=!touch /tmp/x".to_string(),
         "not-a-key-value".to_string(),
         "core.x=a\nb".to_string(),

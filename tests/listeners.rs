@@ -50,10 +50,11 @@ async fn tcp_and_tls_serve_the_same_api() {
     assert_eq!(info.server_version, rgitaly::VERSION);
 
     // A plain-text client on the TLS port fails cleanly.
-    let plain = rgitaly::client::connect(&format!("tcp://127.0.0.1:{tls}"), None).await;
-    if let Ok(ch) = plain {
-        assert!(ServerServiceClient::new(ch).server_info(ServerInfoRequest {}).await.is_err());
-    }
+    let plain_failed = match rgitaly::client::connect(&format!("tcp://127.0.0.1:{tls}"), None).await {
+        Err(_) => true,
+        Ok(ch) => ServerServiceClient::new(ch).server_info(ServerInfoRequest {}).await.is_err(),
+    };
+    assert!(plain_failed, "plain text was served on the TLS port");
 
     // git through rgitaly-ssh over TLS.
     let wt = sample_worktree(&d.work_dir("src"));

@@ -1,8 +1,8 @@
 //! Validation of per-request `git_config_options`.
 //!
-//! Clients may tune git (e.g. `uploadpack.allowFilter=true`), but a config key can also make git run a
-//! program or read another file. Keys must have upstream's shape, and keys that execute commands, load
-//! other config, or redirect the repository are refused outright.
+//! Clients may tune git (e.g. `uploadpack.allowFilter=true`), but most config keys can make git run a
+//! program, read another file, or change what the repository directory is (`core.bare`, `core.worktree`).
+//! So only an allow-list of keys that tune the transfer protocol is accepted; everything else is refused.
 
 /// Why a `git_config_options` entry was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -17,49 +17,26 @@ pub enum ConfigOptionError {
     BadValue(String),
 }
 
-/// Keys (lower-cased; `*` matches one subsection) that run commands or read other files.
-const DENIED: &[&str] = &[
-    "alias.*",
-    "core.alternaterefscommand",
-    "core.askpass",
-    "core.editor",
-    "core.fsmonitor",
-    "core.gitproxy",
-    "core.hookspath",
-    "core.pager",
-    "core.sshcommand",
-    "core.worktree",
-    "core.attributesfile",
-    "core.excludesfile",
-    "credential.helper",
-    "credential.*.helper",
-    "diff.external",
-    "diff.*.command",
-    "diff.*.textconv",
-    "filter.*.clean",
-    "filter.*.smudge",
-    "filter.*.process",
-    "gpg.program",
-    "gpg.*.program",
-    "http.proxy",
-    "include.path",
-    "includeif.*.path",
-    "merge.*.driver",
-    "pager.*",
-    "protocol.allow",
-    "protocol.*.allow",
-    "receive.procreceiverefs",
-    "remote.*.proxy",
-    "remote.*.receivepack",
-    "remote.*.uploadpack",
-    "remote.*.vcs",
-    "sendemail.*",
-    "sequence.editor",
-    "ssh.variant",
-    "uploadarchive.allowunreachable",
-    "uploadpack.packobjectshook",
-    "url.*.insteadof",
-    "url.*.pushinsteadof",
+/// Keys (lower-case) a request may set: what GitLab sends, and transfer tuning that reads no files and
+/// runs nothing.
+const ALLOWED: &[&str] = &[
+    "core.bigfilethreshold",
+    "pack.compression",
+    "pack.depth",
+    "pack.threads",
+    "pack.window",
+    "pack.windowmemory",
+    "receive.advertisepushoptions",
+    "receive.hiderefs",
+    "receive.maxinputsize",
+    "transfer.hiderefs",
+    "uploadpack.allowanysha1inwant",
+    "uploadpack.allowfilter",
+    "uploadpack.allowreachablesha1inwant",
+    "uploadpack.allowrefinwant",
+    "uploadpack.allowtipsha1inwant",
+    "uploadpack.hiderefs",
+    "uploadpack.keepalive",
 ];
 
 /// Checks one "key=value" entry from a request.
@@ -89,19 +66,8 @@ fn valid_key_shape(key: &str) -> bool {
 }
 
 fn is_denied(key: &str) -> bool {
-    // Section and variable names are case-insensitive; subsections are not, but lower-casing only widens
-    // what is refused.
-    let key = key.to_ascii_lowercase();
-    let parts: Vec<&str> = key.split('.').collect();
-    DENIED.iter().any(|pattern| {
-        let pat: Vec<&str> = pattern.split('.').collect();
-        match (pat.as_slice(), parts.as_slice()) {
-            ([ps, "*"], [s, ..]) => ps == s,
-            ([ps, "*", pv], [s, .., v]) if parts.len() >= 3 => ps == s && pv == v,
-            ([ps, pv], [s, v]) => ps == s && pv == v,
-            _ => false,
-        }
-    })
+    // Section and variable names are case-insensitive; none of the allowed keys has a subsection.
+    !ALLOWED.contains(&key.to_ascii_lowercase().as_str())
 }
 
 #[cfg(test)]

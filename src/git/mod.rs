@@ -15,10 +15,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 pub use config_options::{validate_config_option, ConfigOptionError};
-pub use process::{grow_pipe, ExitInfo, Killer, Running};
+pub use process::{grow_pipe, ExitInfo, Killer, Registry, Running};
 pub use revision::{validate_revision, RevisionError};
 
 use crate::config::GitConfigEntry;
@@ -188,7 +187,7 @@ pub struct GitCmdFactory {
     operator_config: Vec<(String, String)>,
     path_env: OsString,
     spawned: AtomicU64,
-    running: Arc<AtomicU64>,
+    running: Registry,
 }
 
 impl GitCmdFactory {
@@ -211,7 +210,7 @@ impl GitCmdFactory {
             operator_config: config.iter().map(|c| (c.key.clone(), c.value.clone())).collect(),
             path_env: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             spawned: AtomicU64::new(0),
-            running: Arc::new(AtomicU64::new(0)),
+            running: Registry::default(),
         })
     }
 
@@ -226,7 +225,12 @@ impl GitCmdFactory {
 
     /// How many git processes are running now.
     pub fn running(&self) -> u64 {
-        self.running.load(Ordering::Relaxed)
+        self.running.len() as u64
+    }
+
+    /// Kills every git process still running (for a daemon that must exit now); returns how many.
+    pub fn kill_all(&self) -> usize {
+        self.running.kill_all()
     }
 
     /// A command inside a repository (`--git-dir=<repo>`).
@@ -304,6 +308,16 @@ impl<'a> GitCommand<'a> {
             self.error.get_or_insert(GitError::OptionLikeArgument(arg.to_string()));
         }
         self.user_args.push(arg.into());
+        self
+    }
+
+    /// An option whose value comes from a client, as one `--name=value` argument (so the value can never
+    /// become an option of its own); NUL bytes are refused.
+    pub fn user_option(mut self, name: &str, value: &str) -> Self {
+        if value.contains('\0') {
+            self.error.get_or_insert(GitError::NulByte(value.to_string()));
+        }
+        self.flags.push(format!("{name}={value}").into());
         self
     }
 
@@ -538,10 +552,16 @@ mod tests {
     #[tokio::test]
     async fn environment_is_scrubbed() {
         let (_d, f) = factory();
-        std::env::set_var("GIT_DIR", "/nonexistent");
+        // Config injected through the environment must not reach git.
+        std::env::set_var("GIT_CONFIG_PARAMETERS", "'rgitaly.leak=yes'");
+        let out = f.bare(Sub::Config).flag("--get").trusted_arg("rgitaly.leak").run_to_end().await.unwrap();
+        assert_eq!(out.exit.code, 1, "leaked: {}", out.stdout_text());
+        // Operator config does reach it.
+        let out = f.bare(Sub::Config).flag("--get").trusted_arg("core.fsyncObjectFiles").run_to_end().await.unwrap();
+        assert_eq!(out.stdout_text(), "false");
         let v = f.version().await.unwrap();
         assert!(v.chars().next().unwrap().is_ascii_digit(), "{v}");
-        assert_eq!(f.spawned_total(), 1);
+        assert_eq!(f.spawned_total(), 3);
         assert_eq!(f.running(), 0);
     }
 }

@@ -7,7 +7,6 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,26 +49,37 @@ impl Running {
         mut cmd: std::process::Command,
         sub: &'static str,
         args: Vec<OsString>,
-        running: Arc<AtomicU64>,
+        registry: Registry,
     ) -> std::io::Result<Running> {
         cmd.process_group(0);
         let mut child = cmd.spawn()?;
         let started = Instant::now();
         let pid = child.id() as i32;
-        let stdin = child.stdin.take().map(|s| pipe::Sender::from_owned_fd(grow_pipe(OwnedFd::from(s)))).transpose()?;
-        let stdout =
-            child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(grow_pipe(OwnedFd::from(s)))).transpose()?;
-        let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+        let pipes = (|| {
+            let stdin =
+                child.stdin.take().map(|s| pipe::Sender::from_owned_fd(grow_pipe(OwnedFd::from(s)))).transpose()?;
+            let stdout =
+                child.stdout.take().map(|s| pipe::Receiver::from_owned_fd(grow_pipe(OwnedFd::from(s)))).transpose()?;
+            let stderr = child.stderr.take().map(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s))).transpose()?;
+            Ok::<_, std::io::Error>((stdin, stdout, stderr))
+        })();
+        let (stdin, stdout, stderr) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
         // std's Child never reaps unless asked; from here on the waiter thread owns reaping.
         drop(child);
-        running.fetch_add(1, Ordering::Relaxed);
+        registry.insert(pid);
 
         let exited = Arc::new(Mutex::new(false));
         let (tx, rx) = oneshot::channel();
         let waiter_exited = exited.clone();
         std::thread::Builder::new().name(format!("wait-git-{pid}")).spawn(move || {
-            let r = wait_for(pid, &waiter_exited, started);
-            running.fetch_sub(1, Ordering::Relaxed);
+            let r = wait_for(pid, &waiter_exited, started, &registry);
             let _ = tx.send(r);
         })?;
         Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx) })
@@ -111,6 +121,44 @@ impl Drop for Running {
     }
 }
 
+/// The git processes started and not yet reaped, so the daemon can stop all of them when it must exit.
+#[derive(Debug, Default, Clone)]
+pub struct Registry(Arc<Mutex<std::collections::HashSet<i32>>>);
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, pid: i32) {
+        self.lock().insert(pid);
+    }
+
+    fn remove(&self, pid: i32) {
+        self.lock().remove(&pid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// SIGKILLs every registered process group. A pid leaves the registry before it is reaped, so a pid
+    /// seen here cannot have been reused.
+    pub fn kill_all(&self) -> usize {
+        let pids = self.lock();
+        for pid in pids.iter() {
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+        pids.len()
+    }
+}
+
 /// Kills a running command's process group, safely even after it has exited.
 #[derive(Debug, Clone)]
 pub struct Killer {
@@ -143,7 +191,7 @@ pub fn grow_pipe(fd: OwnedFd) -> OwnedFd {
 }
 
 /// Waits for exit without reaping, marks it under the lock, then reaps with `wait4` for the rusage.
-fn wait_for(pid: i32, exited: &Mutex<bool>, started: Instant) -> std::io::Result<ExitInfo> {
+fn wait_for(pid: i32, exited: &Mutex<bool>, started: Instant, registry: &Registry) -> std::io::Result<ExitInfo> {
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
@@ -158,6 +206,7 @@ fn wait_for(pid: i32, exited: &Mutex<bool>, started: Instant) -> std::io::Result
     let real_time = started.elapsed();
     let mut guard = exited.lock().unwrap_or_else(|e| e.into_inner());
     *guard = true;
+    registry.remove(pid);
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };

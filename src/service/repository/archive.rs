@@ -24,14 +24,25 @@ pub async fn get_archive(ctx: &Context, req: GetArchiveRequest) -> Result<BoxStr
     let excludes = req.exclude.iter().map(|e| clean_path(e)).collect::<Result<Vec<_>, _>>()?;
     validate_revision(req.commit_id.as_bytes())
         .map_err(|e| Status::invalid_argument(format!("invalid commitId: {e}")))?;
-    if req.elide_path {
-        for e in &excludes {
-            if !Path::new(OsStr::from_bytes(e)).starts_with(Path::new(OsStr::from_bytes(&path))) {
+    // With an elided path the archive is of `<commit>:<path>`, so excludes must lie below the path and
+    // are given relative to it.
+    let elide = req.elide_path && path != b".";
+    let mut relative_excludes = Vec::with_capacity(excludes.len());
+    for e in &excludes {
+        if !elide {
+            relative_excludes.push(e.clone());
+            continue;
+        }
+        let mut prefix = path.clone();
+        prefix.push(b'/');
+        match e.strip_prefix(prefix.as_slice()) {
+            Some(rest) if !rest.is_empty() => relative_excludes.push(rest.to_vec()),
+            _ => {
                 return Err(Status::invalid_argument(format!(
                     "invalid exclude: {:?} is not a subdirectory of {:?}",
                     String::from_utf8_lossy(e),
                     String::from_utf8_lossy(&path)
-                )));
+                )))
             }
         }
     }
@@ -39,7 +50,7 @@ pub async fn get_archive(ctx: &Context, req: GetArchiveRequest) -> Result<BoxStr
 
     let exists = |p: &[u8]| {
         let spec = format!("{}:{}", req.commit_id, String::from_utf8_lossy(p));
-        ctx.git.command(&repo, Sub::CatFile).flag("-e").trusted_arg(spec).run_to_end()
+        ctx.git.command(&repo, Sub::CatFile).flag("-e").user_arg(spec).run_to_end()
     };
     if path != b"." && !exists(&path).await?.exit.success() {
         return Err(Status::failed_precondition("path doesn't exist"));
@@ -55,13 +66,13 @@ pub async fn get_archive(ctx: &Context, req: GetArchiveRequest) -> Result<BoxStr
         .command(&repo, Sub::Archive)
         .config("tar.tar.bz2.command", "bzip2 -c")
         .flag(format!("--format={format}"))
-        .flag(format!("--prefix={}/", req.prefix));
-    if req.elide_path && path != b"." {
+        .user_option("--prefix", &format!("{}/", req.prefix));
+    if elide {
         cmd = cmd.user_arg(format!("{}:{}", req.commit_id, String::from_utf8_lossy(&path)));
     } else {
         cmd = cmd.user_arg(&req.commit_id).path_arg(OsStr::from_bytes(&path));
     }
-    for e in &excludes {
+    for e in &relative_excludes {
         let mut spec = b":(exclude)".to_vec();
         spec.extend_from_slice(e);
         cmd = cmd.path_arg(OsStr::from_bytes(&spec));

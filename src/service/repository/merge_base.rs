@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use crate::git::{validate_revision, Sub};
+use crate::git::{validate_revision, RevisionError, Sub};
 use crate::proto::gitaly::{FindMergeBaseRequest, FindMergeBaseResponse};
 use crate::service::Context;
 
@@ -13,7 +13,10 @@ pub async fn find_merge_base(ctx: &Context, req: FindMergeBaseRequest) -> Result
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
     let mut cmd = ctx.git.command(&repo, Sub::MergeBase);
     for rev in &req.revisions {
-        validate_revision(rev).map_err(|e| Status::invalid_argument(format!("FindMergeBase: revision: {e}")))?;
+        // Upstream passes any revision to git (an odd one simply has no merge base); only options are refused.
+        if let Err(e @ RevisionError::Option) | Err(e @ RevisionError::Empty) = validate_revision(rev) {
+            return Err(Status::invalid_argument(format!("FindMergeBase: revision: {e}")));
+        }
         cmd = cmd.user_arg(String::from_utf8_lossy(rev));
     }
     let out = cmd.run_to_end().await?;

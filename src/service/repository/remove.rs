@@ -13,17 +13,18 @@ pub async fn remove_repository(
     let repo = req.repository.as_ref();
     let path = ctx.locator.target_path(repo)?;
     let storage = repo.map(|r| r.storage_name.as_str()).unwrap_or_default();
-    let tmp = ctx.locator.temp_dir(storage)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let aside = tmp.join(format!("{name}+removed-{}", uuid::Uuid::new_v4()));
+    let aside = ctx.locator.removal_path(storage, &path)?;
     match std::fs::rename(&path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RemoveRepositoryResponse {}),
         Err(e) => return Err(Status::internal(format!("move repository aside: {e}"))),
     }
-    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&aside))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::internal(format!("remove repository: {e}")))?;
+    tokio::task::spawn_blocking(move || match std::fs::symlink_metadata(&aside) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&aside),
+        _ => std::fs::remove_file(&aside),
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))?
+    .map_err(|e| Status::internal(format!("remove repository: {e}")))?;
     Ok(RemoveRepositoryResponse {})
 }
