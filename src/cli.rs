@@ -25,6 +25,31 @@ pub enum Command {
     /// Manage repositories on a running server.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Inspect and steer a running daemon's worker pool.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List the workers: role, pid, memory, health, calls in flight.
+    Workers {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Gracefully rotate one worker, or all of them one at a time.
+    RestartWorker {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The worker to rotate (see `rgitaly admin workers`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,7 +85,7 @@ pub struct RepoArgs {
 
 /// Turns the legacy `rgitaly CONFIG` form into `rgitaly serve CONFIG`.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
-    let known = ["serve", "check", "repo", "help"];
+    let known = ["serve", "check", "repo", "admin", "help"];
     if args.len() == 2 && !args[1].starts_with('-') && !known.contains(&args[1].as_str()) {
         args.insert(1, "serve".to_string());
     }
@@ -106,6 +131,99 @@ pub async fn repo(cmd: RepoCommand) -> Result<i32, String> {
             Ok(0)
         }
     }
+}
+
+pub async fn admin(cmd: AdminCommand) -> Result<i32, String> {
+    use crate::proto::rgitaly::admin_service_client::AdminServiceClient;
+    use crate::proto::rgitaly::{ListWorkersRequest, RestartWorkerRequest};
+    let server = match &cmd {
+        AdminCommand::Workers { server, .. } | AdminCommand::RestartWorker { server, .. } => server,
+    };
+    let channel = client::connect(&server.address, server.token.as_deref()).await.map_err(|e| e.to_string())?;
+    let mut client = AdminServiceClient::new(channel);
+    let fail = |e: tonic::Status| format!("admin: {}: {}", code_name(e.code()), e.message());
+    match cmd {
+        AdminCommand::Workers { json, .. } => {
+            let workers = client.list_workers(ListWorkersRequest {}).await.map_err(fail)?.into_inner().workers;
+            if json {
+                let rows: Vec<serde_json::Value> = workers.iter().map(worker_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", worker_table(&workers));
+            }
+            Ok(0)
+        }
+        AdminCommand::RestartWorker { name, all, .. } => {
+            let req = RestartWorkerRequest { name: name.unwrap_or_default(), all };
+            let done = client.restart_worker(req).await.map_err(fail)?.into_inner().restarted;
+            for n in done {
+                println!("restarted {n}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn role_word(role: i32) -> &'static str {
+    use crate::proto::rgitaly::worker::Role;
+    match Role::try_from(role) {
+        Ok(Role::Active) => "active",
+        Ok(Role::Standby) => "standby",
+        Ok(Role::Draining) => "draining",
+        Ok(Role::Starting) => "starting",
+        _ => "unknown",
+    }
+}
+
+fn health_word(health: i32) -> &'static str {
+    use crate::proto::rgitaly::worker::Health;
+    match Health::try_from(health) {
+        Ok(Health::Ok) => "ok",
+        Ok(Health::Failing) => "failing",
+        _ => "unknown",
+    }
+}
+
+/// One worker as JSON: the proto field names, role and health as lower-case words.
+pub fn worker_json(w: &crate::proto::rgitaly::Worker) -> serde_json::Value {
+    serde_json::json!({
+        "name": w.name,
+        "pid": w.pid,
+        "socket_path": w.socket_path,
+        "role": role_word(w.role),
+        "rss_bytes": w.rss_bytes,
+        "uptime_seconds": w.uptime_seconds,
+        "starts": w.starts,
+        "crashes": w.crashes,
+        "in_flight": w.in_flight,
+        "health": health_word(w.health),
+        "health_latency_ms": w.health_latency_ms,
+        "last_rotation_reason": w.last_rotation_reason,
+        "last_rotation_unix": w.last_rotation_unix,
+    })
+}
+
+fn worker_table(workers: &[crate::proto::rgitaly::Worker]) -> String {
+    let mut out = format!(
+        "{:<10} {:>8} {:<9} {:<8} {:>9} {:>8} {:>6} {:>7} {:>9}  {}\n",
+        "NAME", "PID", "ROLE", "HEALTH", "RSS_MIB", "UPTIME", "STARTS", "CRASHES", "IN_FLIGHT", "LAST_ROTATION"
+    );
+    for w in workers {
+        out.push_str(&format!(
+            "{:<10} {:>8} {:<9} {:<8} {:>9.1} {:>7}s {:>6} {:>7} {:>9}  {}\n",
+            w.name,
+            w.pid,
+            role_word(w.role),
+            health_word(w.health),
+            w.rss_bytes as f64 / 1048576.0,
+            w.uptime_seconds,
+            w.starts,
+            w.crashes,
+            w.in_flight,
+            if w.last_rotation_reason.is_empty() { "-" } else { &w.last_rotation_reason },
+        ));
+    }
+    out
 }
 
 /// gRPC code names as grpcurl prints them.

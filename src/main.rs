@@ -24,6 +24,10 @@ fn main() {
                 eprintln!("rgitaly: {e}");
                 1
             }),
+            Command::Admin(cmd) => cli::admin(cmd).await.unwrap_or_else(|e| {
+                eprintln!("rgitaly: {e}");
+                1
+            }),
         }
     });
     std::process::exit(code);

@@ -172,6 +172,8 @@ struct Inner {
     rotation: tokio::sync::Mutex<()>,
     exits: mpsc::UnboundedSender<(String, i32)>,
     stopping: AtomicBool,
+    /// A memory or health rotation is scheduled or running; the loops schedule no other meanwhile.
+    auto_rotation: AtomicBool,
 }
 
 /// The pool handle shared by the proxy, the admin service and the daemon.
@@ -186,7 +188,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
 /// Crashes counted toward the circuit breaker within this window.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// How long a stopped worker has after SIGTERM before SIGKILL (it has no calls left by then).
+/// Longest wait between SIGTERM and SIGKILL for a stopped worker.
 const TERM_GRACE: Duration = Duration::from_secs(10);
 
 impl Pool {
@@ -225,6 +227,7 @@ impl Pool {
                 rotation: tokio::sync::Mutex::new(()),
                 exits: exits_tx,
                 stopping: AtomicBool::new(false),
+                auto_rotation: AtomicBool::new(false),
             }),
         };
         let names: Vec<String> = pool.lock().iter().map(|s| s.name.clone()).collect();
@@ -236,6 +239,11 @@ impl Pool {
         tokio::spawn(pool.clone().memory_loop());
         tokio::spawn(pool.clone().health_loop());
         Ok(pool)
+    }
+
+    /// How long a stopped worker has between SIGTERM and SIGKILL (it has no calls left by then).
+    fn term_grace(&self) -> Duration {
+        TERM_GRACE.min(self.inner.cfg.graceful_restart_timeout)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
@@ -317,7 +325,7 @@ impl Pool {
                 return Err(PoolError::NotReady { name: name.into(), secs: 0 });
             }
             if self.inner.stopping.load(Ordering::SeqCst) {
-                stop_worker(&worker).await;
+                stop_worker(&worker, self.term_grace()).await;
                 return Ok(());
             }
             if check_health(&worker).await.is_ok() {
@@ -421,7 +429,9 @@ impl Pool {
         if !worker.wait_idle(self.inner.cfg.graceful_restart_timeout).await {
             tracing::warn!(worker = name, in_flight = worker.in_flight(), "drain timed out; stopping anyway");
         }
-        stop_worker(&worker).await;
+        // A worker rotated for failing health checks is hung: it will not act on SIGTERM.
+        let grace = if reason == "health" { Duration::ZERO } else { self.term_grace() };
+        stop_worker(&worker, grace).await;
         self.spawn(name).await
     }
 
@@ -448,10 +458,11 @@ impl Pool {
             })
             .collect();
         let limit = self.inner.cfg.graceful_restart_timeout;
+        let grace = self.term_grace();
         futures::future::join_all(workers.iter().map(|w| async move {
             w.planned_stop.store(true, Ordering::SeqCst);
             w.wait_idle(limit).await;
-            stop_worker(w).await;
+            stop_worker(w, grace).await;
         }))
         .await;
         let _ = std::fs::remove_dir_all(&self.inner.cfg.socket_dir);
@@ -525,6 +536,21 @@ impl Pool {
         }
     }
 
+    /// Starts an automatic rotation unless one is already scheduled or running; returns whether it did.
+    fn schedule_rotation(&self, name: String, reason: &'static str) -> bool {
+        if self.inner.auto_rotation.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = pool.rotate(&name, reason).await {
+                tracing::warn!(worker = %name, reason, error = %e, "rotation skipped");
+            }
+            pool.inner.auto_rotation.store(false, Ordering::SeqCst);
+        });
+        true
+    }
+
     async fn memory_loop(self) {
         let cfg = self.inner.cfg.clone();
         let mut tick = tokio::time::interval(cfg.memory_check_interval);
@@ -554,14 +580,10 @@ impl Pool {
                 }
             }
             if let Some(name) = rotate {
-                metrics::MEMORY_TERMINATIONS.with_label_values(&[name.as_str()]).inc();
-                tracing::warn!(worker = %name, max_rss = cfg.max_rss, "worker above max_rss for restart_delay");
-                let pool = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = pool.rotate(&name, "memory").await {
-                        tracing::warn!(worker = %name, error = %e, "memory rotation skipped");
-                    }
-                });
+                if self.schedule_rotation(name.clone(), "memory") {
+                    metrics::MEMORY_TERMINATIONS.with_label_values(&[name.as_str()]).inc();
+                    tracing::warn!(worker = %name, max_rss = cfg.max_rss, "worker above max_rss for restart_delay");
+                }
             }
         }
     }
@@ -618,12 +640,7 @@ impl Pool {
                 }
             }
             if let Some(name) = rotate {
-                let pool = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = pool.rotate(&name, "health").await {
-                        tracing::warn!(worker = %name, error = %e, "health rotation skipped");
-                    }
-                });
+                self.schedule_rotation(name, "health");
             }
         }
     }
@@ -653,9 +670,9 @@ fn next_role(slots: &[Slot], num_workers: u32) -> Role {
     }
 }
 
-async fn stop_worker(w: &Worker) {
+async fn stop_worker(w: &Worker, grace: Duration) {
     w.signal(libc::SIGTERM);
-    if !w.wait_exit(TERM_GRACE).await {
+    if !w.wait_exit(grace).await {
         tracing::warn!(worker = %w.name, pid = w.pid, "worker ignored SIGTERM; killing");
         w.signal(libc::SIGKILL);
         w.wait_exit(TERM_GRACE).await;

@@ -9,6 +9,8 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,7 +25,8 @@ use tower::{Layer, Service, ServiceExt};
 use super::{Lease, Pool};
 use crate::metrics;
 use crate::proto::gitaly::{
-    user_apply_patch_request, user_commit_files_request, Repository, UserApplyPatchRequest, UserCommitFilesRequest,
+    user_apply_patch_request, user_commit_files_request, OperationBranchUpdate, Repository, UserApplyPatchRequest,
+    UserCommitFilesRequest, UserMergeBranchRequest, UserMergeBranchResponse,
 };
 use crate::service::Ctx;
 
@@ -32,6 +35,10 @@ pub const REPO_PATH: &str = "x-rgitaly-repo-path-bin";
 pub const STORAGE_PATH: &str = "x-rgitaly-storage-path-bin";
 pub const START_REPO_PATH: &str = "x-rgitaly-start-repo-path-bin";
 const RESERVED_PREFIX: &str = "x-rgitaly-";
+
+/// Attempts for a replayable call whose worker is unreachable, and the pause between them.
+const MAX_ATTEMPTS: u32 = 3;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The services whose calls go to workers.
 pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService"];
@@ -125,19 +132,58 @@ async fn forward(
     }
     parts.headers = md.into_headers();
 
-    let lease = pool.lease().ok_or_else(|| Status::unavailable("no worker available"))?;
-    let body = Body::new(Prefixed { first: Some(first), rest: body });
-    let request = Request::from_parts(parts, body);
-    let mut channel = lease.worker.channel.clone();
-    let result = match channel.ready().await {
-        Ok(ch) => ch.call(request).await,
-        Err(e) => Err(e),
+    // UserMergeBranch must never report failure for a merge that landed: watch its exchange.
+    let merge = if method == "UserMergeBranch" {
+        let req = UserMergeBranchRequest::decode(&first[5..])
+            .map_err(|e| Status::invalid_argument(format!("decode request: {e}")))?;
+        Some(MergeWatch {
+            ctx: ctx.clone(),
+            repo_path: repo_path.clone(),
+            branch_ref: format!("refs/heads/{}", String::from_utf8_lossy(&req.branch)),
+            apply_sent: Arc::new(AtomicBool::new(false)),
+            announced: None,
+            frames: Frames::default(),
+        })
+    } else {
+        None
     };
+
     let labels = [service.to_string(), method.to_string()];
+    // When the whole request is in hand (unary and server-streaming calls), a worker that is found dead
+    // before it answered is replaced by another one: the request can be sent again as it was.
+    let replayable = http_body::Body::is_end_stream(&body);
+    let mut body = Some(body);
+    let mut attempt = 0;
+    let (lease, result) = loop {
+        attempt += 1;
+        let lease = pool.lease().ok_or_else(|| Status::unavailable("no worker available"))?;
+        let apply_scan = merge.as_ref().map(|m| (Frames::default(), m.apply_sent.clone()));
+        let rest = if replayable { Body::empty() } else { body.take().unwrap_or_default() };
+        let request_body = Body::new(Prefixed { first: Some(first.clone()), rest, apply_scan });
+        let mut request = Request::new(request_body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        let mut channel = lease.worker.channel.clone();
+        let result = match channel.ready().await {
+            Ok(ch) => ch.call(request).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() && replayable && attempt < MAX_ATTEMPTS {
+            tracing::warn!(worker = %lease.worker.name, attempt, "worker unreachable; retrying on another");
+            drop(lease);
+            // Give the supervisor a moment to notice the exit and promote the standby.
+            tokio::time::sleep(RETRY_PAUSE).await;
+            continue;
+        }
+        break (lease, result);
+    };
     match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
-            let mut watched = Watched { inner: body, lease: Some(lease), labels, code: None, ended: false };
+            let mut watched =
+                Watched { inner: body, lease: Some(lease), labels, code: None, ended: false, merge, recovery: None };
             watched.observe(&parts.headers);
             Ok(Response::from_parts(parts, Body::new(watched)))
         }
@@ -208,10 +254,46 @@ fn repositories(method: &str, msg: &[u8]) -> Result<(Option<Repository>, Option<
     }
 }
 
+/// Splits a byte stream into uncompressed gRPC messages.
+#[derive(Default)]
+struct Frames {
+    buf: BytesMut,
+}
+
+impl Frames {
+    fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
+        self.buf.extend_from_slice(data);
+        let mut out = Vec::new();
+        while self.buf.len() >= 5 {
+            let len = (&self.buf[1..5]).get_u32() as usize;
+            if self.buf.len() < 5 + len {
+                break;
+            }
+            let frame = self.buf.split_to(5 + len).freeze();
+            out.push(frame.slice(5..));
+        }
+        out
+    }
+}
+
+/// What the proxy knows about a UserMergeBranch exchange, to settle it if the worker dies mid-apply.
+struct MergeWatch {
+    ctx: Ctx,
+    repo_path: std::path::PathBuf,
+    branch_ref: String,
+    /// The client has sent its second message with `apply = true`.
+    apply_sent: Arc<AtomicBool>,
+    /// The merge commit the worker announced.
+    announced: Option<String>,
+    frames: Frames,
+}
+
 /// The request body with its first message put back in front.
 struct Prefixed {
     first: Option<Bytes>,
     rest: Body,
+    /// For UserMergeBranch: notes when the client says `apply`.
+    apply_scan: Option<(Frames, Arc<AtomicBool>)>,
 }
 
 impl http_body::Body for Prefixed {
@@ -225,7 +307,18 @@ impl http_body::Body for Prefixed {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.rest).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some((frames, apply))) = (&polled, this.apply_scan.as_mut()) {
+            if let Some(data) = frame.data_ref() {
+                for msg in frames.push(data) {
+                    if UserMergeBranchRequest::decode(msg).is_ok_and(|m| m.apply) {
+                        apply.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -241,6 +334,14 @@ struct Watched {
     code: Option<tonic::Code>,
     /// The worker failed mid-call and we ended the stream ourselves.
     ended: bool,
+    merge: Option<MergeWatch>,
+    /// Settling a UserMergeBranch whose worker died after the client said apply.
+    recovery: Option<Recovery>,
+}
+
+enum Recovery {
+    Checking(Pin<Box<dyn std::future::Future<Output = bool> + Send>>, String),
+    Trailers(tonic::Code, String),
 }
 
 impl Watched {
@@ -261,6 +362,39 @@ impl http_body::Body for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let this = &mut *self;
+        match this.recovery.take() {
+            Some(Recovery::Checking(mut check, commit)) => match check.as_mut().poll(cx) {
+                Poll::Pending => {
+                    this.recovery = Some(Recovery::Checking(check, commit));
+                    return Poll::Pending;
+                }
+                Poll::Ready(true) => {
+                    // The merge landed: answer as the worker would have.
+                    tracing::warn!(commit = %commit, "worker died after applying a merge; reporting the merge");
+                    let resp = UserMergeBranchResponse {
+                        branch_update: Some(OperationBranchUpdate { commit_id: commit, ..Default::default() }),
+                        ..Default::default()
+                    };
+                    this.recovery = Some(Recovery::Trailers(tonic::Code::Ok, String::new()));
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(grpc_frame(&resp)))));
+                }
+                Poll::Ready(false) => {
+                    this.recovery = Some(Recovery::Trailers(
+                        tonic::Code::Unavailable,
+                        "worker died during merge apply; branch not updated".into(),
+                    ));
+                }
+            },
+            Some(Recovery::Trailers(code, message)) => {
+                this.code = Some(code);
+                this.ended = true;
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(status_trailers(Status::new(code, message))))));
+            }
+            None => {}
+        }
+        if this.recovery.is_some() {
+            return Pin::new(this).poll_frame(cx);
+        }
         if this.ended {
             return Poll::Ready(None);
         }
@@ -269,19 +403,37 @@ impl http_body::Body for Watched {
                 if let Some(t) = frame.trailers_ref() {
                     this.observe(t);
                 }
+                if let (Some(m), Some(data)) = (this.merge.as_mut(), frame.data_ref()) {
+                    for msg in m.frames.push(data) {
+                        if let Ok(r) = UserMergeBranchResponse::decode(msg) {
+                            if !r.commit_id.is_empty() && m.announced.is_none() {
+                                m.announced = Some(r.commit_id);
+                            }
+                        }
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                // A merge the client asked to apply may have landed before the worker died: check the branch.
+                if let Some(m) = this.merge.as_ref() {
+                    if let (Some(commit), true) = (m.announced.clone(), m.apply_sent.load(Ordering::SeqCst)) {
+                        let (ctx, path, reference, expect) =
+                            (m.ctx.clone(), m.repo_path.clone(), m.branch_ref.clone(), commit.clone());
+                        let check = async move {
+                            let repo = crate::git::repo::Repo::new(&ctx.git, &path);
+                            matches!(repo.resolve(&reference).await, Ok(Some(oid)) if oid == expect)
+                        };
+                        this.recovery = Some(Recovery::Checking(Box::pin(check), commit));
+                        return Pin::new(this).poll_frame(cx);
+                    }
+                }
                 // The worker went away mid-call: end the call with Unavailable trailers, as a gRPC status.
                 let name = this.lease.as_ref().map(|l| l.worker.name.clone()).unwrap_or_default();
                 let status = Status::unavailable(format!("worker {name}: {}", e.message()));
                 this.code = Some(status.code());
                 this.ended = true;
-                let mut trailers = http::HeaderMap::new();
-                match status.add_header(&mut trailers) {
-                    Ok(()) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
-                    Err(status) => Poll::Ready(Some(Err(status))),
-                }
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(status_trailers(status)))))
             }
             other => other,
         }
@@ -297,6 +449,24 @@ impl Drop for Watched {
         record(&self.labels, self.code.unwrap_or(tonic::Code::Cancelled));
         self.lease.take();
     }
+}
+
+fn status_trailers(status: Status) -> http::HeaderMap {
+    let mut trailers = http::HeaderMap::new();
+    if status.add_header(&mut trailers).is_err() {
+        trailers.insert("grpc-status", http::HeaderValue::from(status.code() as i32));
+    }
+    trailers
+}
+
+/// One uncompressed gRPC message frame.
+fn grpc_frame(msg: &impl Message) -> Bytes {
+    let body = msg.encode_to_vec();
+    let mut out = BytesMut::with_capacity(5 + body.len());
+    out.extend_from_slice(&[0]);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out.freeze()
 }
 
 fn record(labels: &[String; 2], code: tonic::Code) {

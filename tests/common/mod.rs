@@ -28,6 +28,11 @@ impl Daemon {
 
     /// Starts a daemon; `extra` is added to the generated config (top-level keys first, then tables).
     pub fn start_with(extra: &str) -> Daemon {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As `start_with`, with extra environment for the daemon (and so its workers).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
         let split = extra.find("\n[").map(|i| i + 1).unwrap_or(if extra.starts_with('[') { 0 } else { extra.len() });
         let (top, tables) = extra.split_at(split);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -49,6 +54,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_rgitaly"))
             .arg("serve")
             .arg(&config)
+            .envs(env.iter().copied())
             .env("RGITALY_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -123,6 +129,11 @@ impl Daemon {
         );
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
     /// Whether the daemon process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -158,6 +169,33 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a process exists.
+pub fn process_alive(pid: i32) -> bool {
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(true)
+}
+
+/// Polls `f` every 20 ms until it is true or `secs` pass; returns whether it became true.
+pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// A plain `git` with a predictable identity and no user or system config.

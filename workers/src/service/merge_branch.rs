@@ -75,6 +75,10 @@ pub async fn merge_branch(
             send(Ok(UserMergeBranchResponse::default())).await;
             return;
         }
+        // Fault injection for tests of the daemon's safety net: die right after the merge landed.
+        if std::env::var("RGITALY_FAILPOINT").is_ok_and(|v| v == "merge-after-apply") {
+            std::process::abort();
+        }
         send(Ok(UserMergeBranchResponse {
             branch_update: Some(OperationBranchUpdate { commit_id: merge, repo_created: false, branch_created: false }),
             ..Default::default()
