@@ -107,8 +107,9 @@ async fn forward(
     req: Request<Body>,
 ) -> Result<Response<Body>, Status> {
     let (mut parts, mut body) = req.into_parts();
-    let first = read_first_message(&mut body).await?;
-    let (repo, start_repo) = repositories(method, &first[5..])?;
+    let (first, first_len) = read_first_message(&mut body).await?;
+    let first_msg = first.slice(5..5 + first_len);
+    let (repo, start_repo) = repositories(method, &first_msg)?;
 
     let repo_path = ctx.locator.repo_path(repo.as_ref())?;
     let storage = repo.as_ref().map(|r| r.storage_name.as_str()).unwrap_or_default();
@@ -134,7 +135,7 @@ async fn forward(
 
     // UserMergeBranch must never report failure for a merge that landed: watch its exchange.
     let merge = if method == "UserMergeBranch" {
-        let req = UserMergeBranchRequest::decode(&first[5..])
+        let req = UserMergeBranchRequest::decode(first_msg.clone())
             .map_err(|e| Status::invalid_argument(format!("decode request: {e}")))?;
         Some(MergeWatch {
             ctx: ctx.clone(),
@@ -157,7 +158,16 @@ async fn forward(
     let (lease, result) = loop {
         attempt += 1;
         let lease = pool.lease().ok_or_else(|| Status::unavailable("no worker available"))?;
-        let apply_scan = merge.as_ref().map(|m| (Frames::default(), m.apply_sent.clone()));
+        let apply_scan = merge.as_ref().map(|m| {
+            // Messages that arrived together with the first one count too.
+            let mut frames = Frames::default();
+            for msg in frames.push(&first[5 + first_len..]) {
+                if UserMergeBranchRequest::decode(msg).is_ok_and(|r| r.apply) {
+                    m.apply_sent.store(true, Ordering::SeqCst);
+                }
+            }
+            (frames, m.apply_sent.clone())
+        });
         let rest = if replayable { Body::empty() } else { body.take().unwrap_or_default() };
         let request_body = Body::new(Prefixed { first: Some(first.clone()), rest, apply_scan });
         let mut request = Request::new(request_body);
@@ -195,8 +205,9 @@ async fn forward(
     }
 }
 
-/// Reads the body until it holds the first gRPC message (5-byte prefix and payload).
-async fn read_first_message(body: &mut Body) -> Result<Bytes, Status> {
+/// Reads the body until it holds the first gRPC message (5-byte prefix and payload); returns what was read
+/// (which may run past the first message) and the first message's length.
+async fn read_first_message(body: &mut Body) -> Result<(Bytes, usize), Status> {
     let mut buf = BytesMut::new();
     loop {
         if buf.len() >= 5 {
@@ -209,7 +220,7 @@ async fn read_first_message(body: &mut Body) -> Result<Bytes, Status> {
             }
             if buf.len() >= 5 + len {
                 // Whatever follows the first message is passed on with it.
-                return Ok(buf.freeze());
+                return Ok((buf.freeze(), len));
             }
         }
         match body.frame().await {

@@ -1,0 +1,545 @@
+//! OperationService through the daemon and its workers, checked with `git`: refs, trees, commit metadata,
+//! conflicts, stale expected values, and invalid input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rgitaly::client::AuthChannel;
+use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+use rgitaly::proto::gitaly::user_commit_files_action::UserCommitFilesActionPayload as ActionPayload;
+use rgitaly::proto::gitaly::user_commit_files_action_header::ActionType;
+use rgitaly::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload as Payload;
+use rgitaly::proto::gitaly::*;
+use tonic::Code;
+
+type Ops = OperationServiceClient<AuthChannel>;
+
+async fn setup() -> (Daemon, PathBuf, PathBuf, Ops) {
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    let bare = d.seed_repo("p.git", &wt);
+    let ops = OperationServiceClient::new(d.channel().await);
+    (d, wt, bare, ops)
+}
+
+fn user() -> Option<User> {
+    Some(User {
+        gl_id: "user-1".into(),
+        name: b"Jane Doe".to_vec(),
+        email: b"jane@example.com".to_vec(),
+        gl_username: "jane".into(),
+    })
+}
+
+fn rev(repo: &Path, r: &str) -> String {
+    stdout(git(repo).args(["rev-parse", r]))
+}
+
+fn ts(seconds: i64) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds, nanos: 0 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_update_delete_branch() {
+    let (d, _wt, bare, mut ops) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    let create = |name: &str, start: &str| UserCreateBranchRequest {
+        repository: repo.clone(),
+        branch_name: name.as_bytes().to_vec(),
+        user: user(),
+        start_point: start.as_bytes().to_vec(),
+    };
+    let r = ops.user_create_branch(create("feature", "side")).await.unwrap().into_inner();
+    let side = rev(&bare, "side");
+    assert_eq!(rev(&bare, "refs/heads/feature"), side);
+    let branch = r.branch.unwrap();
+    assert_eq!(branch.name, b"feature");
+    let commit = branch.target_commit.unwrap();
+    assert_eq!(commit.id, side);
+    assert_eq!(commit.subject, b"commit 2");
+    assert_eq!(commit.author.unwrap().email, b"test@example.com");
+    assert_eq!(commit.tree_id, rev(&bare, "side^{tree}"));
+    assert_eq!(commit.parent_ids, vec![rev(&bare, "side~1")]);
+
+    for (req, code, msg) in [
+        (
+            create("feature", "main"),
+            Code::FailedPrecondition,
+            "Could not update feature. Please refresh and try again.",
+        ),
+        (create("x", "nope"), Code::FailedPrecondition, "revspec 'nope' not found"),
+        (create("x", "--all"), Code::FailedPrecondition, "revspec '--all' not found"),
+        (create("", "main"), Code::InvalidArgument, "Bad Request (empty branch name)"),
+        (UserCreateBranchRequest { user: None, ..create("x", "main") }, Code::InvalidArgument, "empty user"),
+        (create("x", ""), Code::InvalidArgument, "empty start point"),
+        (
+            create("bad..name", "main"),
+            Code::FailedPrecondition,
+            "Could not update refs/heads/bad..name. Please refresh and try again.",
+        ),
+    ] {
+        let e = ops.user_create_branch(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+    assert!(!stdout(git(&bare).args(["for-each-ref", "--format=%(refname)"])).contains("bad..name"));
+
+    // Update with compare-and-swap.
+    let main = rev(&bare, "main");
+    let update = |new: &str, old: &str| UserUpdateBranchRequest {
+        repository: repo.clone(),
+        branch_name: b"feature".to_vec(),
+        user: user(),
+        newrev: new.as_bytes().to_vec(),
+        oldrev: old.as_bytes().to_vec(),
+    };
+    ops.user_update_branch(update(&main, &side)).await.unwrap();
+    assert_eq!(rev(&bare, "feature"), main);
+    let e = ops.user_update_branch(update(&side, &side)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::FailedPrecondition, "Could not update feature. Please refresh and try again.")
+    );
+    assert_eq!(rev(&bare, "feature"), main, "stale old value must not update");
+    let e = ops.user_update_branch(update("nothex", &main)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+
+    // Delete.
+    let delete = |name: &str| UserDeleteBranchRequest {
+        repository: repo.clone(),
+        branch_name: name.as_bytes().to_vec(),
+        user: user(),
+    };
+    ops.user_delete_branch(delete("feature")).await.unwrap();
+    assert!(stdout(git(&bare).args(["branch", "--list", "feature"])).is_empty());
+    let e = ops.user_delete_branch(delete("feature")).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "branch not found: feature"));
+    let e = ops.user_delete_branch(UserDeleteBranchRequest { user: None, ..delete("main") }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "Bad Request (empty user)"));
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_and_delete_tags() {
+    let (d, _wt, bare, mut ops) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    let tag = |name: &str, target: &str, message: &str| UserCreateTagRequest {
+        repository: repo.clone(),
+        tag_name: name.as_bytes().to_vec(),
+        user: user(),
+        target_revision: target.as_bytes().to_vec(),
+        message: message.as_bytes().to_vec(),
+        timestamp: ts(12345),
+    };
+    // Lightweight.
+    let r = ops.user_create_tag(tag("light", "side", "")).await.unwrap().into_inner();
+    let t = r.tag.unwrap();
+    assert_eq!(t.id, rev(&bare, "side"));
+    assert_eq!(rev(&bare, "refs/tags/light"), rev(&bare, "side"));
+    assert_eq!(t.target_commit.unwrap().id, rev(&bare, "side"));
+    assert!(t.message.is_empty());
+
+    // Annotated: the object has exactly upstream's bytes.
+    let r = ops.user_create_tag(tag("heavy", "main", "my message")).await.unwrap().into_inner();
+    let t = r.tag.unwrap();
+    assert_eq!(rev(&bare, "refs/tags/heavy"), t.id);
+    assert_eq!(stdout(git(&bare).args(["cat-file", "-t", &t.id])), "tag");
+    let raw = run(git(&bare).args(["cat-file", "tag", &t.id])).stdout;
+    let expected = format!(
+        "object {}\ntype commit\ntag heavy\ntagger Jane Doe <jane@example.com> 12345 +0000\n\nmy message",
+        rev(&bare, "main")
+    );
+    assert_eq!(String::from_utf8_lossy(&raw), expected);
+    assert_eq!((t.message.as_slice(), t.message_size), (&b"my message"[..], 10));
+    assert_eq!(t.target_commit.unwrap().id, rev(&bare, "main"));
+
+    // Existing tag: an answer, not an error.
+    let r = ops.user_create_tag(tag("heavy", "side", "")).await.unwrap().into_inner();
+    assert!(r.exists && r.tag.is_none());
+    assert_eq!(rev(&bare, "refs/tags/heavy"), t.id);
+
+    for (req, code, msg) in [
+        (tag("", "main", ""), Code::InvalidArgument, "empty tag name"),
+        (
+            tag("a b", "main", ""),
+            Code::Unknown,
+            "Gitlab::Git::CommitError: Could not update refs/tags/a b. Please refresh and try again.",
+        ),
+        (tag("x", "", ""), Code::InvalidArgument, "empty target revision"),
+        (tag("x", "nope", ""), Code::FailedPrecondition, "revspec 'nope' not found"),
+        (tag("x", "main", "a\0b"), Code::Unknown, "ArgumentError: string contains null byte"),
+    ] {
+        let e = ops.user_create_tag(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+
+    // Delete.
+    let del = |name: &str| UserDeleteTagRequest {
+        repository: repo.clone(),
+        tag_name: name.as_bytes().to_vec(),
+        user: user(),
+    };
+    ops.user_delete_tag(del("heavy")).await.unwrap();
+    assert!(stdout(git(&bare).args(["tag", "-l", "heavy"])).is_empty());
+    let e = ops.user_delete_tag(del("heavy")).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "tag not found: heavy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ff_branch() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let repo = Some(d.repo("p.git"));
+    run(git(&wt).args(["checkout", "--quiet", "-b", "ahead", "main"]));
+    let ahead = commit_file(&wt, "ahead.txt", "ahead\n");
+    run(git(&wt).arg("push").arg("--quiet").arg(&bare).arg("ahead"));
+    let ff = |branch: &str, commit: &str| UserFfBranchRequest {
+        repository: repo.clone(),
+        user: user(),
+        commit_id: commit.to_string(),
+        branch: branch.as_bytes().to_vec(),
+    };
+    let r = ops.user_ff_branch(ff("main", &ahead)).await.unwrap().into_inner();
+    assert_eq!(r.branch_update.unwrap().commit_id, ahead);
+    assert_eq!(rev(&bare, "main"), ahead);
+    let side = rev(&bare, "side");
+    let e = ops.user_ff_branch(ff("main", &side)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "not fast forward"));
+    let e = ops.user_ff_branch(ff("nope", &side)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "reference not found"));
+    let e = ops.user_ff_branch(ff("main", "f001")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(rev(&bare, "main"), ahead);
+}
+
+/// Pushes a commit that changes `file` on a new branch from `base`; returns its id.
+fn branch_with_change(wt: &Path, bare: &Path, branch: &str, base: &str, file: &str, content: &str) -> String {
+    run(git(wt).args(["checkout", "--quiet", "-B", branch, base]));
+    let c = commit_file(wt, file, content);
+    run(git(wt).arg("push").arg("--quiet").arg("--force").arg(bare).arg(branch));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_branch_two_phase() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let topic = branch_with_change(&wt, &bare, "topic", "side", "topic.txt", "topic\n");
+    let head = rev(&bare, "main");
+    let merge = |commit: &str, message: &str| UserMergeBranchRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        commit_id: commit.to_string(),
+        branch: b"main".to_vec(),
+        message: message.as_bytes().to_vec(),
+        timestamp: ts(12),
+        apply: false,
+    };
+    async fn exchange(
+        ops: &mut Ops,
+        first: UserMergeBranchRequest,
+        apply: bool,
+    ) -> Result<Vec<UserMergeBranchResponse>, tonic::Status> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.send(first).await.unwrap();
+        let mut stream = ops.user_merge_branch(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        let mut out = vec![stream.message().await?.unwrap()];
+        tx.send(UserMergeBranchRequest { apply, ..Default::default() }).await.unwrap();
+        while let Some(m) = stream.message().await? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    // apply = false: the branch stays.
+    let e = exchange(&mut ops, merge(&topic, "Merged by Gitaly"), false).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "merge aborted by client"));
+    assert_eq!(rev(&bare, "main"), head);
+
+    let out = exchange(&mut ops, merge(&topic, "Merged by Gitaly"), true).await.unwrap();
+    let merged = out[0].commit_id.clone();
+    assert_eq!(out[1].branch_update.as_ref().unwrap().commit_id, merged);
+    assert_eq!(rev(&bare, "main"), merged);
+    // Same tree as git's own merge; parents, identity, date and message as upstream writes them.
+    let git_tree = stdout(git(&bare).args(["merge-tree", "--write-tree", &head, &topic]));
+    assert_eq!(rev(&bare, &format!("{merged}^{{tree}}")), git_tree.lines().next().unwrap());
+    let raw = String::from_utf8(run(git(&bare).args(["cat-file", "commit", &merged])).stdout).unwrap();
+    assert!(raw.contains(&format!("parent {head}\nparent {topic}\n")), "{raw}");
+    assert!(raw.contains("author Jane Doe <jane@example.com> 12 +0000\ncommitter Jane Doe <jane@example.com> 12 +0000\n\nMerged by Gitaly"));
+    assert!(raw.ends_with("\n\nMerged by Gitaly"), "message verbatim: {raw:?}");
+
+    // Conflicts.
+    let a = branch_with_change(&wt, &bare, "a", "main", "file1.txt", "ours\n");
+    let _ = a;
+    run(git(&bare).args(["update-ref", "refs/heads/main", "a"]));
+    let b = branch_with_change(&wt, &bare, "b", "side", "file1.txt", "theirs\n");
+    let before = rev(&bare, "main");
+    let e = exchange(&mut ops, merge(&b, "conflict"), true).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Unknown, "merge: could not auto-merge due to conflicts\n"));
+    assert_eq!(rev(&bare, "main"), before);
+
+    // Validation.
+    for (req, msg) in [
+        (UserMergeBranchRequest { user: None, ..merge(&topic, "m") }, "empty user"),
+        (UserMergeBranchRequest { branch: Vec::new(), ..merge(&topic, "m") }, "empty branch name"),
+        (merge("", "m"), "empty commit ID"),
+        (merge(&topic, ""), "empty message"),
+    ] {
+        let e = exchange(&mut ops, req, true).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_branch_never_tramples_a_concurrent_update() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let topic = branch_with_change(&wt, &bare, "topic", "side", "topic.txt", "topic\n");
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserMergeBranchRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        commit_id: topic,
+        branch: b"main".to_vec(),
+        message: b"m".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = ops.user_merge_branch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let announced = stream.message().await.unwrap().unwrap().commit_id;
+    // Someone else moves main between the two phases.
+    run(git(&bare).args(["update-ref", "refs/heads/main", "side"]));
+    tx.send(UserMergeBranchRequest { apply: true, ..Default::default() }).await.unwrap();
+    let last = stream.message().await.unwrap().unwrap();
+    assert!(last.branch_update.is_none() && last.commit_id.is_empty(), "{last:?}");
+    assert_eq!(rev(&bare, "main"), rev(&bare, "side"));
+    assert_ne!(rev(&bare, "main"), announced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_to_ref() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let topic = branch_with_change(&wt, &bare, "topic", "side", "topic.txt", "topic\n");
+    let main = rev(&bare, "main");
+    let req = |target: &str, first: &str, source: &str| UserMergeToRefRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        source_sha: source.to_string(),
+        branch: Vec::new(),
+        target_ref: target.as_bytes().to_vec(),
+        message: b"Merge message".to_vec(),
+        first_parent_ref: first.as_bytes().to_vec(),
+        allow_conflicts: false,
+        timestamp: ts(12),
+    };
+    let r = ops
+        .user_merge_to_ref(req("refs/merge-requests/1/merge", "refs/heads/main", &topic))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rev(&bare, "refs/merge-requests/1/merge"), r.commit_id);
+    assert_eq!(rev(&bare, "main"), main, "branches are never touched");
+    assert_eq!(
+        stdout(git(&bare).args(["rev-list", "--parents", "-n1", &r.commit_id])),
+        format!("{} {main} {topic}", r.commit_id)
+    );
+    for (r, msg) in [
+        (req("refs/heads/x", "refs/heads/main", &topic), "invalid target ref"),
+        (req("refs/merge-requests/1/merge", "refs/heads/nope", &topic), "Invalid merge source"),
+        (req("", "refs/heads/main", &topic), "empty target ref"),
+        (req("refs/merge-requests/1/merge", "refs/heads/main", ""), "empty source SHA"),
+    ] {
+        let e = ops.user_merge_to_ref(r).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+}
+
+fn header(d: &Daemon, branch: &str) -> UserCommitFilesRequestHeader {
+    UserCommitFilesRequestHeader {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        branch_name: branch.as_bytes().to_vec(),
+        commit_message: b"commit message".to_vec(),
+        timestamp: ts(12345),
+        ..Default::default()
+    }
+}
+
+fn action(kind: ActionType, path: &str, content: &[u8]) -> Vec<UserCommitFilesRequest> {
+    action_full(
+        UserCommitFilesActionHeader { action: kind as i32, file_path: path.as_bytes().to_vec(), ..Default::default() },
+        content,
+    )
+}
+
+fn action_full(h: UserCommitFilesActionHeader, content: &[u8]) -> Vec<UserCommitFilesRequest> {
+    let msg = |p| UserCommitFilesRequest {
+        user_commit_files_request_payload: Some(Payload::Action(UserCommitFilesAction {
+            user_commit_files_action_payload: Some(p),
+        })),
+    };
+    let mut out = vec![msg(ActionPayload::Header(h))];
+    for chunk in content.chunks(3) {
+        out.push(msg(ActionPayload::Content(chunk.to_vec())));
+    }
+    out
+}
+
+async fn commit_files(
+    ops: &mut Ops,
+    h: UserCommitFilesRequestHeader,
+    actions: Vec<Vec<UserCommitFilesRequest>>,
+) -> Result<UserCommitFilesResponse, tonic::Status> {
+    let mut reqs = vec![UserCommitFilesRequest { user_commit_files_request_payload: Some(Payload::Header(h)) }];
+    reqs.extend(actions.into_iter().flatten());
+    ops.user_commit_files(futures::stream::iter(reqs)).await.map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_files_actions() {
+    let (d, _wt, bare, mut ops) = setup().await;
+    let main = rev(&bare, "main");
+    let r = commit_files(
+        &mut ops,
+        header(&d, "main"),
+        vec![
+            action(ActionType::Create, "new/file.txt", b"hello\r\nworld\n"),
+            action(ActionType::Update, "file1.txt", b"updated\n"),
+            action(ActionType::Delete, "file2.txt", b""),
+            action_full(
+                UserCommitFilesActionHeader {
+                    action: ActionType::Move as i32,
+                    file_path: b"moved.txt".to_vec(),
+                    previous_path: b"file3.txt".to_vec(),
+                    infer_content: true,
+                    ..Default::default()
+                },
+                b"",
+            ),
+            action_full(
+                UserCommitFilesActionHeader {
+                    action: ActionType::Chmod as i32,
+                    file_path: b"dir/nested.txt".to_vec(),
+                    execute_filemode: true,
+                    ..Default::default()
+                },
+                b"",
+            ),
+            action(ActionType::CreateDir, "empty-dir", b""),
+            action_full(
+                UserCommitFilesActionHeader {
+                    action: ActionType::Create as i32,
+                    file_path: b"b64.bin".to_vec(),
+                    base64_content: true,
+                    ..Default::default()
+                },
+                b"AAEC/w==",
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let update = r.branch_update.unwrap();
+    assert_eq!(rev(&bare, "main"), update.commit_id);
+    assert!(!update.branch_created && !update.repo_created);
+    let show = |p: &str| run(git(&bare).args(["show", &format!("main:{p}")])).stdout;
+    assert_eq!(show("new/file.txt"), b"hello\nworld\n", "CRLF normalized as upstream");
+    assert_eq!(show("file1.txt"), b"updated\n");
+    assert_eq!(show("moved.txt"), b"content 3\n");
+    assert_eq!(show("b64.bin"), vec![0u8, 1, 2, 255]);
+    assert_eq!(show("empty-dir/.gitkeep"), b"");
+    let tree = stdout(git(&bare).args(["ls-tree", "-r", "main"]));
+    assert!(tree.contains("100755 blob") && tree.contains("dir/nested.txt"), "{tree}");
+    assert!(!tree.contains("file2.txt") && !tree.contains("file3.txt"), "{tree}");
+    let raw = String::from_utf8(run(git(&bare).args(["cat-file", "commit", "main"])).stdout).unwrap();
+    assert!(raw.contains(&format!("parent {main}\nauthor Jane Doe <jane@example.com> 12345 +0000\ncommitter Jane Doe <jane@example.com> 12345 +0000\n\ncommit message")), "{raw}");
+    assert!(raw.ends_with("\n\ncommit message"));
+
+    // Index errors come back in the response and change nothing.
+    let head = rev(&bare, "main");
+    for (acts, msg) in [
+        (vec![action(ActionType::Create, "file1.txt", b"x")], "A file with this name already exists"),
+        (vec![action(ActionType::Update, "missing.txt", b"x")], "A file with this name doesn't exist"),
+        (vec![action(ActionType::Delete, "missing.txt", b"")], "A file with this name doesn't exist"),
+        (vec![action(ActionType::CreateDir, "dir", b"")], "A directory with this name already exists"),
+        (vec![action(ActionType::Create, "../escape.txt", b"x")], "Path cannot include directory traversal"),
+        (vec![action(ActionType::Create, "", b"x")], "You must provide a file path"),
+        (vec![action(ActionType::Create, ".git/hooks/pre-commit", b"x")], "invalid path: '.git/hooks/pre-commit'"),
+    ] {
+        let r = commit_files(&mut ops, header(&d, "main"), acts).await.unwrap();
+        assert_eq!(r.index_error, msg);
+        assert!(r.branch_update.is_none());
+    }
+    assert_eq!(rev(&bare, "main"), head);
+
+    // Header validation.
+    let e = commit_files(
+        &mut ops,
+        UserCommitFilesRequestHeader { commit_message: Vec::new(), ..header(&d, "main") },
+        vec![],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "UserCommitFiles: empty CommitMessage"));
+    let e = commit_files(&mut ops, UserCommitFilesRequestHeader { user: None, ..header(&d, "main") }, vec![])
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "UserCommitFiles: empty User"));
+    let e =
+        commit_files(&mut ops, UserCommitFilesRequestHeader { start_sha: "xyz".into(), ..header(&d, "main") }, vec![])
+            .await
+            .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_files_start_points_and_empty_repository() {
+    let (d, _wt, bare, mut ops) = setup().await;
+    // A new branch from another branch.
+    let h = UserCommitFilesRequestHeader { start_branch_name: b"side".to_vec(), ..header(&d, "from-side") };
+    let r = commit_files(&mut ops, h, vec![action(ActionType::Create, "x.txt", b"x")]).await.unwrap();
+    let c = r.branch_update.unwrap().commit_id;
+    assert_eq!(rev(&bare, "from-side"), c);
+    assert_eq!(rev(&bare, "from-side~1"), rev(&bare, "side"));
+
+    // From an explicit commit.
+    let h = UserCommitFilesRequestHeader { start_sha: rev(&bare, "main~2"), ..header(&d, "from-sha") };
+    commit_files(&mut ops, h, vec![action(ActionType::Create, "y.txt", b"y")]).await.unwrap();
+    assert_eq!(rev(&bare, "from-sha~1"), rev(&bare, "main~2"));
+
+    // From a branch of another repository in the storage.
+    rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient::new(d.channel().await)
+        .create_repository(CreateRepositoryRequest { repository: Some(d.repo("fork.git")) })
+        .await
+        .unwrap();
+    let h = UserCommitFilesRequestHeader {
+        repository: Some(d.repo("fork.git")),
+        start_repository: Some(d.repo("p.git")),
+        start_branch_name: b"main".to_vec(),
+        ..header(&d, "main")
+    };
+    let r = commit_files(&mut ops, h, vec![action(ActionType::Create, "fork.txt", b"f")]).await.unwrap();
+    let fork = d.repo_path("fork.git");
+    assert_eq!(rev(&fork, "main~1"), rev(&bare, "main"));
+    assert!(r.branch_update.unwrap().repo_created);
+
+    // Into an empty repository: a root commit.
+    rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient::new(d.channel().await)
+        .create_repository(CreateRepositoryRequest { repository: Some(d.repo("empty.git")) })
+        .await
+        .unwrap();
+    let h = UserCommitFilesRequestHeader { repository: Some(d.repo("empty.git")), ..header(&d, "master") };
+    let r = commit_files(&mut ops, h, vec![action(ActionType::Create, "README.md", b"# hi\n")]).await.unwrap();
+    let u = r.branch_update.unwrap();
+    assert!(u.repo_created && u.branch_created);
+    let empty = d.repo_path("empty.git");
+    assert_eq!(stdout(git(&empty).args(["rev-list", "--count", "master"])), "1");
+    assert_eq!(stdout(git(&empty).args(["show", "master:README.md"])), "# hi");
+    // A stale view of the branch (start point behind the head, no force) is refused.
+    let h = UserCommitFilesRequestHeader { start_sha: rev(&bare, "main~1"), ..header(&d, "main") };
+    let e = commit_files(&mut ops, h, vec![]).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::FailedPrecondition, "Could not update refs/heads/main. Please refresh and try again.")
+    );
+    d.assert_outside_untouched();
+}
