@@ -423,3 +423,52 @@ async fn stalled_negotiation_is_cut_off() {
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
     drop(tx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_calls_cannot_smuggle_paths() {
+    use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+    let mut s = setup();
+    let ch = s.d.channel().await;
+    let mut ops = OperationServiceClient::new(ch);
+    let user = Some(User {
+        gl_id: "u".into(),
+        name: b"A".to_vec(),
+        email: b"a@example.com".to_vec(),
+        gl_username: "a".into(),
+    });
+    // Traversal in every form, through the proxy.
+    for path in HOSTILE_PATHS {
+        let req = UserCreateBranchRequest {
+            repository: repo(STORAGE, path),
+            branch_name: b"x".to_vec(),
+            user: user.clone(),
+            start_point: b"main".to_vec(),
+        };
+        let e = ops.user_create_branch(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path:?}: {}", e.message());
+    }
+    // A client cannot hand the worker a path of its own: the daemon drops x-rgitaly-* metadata.
+    let victim = s.d.outside.join("victim.git");
+    let mut req = tonic::Request::new(UserCreateBranchRequest {
+        repository: repo(STORAGE, "good.git"),
+        branch_name: b"smuggled".to_vec(),
+        user: user.clone(),
+        start_point: b"main".to_vec(),
+    });
+    let bin = tonic::metadata::MetadataValue::from_bytes(victim.as_os_str().as_encoded_bytes());
+    req.metadata_mut().insert_bin("x-rgitaly-repo-path-bin", bin.clone());
+    req.metadata_mut().insert_bin("x-rgitaly-storage-path-bin", bin);
+    req.metadata_mut().insert("x-rgitaly-repo-path", "/tmp".parse().unwrap());
+    ops.user_create_branch(req).await.unwrap();
+    assert!(stdout(git(&s.d.repo_path("good.git")).args(["branch", "--list", "smuggled"])).contains("smuggled"));
+    // Option-like names never become git options.
+    let req = UserCreateBranchRequest {
+        repository: repo(STORAGE, "good.git"),
+        branch_name: b"x".to_vec(),
+        user,
+        start_point: b"--upload-pack=touch /tmp/pwned".to_vec(),
+    };
+    let e = ops.user_create_branch(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    s.check();
+}

@@ -352,13 +352,18 @@ impl Pool {
 
     /// The active worker with the fewest calls in flight, leased to one call.
     pub fn lease(&self) -> Option<Lease> {
+        self.lease_excluding(&[])
+    }
+
+    /// As `lease`, skipping workers (by pid) that already failed this call.
+    pub fn lease_excluding(&self, tried: &[i32]) -> Option<Lease> {
         let slots = self.lock();
         let pick = |role: Role| {
             slots
                 .iter()
                 .filter(|s| s.role == role)
                 .filter_map(|s| s.worker.as_ref())
-                .filter(|w| !w.has_exited())
+                .filter(|w| !w.has_exited() && !tried.contains(&w.pid))
                 .min_by_key(|w| w.in_flight())
                 .cloned()
         };

@@ -40,6 +40,16 @@ const RESERVED_PREFIX: &str = "x-rgitaly-";
 const MAX_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// Methods whose clients send more than one message; every other proxied call carries exactly one.
+const CLIENT_STREAMING: &[&str] = &[
+    "UserCommitFiles",
+    "UserApplyPatch",
+    "UserMergeBranch",
+    "UserRebaseConfirmable",
+    "WikiWritePage",
+    "WikiUpdatePage",
+];
+
 /// The services whose calls go to workers.
 pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService"];
 
@@ -150,14 +160,22 @@ async fn forward(
     };
 
     let labels = [service.to_string(), method.to_string()];
-    // When the whole request is in hand (unary and server-streaming calls), a worker that is found dead
-    // before it answered is replaced by another one: the request can be sent again as it was.
-    let replayable = http_body::Body::is_end_stream(&body);
+    // When the whole request is in hand (unary and server-streaming calls: one request message), a worker
+    // that is found dead before it answered is replaced by another one: the request can be sent again.
+    let replayable = !CLIENT_STREAMING.contains(&method);
+    if replayable {
+        while let Some(frame) = body.frame().await {
+            if frame?.into_data().is_ok_and(|d| !d.is_empty()) {
+                return Err(Status::invalid_argument("more than one request message for a unary call"));
+            }
+        }
+    }
     let mut body = Some(body);
     let mut attempt = 0;
+    let mut tried: Vec<i32> = Vec::new();
     let (lease, result) = loop {
         attempt += 1;
-        let lease = pool.lease().ok_or_else(|| Status::unavailable("no worker available"))?;
+        let lease = pool.lease_excluding(&tried).ok_or_else(|| Status::unavailable("no worker available"))?;
         let apply_scan = merge.as_ref().map(|m| {
             // Messages that arrived together with the first one count too.
             let mut frames = Frames::default();
@@ -182,6 +200,7 @@ async fn forward(
         };
         if result.is_err() && replayable && attempt < MAX_ATTEMPTS {
             tracing::warn!(worker = %lease.worker.name, attempt, "worker unreachable; retrying on another");
+            tried.push(lease.worker.pid);
             drop(lease);
             // Give the supervisor a moment to notice the exit and promote the standby.
             tokio::time::sleep(RETRY_PAUSE).await;

@@ -1,0 +1,305 @@
+//! Worker-pool benchmark (run: `cargo build --release --workspace && cargo bench --bench pool`).
+//!
+//! On a generated repository, in one run:
+//! - forwarding overhead: UserCreateBranch through the daemon vs straight to a worker socket (latency p50/p99
+//!   sequentially, throughput at concurrency 8);
+//! - recovery: time from `kill -9` of an active worker to the next successful call, and to a healthy
+//!   replacement;
+//! - worker idle RSS;
+//! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence.
+//!
+//! Loopback Unix sockets only; bounded counts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rgitaly::client::AuthChannel;
+use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+use rgitaly::proto::gitaly::*;
+use rgitaly::proto::rgitaly::admin_service_client::AdminServiceClient;
+use rgitaly::proto::rgitaly::{worker, ListWorkersRequest};
+use tonic::metadata::MetadataValue;
+
+const CALLS: usize = 300;
+const MERGES: usize = 40;
+
+fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "B")
+        .env("GIT_AUTHOR_EMAIL", "b@example.com")
+        .env("GIT_COMMITTER_NAME", "B")
+        .env("GIT_COMMITTER_EMAIL", "b@example.com");
+    c
+}
+
+fn out(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("spawn");
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn user() -> Option<User> {
+    Some(User {
+        gl_id: "user-1".into(),
+        name: b"Bench".to_vec(),
+        email: b"bench@example.com".to_vec(),
+        gl_username: "b".into(),
+    })
+}
+
+struct Target {
+    channel: AuthChannel,
+    /// Metadata a direct call needs (the daemon adds it when proxying).
+    direct: Option<(PathBuf, PathBuf)>,
+}
+
+async fn create_branch(t: &Target, name: String) {
+    let mut req = tonic::Request::new(UserCreateBranchRequest {
+        repository: Some(Repository {
+            storage_name: "default".into(),
+            relative_path: "bench.git".into(),
+            ..Default::default()
+        }),
+        branch_name: name.into_bytes(),
+        user: user(),
+        start_point: b"main".to_vec(),
+    });
+    if let Some((repo, storage)) = &t.direct {
+        let bin = |p: &Path| MetadataValue::from_bytes(p.as_os_str().as_encoded_bytes());
+        req.metadata_mut().insert_bin(rgitaly::pool::proxy::REPO_PATH, bin(repo));
+        req.metadata_mut().insert_bin(rgitaly::pool::proxy::STORAGE_PATH, bin(storage));
+    }
+    OperationServiceClient::new(t.channel.clone()).user_create_branch(req).await.expect("UserCreateBranch");
+}
+
+async fn measure(label: &str, t: &Target, prefix: &str) -> (Duration, f64) {
+    let mut lat = Vec::with_capacity(CALLS);
+    for i in 0..CALLS {
+        let s = Instant::now();
+        create_branch(t, format!("{prefix}-seq-{i}")).await;
+        lat.push(s.elapsed());
+    }
+    lat.sort();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let t = Target { channel: t.channel.clone(), direct: t.direct.clone() };
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..CALLS / 8 {
+                create_branch(&t, format!("{prefix}-par-{w}-{i}")).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let rps = (CALLS / 8 * 8) as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "{label:<28} p50 {:>7.2} ms  p99 {:>7.2} ms  throughput(c=8) {:>7.1} calls/s",
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        rps
+    );
+    (percentile(&lat, 0.5), rps)
+}
+
+fn rss(pid: i32) -> u64 {
+    rgitaly::pool::read_rss(pid).unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_rgitaly")).parent().unwrap().to_path_buf();
+    if !bin_dir.join("rgitaly-worker").exists() {
+        eprintln!("build the worker first: cargo build --release --workspace");
+        std::process::exit(2);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    // A repository with some history: 200 commits, and branches to merge.
+    let wt = dir.path().join("wt");
+    out(git(dir.path()).args(["init", "--quiet", "-b", "main"]).arg(&wt));
+    for i in 0..200 {
+        std::fs::write(wt.join(format!("f{}.txt", i % 20)), format!("line {i}\n")).unwrap();
+        out(git(&wt).args(["add", "-A"]));
+        out(git(&wt).args(["commit", "--quiet", "-m", &format!("c{i}")]));
+    }
+    for m in 0..MERGES * 2 {
+        out(git(&wt).args(["checkout", "--quiet", "-b", &format!("topic-{m}"), "main~50"]));
+        std::fs::write(wt.join(format!("topic-{m}.txt")), "t\n").unwrap();
+        out(git(&wt).args(["add", "-A"]));
+        out(git(&wt).args(["commit", "--quiet", "-m", "topic"]));
+    }
+    let bare = storage.join("bench.git");
+    out(git(dir.path()).args(["clone", "--quiet", "--bare", "--mirror"]).arg(&wt).arg(&bare));
+
+    let socket = dir.path().join("rgitaly.socket");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket_path = {socket:?}\ninternal_socket_dir = {:?}\n[[storage]]\nname = \"default\"\npath = {storage:?}\n[logging]\nlevel = \"error\"\n[workers]\nnum_workers = 3\nhealth_check_interval = \"1s\"\n",
+            dir.path().join("internal")
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon(
+        Command::new(bin_dir.join("rgitaly"))
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let channel = rgitaly::client::connect(&format!("unix:{}", socket.display()), None).await.unwrap();
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let list = |mut a: AdminServiceClient<AuthChannel>| async move {
+        a.list_workers(ListWorkersRequest {}).await.unwrap().into_inner().workers
+    };
+
+    // Idle RSS after start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ws = list(admin.clone()).await;
+    let idle: Vec<u64> = ws.iter().map(|w| rss(w.pid)).collect();
+    println!(
+        "worker idle RSS: {} MiB each (max {:.1} MiB)",
+        idle.iter().map(|r| format!("{:.1}", *r as f64 / 1048576.0)).collect::<Vec<_>>().join(", "),
+        *idle.iter().max().unwrap() as f64 / 1048576.0
+    );
+
+    // Forwarding overhead.
+    let active = ws.iter().find(|w| w.role == worker::Role::Active as i32).unwrap();
+    let direct_channel = rgitaly::client::connect(&format!("unix:{}", active.socket_path), None).await.unwrap();
+    let canonical = std::fs::canonicalize(&bare).unwrap();
+    let direct =
+        Target { channel: direct_channel, direct: Some((canonical, std::fs::canonicalize(&storage).unwrap())) };
+    let via = Target { channel: channel.clone(), direct: None };
+    // Warm up both paths.
+    create_branch(&via, "warm-1".into()).await;
+    create_branch(&direct, "warm-2".into()).await;
+    let (d50, drps) = measure("UserCreateBranch direct", &direct, "d").await;
+    let (p50, prps) = measure("UserCreateBranch via daemon", &via, "p").await;
+    println!(
+        "forwarding overhead: p50 +{:.2} ms ({:.1}%), throughput {:.1}%",
+        (p50.as_secs_f64() - d50.as_secs_f64()) * 1e3,
+        (p50.as_secs_f64() / d50.as_secs_f64() - 1.0) * 100.0,
+        (prps / drps - 1.0) * 100.0
+    );
+
+    // Recovery after kill -9 of an active worker.
+    let mut next_call = Vec::new();
+    let mut replacement = Vec::new();
+    for round in 0..5 {
+        let ws = list(admin.clone()).await;
+        let victim = ws.iter().find(|w| w.role == worker::Role::Active as i32).unwrap().clone();
+        let killed = Instant::now();
+        unsafe { libc::kill(victim.pid, libc::SIGKILL) };
+        create_branch(&via, format!("recover-{round}")).await;
+        next_call.push(killed.elapsed());
+        loop {
+            let ws = list(admin.clone()).await;
+            let w = ws.iter().find(|w| w.name == victim.name).unwrap();
+            if w.pid > 0 && w.pid != victim.pid && w.role != worker::Role::Starting as i32 {
+                replacement.push(killed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    next_call.sort();
+    replacement.sort();
+    println!(
+        "recovery after kill -9 (5 rounds): next successful call median {:.1} ms max {:.1} ms; ready replacement median {:.1} ms max {:.1} ms",
+        percentile(&next_call, 0.5).as_secs_f64() * 1e3,
+        next_call.last().unwrap().as_secs_f64() * 1e3,
+        percentile(&replacement, 0.5).as_secs_f64() * 1e3,
+        replacement.last().unwrap().as_secs_f64() * 1e3
+    );
+
+    // UserMergeBranch vs the bare git sequence, on the same repository.
+    let mut rpc = Vec::new();
+    for m in 0..MERGES {
+        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+        let s = Instant::now();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tx.send(UserMergeBranchRequest {
+            repository: Some(Repository {
+                storage_name: "default".into(),
+                relative_path: "bench.git".into(),
+                ..Default::default()
+            }),
+            user: user(),
+            commit_id: topic,
+            branch: b"main".to_vec(),
+            message: b"merge".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut stream = OperationServiceClient::new(channel.clone())
+            .user_merge_branch(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.message().await.unwrap().unwrap();
+        tx.send(UserMergeBranchRequest { apply: true, ..Default::default() }).await.unwrap();
+        let done = stream.message().await.unwrap().unwrap();
+        assert!(done.branch_update.is_some());
+        rpc.push(s.elapsed());
+    }
+    let mut bare_seq = Vec::new();
+    for m in MERGES..MERGES * 2 {
+        let s = Instant::now();
+        let head = out(git(&bare).args(["rev-parse", "refs/heads/main"]));
+        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &head, &topic]));
+        let commit = out(git(&bare).args([
+            "commit-tree",
+            tree.lines().next().unwrap(),
+            "-p",
+            &head,
+            "-p",
+            &topic,
+            "-m",
+            "merge",
+        ]));
+        out(git(&bare).args(["update-ref", "refs/heads/main", &commit, &head]));
+        bare_seq.push(s.elapsed());
+    }
+    rpc.sort();
+    bare_seq.sort();
+    let (r50, b50) = (percentile(&rpc, 0.5), percentile(&bare_seq, 0.5));
+    println!(
+        "UserMergeBranch p50 {:.2} ms vs git merge-tree+commit-tree+update-ref p50 {:.2} ms: ratio {:.2}",
+        r50.as_secs_f64() * 1e3,
+        b50.as_secs_f64() * 1e3,
+        r50.as_secs_f64() / b50.as_secs_f64()
+    );
+    let _ = admin.list_workers(ListWorkersRequest {}).await;
+    drop(daemon);
+}
+
+/// The daemon under test; stopped (and its workers with it) however the benchmark ends.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
