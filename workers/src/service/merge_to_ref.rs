@@ -1,7 +1,7 @@
 //! UserMergeToRef: merges a source into a first parent and points a `refs/merge-requests/…` ref at the
 //! result (merge-request previews). Never touches branches; runs no hooks.
 
-use rgitaly::git::repo::{Repo, Signature};
+use rgitaly::git::repo::{Repo, Signature, ZERO_OID};
 use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
@@ -38,8 +38,10 @@ pub async fn merge_to_ref(
         return Err(Status::invalid_argument("invalid target ref"));
     }
 
-    // As upstream: the target ref first shows the first parent, whatever the merge then does.
-    repo.update_ref(&target_ref, &first, None)
+    // As upstream: the target ref first shows the first parent, whatever the merge then does. Swapped
+    // against the value just read, so a concurrent writer gets an error instead of being overwritten.
+    let current = repo.resolve(&target_ref).await.map_err(internal)?.unwrap_or_else(|| ZERO_OID.to_string());
+    repo.update_ref(&target_ref, &first, Some(&current))
         .await
         .map_err(|_| Status::unknown(format!("Could not update {target_ref}. Please refresh and try again.")))?;
     if req.message.is_empty() {
