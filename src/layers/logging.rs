@@ -30,12 +30,12 @@ struct CallLog {
     method: String,
     correlation_id: String,
     started: Instant,
-    code: Option<i32>,
+    code: Option<tonic::Code>,
 }
 
 impl CallLog {
     fn observe(&mut self, headers: &HeaderMap) {
-        if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+        if let Some(code) = super::grpc_status(headers) {
             self.code = Some(code);
         }
     }
@@ -44,7 +44,7 @@ impl CallLog {
 impl Drop for CallLog {
     fn drop(&mut self) {
         let code = match self.code {
-            Some(c) => format!("{:?}", tonic::Code::from_i32(c)),
+            Some(c) => format!("{c:?}"),
             // The body ended without trailers: the client went away before the call finished.
             None => "Canceled".to_string(),
         };

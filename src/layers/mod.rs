@@ -3,3 +3,9 @@
 //! Authentication, the concurrency limiter and metrics join this stack.
 
 pub mod logging;
+
+/// The gRPC status code in response headers or trailers, if they carry one.
+pub fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(code))
+}

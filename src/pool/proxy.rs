@@ -179,11 +179,7 @@ async fn forward(
         let apply_scan = merge.as_ref().map(|m| {
             // Messages that arrived together with the first one count too.
             let mut frames = Frames::default();
-            for msg in frames.push(&first[5 + first_len..]) {
-                if UserMergeBranchRequest::decode(msg).is_ok_and(|r| r.apply) {
-                    m.apply_sent.store(true, Ordering::SeqCst);
-                }
-            }
+            note_apply(&mut frames, &first[5 + first_len..], &m.apply_sent);
             (frames, m.apply_sent.clone())
         });
         let rest = if replayable { Body::empty() } else { body.take().unwrap_or_default() };
@@ -318,6 +314,15 @@ struct MergeWatch {
     frames: Frames,
 }
 
+/// Sets `apply` when the UserMergeBranch request bytes in `data` complete a message that says apply.
+fn note_apply(frames: &mut Frames, data: &[u8], apply: &AtomicBool) {
+    for msg in frames.push(data) {
+        if UserMergeBranchRequest::decode(msg).is_ok_and(|m| m.apply) {
+            apply.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 /// The request body with its first message put back in front.
 struct Prefixed {
     first: Option<Bytes>,
@@ -341,11 +346,7 @@ impl http_body::Body for Prefixed {
         let polled = Pin::new(&mut this.rest).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some((frames, apply))) = (&polled, this.apply_scan.as_mut()) {
             if let Some(data) = frame.data_ref() {
-                for msg in frames.push(data) {
-                    if UserMergeBranchRequest::decode(msg).is_ok_and(|m| m.apply) {
-                        apply.store(true, Ordering::SeqCst);
-                    }
-                }
+                note_apply(frames, data, apply);
             }
         }
         polled
@@ -376,9 +377,8 @@ enum Recovery {
 
 impl Watched {
     fn observe(&mut self, headers: &http::HeaderMap) {
-        if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok())
-        {
-            self.code = Some(tonic::Code::from_i32(code));
+        if let Some(code) = crate::layers::grpc_status(headers) {
+            self.code = Some(code);
         }
     }
 }

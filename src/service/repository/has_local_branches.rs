@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use crate::git::Sub;
+use crate::git::repo::Repo;
 use crate::proto::gitaly::{HasLocalBranchesRequest, HasLocalBranchesResponse};
 use crate::service::Context;
 
@@ -11,13 +11,6 @@ pub async fn has_local_branches(
     req: HasLocalBranchesRequest,
 ) -> Result<HasLocalBranchesResponse, Status> {
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
-    let out = ctx
-        .git
-        .command(&repo, Sub::ForEachRef)
-        .flag("--format=%(refname)")
-        .flag("--count=1")
-        .trusted_arg("refs/heads/")
-        .output()
-        .await?;
-    Ok(HasLocalBranchesResponse { value: !out.stdout.is_empty() })
+    let value = Repo::new(&ctx.git, &repo).has_branches().await?;
+    Ok(HasLocalBranchesResponse { value })
 }
