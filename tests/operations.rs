@@ -24,15 +24,6 @@ async fn setup() -> (Daemon, PathBuf, PathBuf, Ops) {
     (d, wt, bare, ops)
 }
 
-fn user() -> Option<User> {
-    Some(User {
-        gl_id: "user-1".into(),
-        name: b"Jane Doe".to_vec(),
-        email: b"jane@example.com".to_vec(),
-        gl_username: "jane".into(),
-    })
-}
-
 fn rev(repo: &Path, r: &str) -> String {
     stdout(git(repo).args(["rev-parse", r]))
 }

@@ -34,15 +34,6 @@ fn count(ws: &[Worker], role: worker::Role) -> usize {
     ws.iter().filter(|w| w.role == role as i32).count()
 }
 
-fn user() -> Option<User> {
-    Some(User {
-        gl_id: "user-1".into(),
-        name: b"Jane Doe".to_vec(),
-        email: b"jane@example.com".to_vec(),
-        gl_username: "jane".into(),
-    })
-}
-
 async fn create_branch(d: &Daemon, ch: &AuthChannel, name: &str) -> Result<(), tonic::Status> {
     let req = UserCreateBranchRequest {
         repository: Some(d.repo("p.git")),

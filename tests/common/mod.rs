@@ -171,6 +171,16 @@ impl Drop for Daemon {
     }
 }
 
+/// The user GitLab would send with an operation.
+pub fn user() -> Option<rgitaly::proto::gitaly::User> {
+    Some(rgitaly::proto::gitaly::User {
+        gl_id: "user-1".into(),
+        name: b"Jane Doe".to_vec(),
+        email: b"jane@example.com".to_vec(),
+        gl_username: "jane".into(),
+    })
+}
+
 /// Whether a process exists.
 pub fn process_alive(pid: i32) -> bool {
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !is_zombie(pid)
