@@ -248,8 +248,6 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// Keys that parse but whose feature rgitaly does not have yet; setting them changes nothing today.
 const NOT_BUILT_KEYS: &[(&str, &str)] = &[
-    ("auth.token", "authentication is not enforced yet"),
-    ("prometheus_listen_addr", "the metrics endpoint is not built yet"),
     ("concurrency", "the concurrency limiter is not built yet"),
     ("pack_objects_cache.enabled", "the pack-objects cache is not built"),
     ("hooks.custom_hooks_dir", "server-side custom hooks are not run"),

@@ -1,10 +1,12 @@
-//! Prometheus metrics, registered in one registry with upstream's names so dashboards carry over. The HTTP
-//! endpoint that serves them (`prometheus_listen_addr`) comes with the operations work; families are
-//! registered and updated now.
+//! Prometheus metrics, registered in one registry with upstream's names so dashboards carry over, and the
+//! `/metrics` endpoint on `prometheus_listen_addr` that serves them.
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -43,6 +45,114 @@ pub static GRPC_CLIENT_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static AUTHENTICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "gitaly_authentications_total",
+        "Counts of of Gitaly request authentication attempts",
+        &["enforced", "status"],
+    )
+});
+
+pub static GRPC_SERVER_STARTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "grpc_server_started_total",
+        "Total number of RPCs started on the server.",
+        &["grpc_type", "grpc_service", "grpc_method"],
+    )
+});
+
+pub static GRPC_SERVER_HANDLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "grpc_server_handled_total",
+        "Total number of RPCs completed on the server, regardless of success or failure.",
+        &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+    )
+});
+
+pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("gitaly_connections_total", "Total number of connections accepted by this Gitaly process", &["type"])
+});
+
+pub static COMMANDS_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
+    let g = IntGauge::new("gitaly_commands_running", "Total number of processes currently being executed")
+        .expect("valid metric");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+});
+
+pub static BUILD_INFO: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge("gitaly_build_info", "Current build information.", &["version", "git_version"]));
+
+/// `grpc_server_handling_seconds`, only when `[prometheus] grpc_latency_buckets` is configured (as upstream).
+static HANDLING_SECONDS: OnceLock<HistogramVec> = OnceLock::new();
+
+pub fn enable_latency_histogram(buckets: &[f64]) {
+    if buckets.is_empty() {
+        return;
+    }
+    let h = HistogramVec::new(
+        HistogramOpts::new(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+        )
+        .buckets(buckets.to_vec()),
+        &["grpc_type", "grpc_service", "grpc_method"],
+    )
+    .expect("valid histogram");
+    if HANDLING_SECONDS.set(h.clone()).is_ok() {
+        REGISTRY.register(Box::new(h)).expect("metric registered once");
+    }
+}
+
+/// unary, client_stream, server_stream or bidi_stream, for each full method name, from our descriptors.
+fn method_types() -> &'static HashMap<String, &'static str> {
+    static TYPES: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
+    TYPES.get_or_init(|| {
+        use prost::Message;
+        let mut map = HashMap::new();
+        if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+            for file in set.file {
+                for svc in &file.service {
+                    for m in &svc.method {
+                        let kind = match (m.client_streaming(), m.server_streaming()) {
+                            (false, false) => "unary",
+                            (true, false) => "client_stream",
+                            (false, true) => "server_stream",
+                            (true, true) => "bidi_stream",
+                        };
+                        map.insert(format!("{}.{}/{}", file.package(), svc.name(), m.name()), kind);
+                    }
+                }
+            }
+        }
+        map
+    })
+}
+
+pub fn grpc_type(service: &str, method: &str) -> &'static str {
+    method_types().get(&format!("{service}/{method}")).copied().unwrap_or("unknown")
+}
+
+pub fn record_started(service: &str, method: &str) {
+    GRPC_SERVER_STARTED.with_label_values(&[grpc_type(service, method), service, method]).inc();
+}
+
+pub fn record_handled(service: &str, method: &str, code: &str, seconds: f64) {
+    let kind = grpc_type(service, method);
+    GRPC_SERVER_HANDLED.with_label_values(&[kind, service, method, code]).inc();
+    if let Some(h) = HANDLING_SECONDS.get() {
+        h.with_label_values(&[kind, service, method]).observe(seconds);
+    }
+}
+
+/// The registry in Prometheus text format.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&REGISTRY.gather(), &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// Forces registration of every family (so a scrape lists them before first use).
 pub fn register_all() {
     LazyLock::force(&SUPERVISOR_STARTS);
@@ -50,4 +160,41 @@ pub fn register_all() {
     LazyLock::force(&SUPERVISOR_HEALTH_CHECKS);
     LazyLock::force(&MEMORY_TERMINATIONS);
     LazyLock::force(&GRPC_CLIENT_HANDLED);
+    LazyLock::force(&AUTHENTICATIONS);
+    LazyLock::force(&GRPC_SERVER_STARTED);
+    LazyLock::force(&GRPC_SERVER_HANDLED);
+    LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&COMMANDS_RUNNING);
+    LazyLock::force(&BUILD_INFO);
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped. `before_scrape` refreshes gauges read at
+/// scrape time.
+pub async fn serve(listener: tokio::net::TcpListener, before_scrape: std::sync::Arc<dyn Fn() + Send + Sync>) {
+    use hyper::service::service_fn;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let before_scrape = before_scrape.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let before_scrape = before_scrape.clone();
+                async move {
+                    let resp = if req.uri().path() == "/metrics" {
+                        before_scrape();
+                        hyper::Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(http_body_util::Full::new(bytes::Bytes::from(render())))
+                    } else {
+                        hyper::Response::builder()
+                            .status(404)
+                            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"not found\n")))
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.expect("valid response"))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
 }

@@ -12,6 +12,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
 use crate::git::GitCmdFactory;
+use crate::layers::auth::{AuthConfig, AuthLayer};
 use crate::layers::logging::LogLayer;
 use crate::locator::Locator;
 use crate::pool::proxy::PoolProxyLayer;
@@ -205,6 +206,11 @@ async fn serve_with_pool(
     let routes = routes(ctx, pool).await?;
     let listeners = bind_all(&ctx.config)?;
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
+    let auth = AuthLayer::new(AuthConfig {
+        token: ctx.config.auth.token.clone(),
+        previous_tokens: ctx.config.auth.previous_tokens.clone(),
+        transitioning: ctx.config.auth.transitioning,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
@@ -214,19 +220,19 @@ async fn serve_with_pool(
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut builder = tuned(Server::builder()).layer(LogLayer).layer(proxy.clone());
+        let mut builder = tuned(Server::builder()).layer(LogLayer).layer(auth.clone()).layer(proxy.clone());
         match listener {
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
                 sockets.push(path);
-                let incoming = UnixListenerStream::new(l);
+                let incoming = counted(UnixListenerStream::new(l), "unix");
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
             Listener::Tcp(l) => {
                 tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on tcp");
-                let incoming = nodelay(l);
+                let incoming = counted(nodelay(l), "tcp");
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
@@ -236,13 +242,14 @@ async fn serve_with_pool(
                 let mut builder = builder
                     .tls_config(ServerTlsConfig::new().identity(identity))
                     .map_err(|source| ServeError::Transport { what: "tls".into(), source })?;
-                let incoming = nodelay(l);
+                let incoming = counted(nodelay(l), "tls");
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
         }
     }
+    let metrics = start_metrics(ctx).await?;
     tracing::info!(version = crate::VERSION, "rgitaly ready");
 
     tokio::select! {
@@ -270,7 +277,38 @@ async fn serve_with_pool(
         tracing::warn!(count = killed, "killed git processes still running at exit");
     }
     cleanup(&sockets);
+    if let Some(m) = metrics {
+        m.abort();
+    }
     Ok(())
+}
+
+/// Counts accepted connections in `gitaly_connections_total{type}`.
+fn counted<S, T>(incoming: S, kind: &'static str) -> impl futures::Stream<Item = std::io::Result<T>>
+where
+    S: futures::Stream<Item = std::io::Result<T>>,
+{
+    use futures::StreamExt;
+    incoming.inspect(move |c| {
+        if c.is_ok() {
+            crate::metrics::CONNECTIONS.with_label_values(&[kind]).inc();
+        }
+    })
+}
+
+/// Registers the metric families and serves `/metrics` when `prometheus_listen_addr` is set; the returned
+/// task is the endpoint.
+async fn start_metrics(ctx: &Ctx) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
+    crate::metrics::register_all();
+    crate::metrics::enable_latency_histogram(&ctx.config.prometheus.grpc_latency_buckets);
+    let git_version = ctx.git.version().await.unwrap_or_default();
+    crate::metrics::BUILD_INFO.with_label_values(&[crate::VERSION, &git_version]).set(1);
+    let Some(addr) = &ctx.config.prometheus_listen_addr else { return Ok(None) };
+    let listener = std_tcp(addr).map_err(io_err(format!("prometheus_listen_addr: bind {addr}")))?;
+    tracing::info!(address = %addr, "serving metrics");
+    let ctx = ctx.clone();
+    let refresh = Arc::new(move || crate::metrics::COMMANDS_RUNNING.set(ctx.git.running() as i64));
+    Ok(Some(tokio::spawn(crate::metrics::serve(listener, refresh))))
 }
 
 fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {

@@ -1,4 +1,4 @@
-//! One log line per finished RPC, with upstream's field names (`grpc.service`, `grpc.method`,
+//! One log line per finished RPC (and the grpc_server_* counters), with upstream's field names (`grpc.service`, `grpc.method`,
 //! `grpc.code`, `grpc.time_ms`, `correlation_id`). The line is written when the response body ends (or the
 //! client goes away), so a streaming call is logged with its real duration and final status.
 
@@ -41,6 +41,15 @@ impl CallLog {
     }
 }
 
+/// The `grpc_code` label as go-grpc-prometheus writes it (OK, NotFound, …).
+fn code_label(code: Option<tonic::Code>) -> String {
+    match code {
+        Some(tonic::Code::Ok) => "OK".to_string(),
+        Some(c) => format!("{c:?}"),
+        None => "Canceled".to_string(),
+    }
+}
+
 impl Drop for CallLog {
     fn drop(&mut self) {
         let code = match self.code {
@@ -48,7 +57,9 @@ impl Drop for CallLog {
             // The body ended without trailers: the client went away before the call finished.
             None => "Canceled".to_string(),
         };
-        let time_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let time_ms = seconds * 1000.0;
+        crate::metrics::record_handled(&self.service, &self.method, &code_label(self.code), seconds);
         tracing::info!(
             grpc.service = %self.service,
             grpc.method = %self.method,
@@ -82,6 +93,7 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        crate::metrics::record_started(service, method);
         let mut log = CallLog {
             service: service.to_string(),
             method: method.to_string(),

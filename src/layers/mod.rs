@@ -2,6 +2,7 @@
 //! streaming ones included (a tonic interceptor would stop seeing the call when the handler starts).
 //! Authentication, the concurrency limiter and metrics join this stack.
 
+pub mod auth;
 pub mod logging;
 
 /// The gRPC status code in response headers or trailers, if they carry one.

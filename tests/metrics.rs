@@ -1,0 +1,57 @@
+//! The Prometheus endpoint: upstream's metric families, fed by real calls.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::*;
+use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
+use rgitaly::proto::gitaly::ServerInfoRequest;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_serves_upstream_families() {
+    let port = free_port();
+    let d = Daemon::start_with(&format!(
+        "prometheus_listen_addr = \"127.0.0.1:{port}\"\n[prometheus]\ngrpc_latency_buckets = [0.001, 0.01, 0.1, 1.0]\n"
+    ));
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    let ch = d.channel().await;
+    ServerServiceClient::new(ch.clone()).server_info(ServerInfoRequest {}).await.unwrap();
+    run(d.git(&d.work_dir("c")).args(["clone", "--quiet", &d.url("p.git"), "c"]));
+    let wait = std::time::Instant::now();
+    let body = loop {
+        let text = get(port, "/metrics");
+        if text.contains("grpc_method=\"SSHUploadPack\"") || wait.elapsed().as_secs() > 10 {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for want in [
+        "grpc_server_started_total{grpc_method=\"ServerInfo\",grpc_service=\"gitaly.ServerService\",grpc_type=\"unary\"}",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"ServerInfo\",grpc_service=\"gitaly.ServerService\",grpc_type=\"unary\"} 1",
+        "grpc_server_handled_total{grpc_code=\"OK\",grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\",grpc_type=\"bidi_stream\"} 1",
+        "grpc_server_handling_seconds_bucket{grpc_method=\"ServerInfo\"",
+        "gitaly_connections_total{type=\"unix\"}",
+        "gitaly_authentications_total{enforced=\"true\",status=\"server disabled authentication\"}",
+        "gitaly_supervisor_starts_total{name=\"worker-0\"} 1",
+        "gitaly_commands_running 0",
+        "gitaly_build_info{",
+    ] {
+        assert!(body.contains(want), "missing {want}\n{body}");
+    }
+    assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
+}
