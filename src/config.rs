@@ -248,7 +248,6 @@ const KNOWN_KEYS: &[&str] = &[
 
 /// Keys that parse but whose feature rgitaly does not have yet; setting them changes nothing today.
 const NOT_BUILT_KEYS: &[(&str, &str)] = &[
-    ("concurrency", "the concurrency limiter is not built yet"),
     ("pack_objects_cache.enabled", "the pack-objects cache is not built"),
     ("hooks.custom_hooks_dir", "server-side custom hooks are not run"),
     ("gitlab.url", "GitLab's internal API is not called; pushes are accepted without access checks"),
@@ -491,7 +490,6 @@ rugged_option = 1
         assert!(all.contains("\"ruby_only_thing\""), "{all}");
         assert!(all.contains("\"logging.rugged_option\""), "{all}");
         assert!(!all.contains("self_signed_cert"), "{all}");
-        assert!(all.contains("concurrency"), "{all}");
     }
 
     #[test]

@@ -34,6 +34,8 @@ fn main() {
 }
 
 async fn serve(path: &std::path::Path) -> i32 {
+    // First, so a SIGTERM during start-up still means a clean shutdown.
+    let shutdown = rgitaly::server::shutdown_signal();
     let cfg = match cli::load_config(path) {
         Ok(c) => c,
         Err(e) => {
@@ -53,7 +55,7 @@ async fn serve(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    match rgitaly::server::serve(ctx, path, rgitaly::server::shutdown_signal()).await {
+    match rgitaly::server::serve(ctx, path, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

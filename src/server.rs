@@ -13,6 +13,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::config::Config;
 use crate::git::GitCmdFactory;
 use crate::layers::auth::{AuthConfig, AuthLayer};
+use crate::layers::limiter::LimiterLayer;
 use crate::layers::logging::LogLayer;
 use crate::locator::Locator;
 use crate::pool::proxy::PoolProxyLayer;
@@ -206,6 +207,7 @@ async fn serve_with_pool(
     let routes = routes(ctx, pool).await?;
     let listeners = bind_all(&ctx.config)?;
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
+    let limiter = LimiterLayer::new(&ctx.config.concurrency);
     let auth = AuthLayer::new(AuthConfig {
         token: ctx.config.auth.token.clone(),
         previous_tokens: ctx.config.auth.previous_tokens.clone(),
@@ -220,7 +222,8 @@ async fn serve_with_pool(
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut builder = tuned(Server::builder()).layer(LogLayer).layer(auth.clone()).layer(proxy.clone());
+        let mut builder =
+            tuned(Server::builder()).layer(LogLayer).layer(auth.clone()).layer(limiter.clone()).layer(proxy.clone());
         match listener {
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
@@ -326,13 +329,16 @@ fn cleanup(sockets: &[PathBuf]) {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when first polled),
+/// so a signal that arrives while the daemon is still starting is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!(signal = "SIGTERM", "received signal"),
-        _ = int.recv() => tracing::info!(signal = "SIGINT", "received signal"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "received signal"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "received signal"),
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! Authentication, the concurrency limiter and metrics join this stack.
 
 pub mod auth;
+pub mod limiter;
 pub mod logging;
+pub mod peek;
 
 /// The gRPC status code in response headers or trailers, if they carry one.
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<tonic::Code> {

@@ -23,6 +23,7 @@ use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Lease, Pool};
+use crate::layers::peek::{self, RepositoryField};
 use crate::metrics;
 use crate::proto::gitaly::{
     user_apply_patch_request, user_commit_files_request, OperationBranchUpdate, Repository, UserApplyPatchRequest,
@@ -117,8 +118,9 @@ async fn forward(
     req: Request<Body>,
 ) -> Result<Response<Body>, Status> {
     let (mut parts, mut body) = req.into_parts();
-    let (first, first_len) = read_first_message(&mut body).await?;
-    let first_msg = first.slice(5..5 + first_len);
+    let peeked = peek::first_message(&mut body).await.map_err(|(status, _)| status)?;
+    let first_msg = peeked.message();
+    let (first, first_len) = (peeked.bytes, peeked.len);
     let (repo, start_repo) = repositories(method, &first_msg)?;
 
     let repo_path = ctx.locator.repo_path(repo.as_ref())?;
@@ -220,44 +222,6 @@ async fn forward(
     }
 }
 
-/// Reads the body until it holds the first gRPC message (5-byte prefix and payload); returns what was read
-/// (which may run past the first message) and the first message's length.
-async fn read_first_message(body: &mut Body) -> Result<(Bytes, usize), Status> {
-    let mut buf = BytesMut::new();
-    loop {
-        if buf.len() >= 5 {
-            if buf[0] != 0 {
-                return Err(Status::unimplemented("compressed requests are not supported by the worker proxy"));
-            }
-            let len = (&buf[1..5]).get_u32() as usize;
-            if len > crate::server::MAX_MESSAGE {
-                return Err(Status::resource_exhausted("request message too large"));
-            }
-            if buf.len() >= 5 + len {
-                // Whatever follows the first message is passed on with it.
-                return Ok((buf.freeze(), len));
-            }
-        }
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    buf.extend_from_slice(&data);
-                }
-            }
-            Some(Err(e)) => return Err(e),
-            None if buf.is_empty() => return Err(Status::invalid_argument("empty request stream")),
-            None => return Err(Status::invalid_argument("truncated request message")),
-        }
-    }
-}
-
-/// Field 1 of a message, as a repository: where nearly every Operation and Wiki request keeps it.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RepositoryField {
-    #[prost(message, optional, tag = "1")]
-    repository: Option<Repository>,
-}
-
 /// The target repository (and, for UserCommitFiles, the start repository) of a request message.
 fn repositories(method: &str, msg: &[u8]) -> Result<(Option<Repository>, Option<Repository>), Status> {
     let bad = |e: prost::DecodeError| Status::invalid_argument(format!("decode request: {e}"));
@@ -277,6 +241,7 @@ fn repositories(method: &str, msg: &[u8]) -> Result<(Option<Repository>, Option<
             _ => Err(Status::invalid_argument("empty UserApplyPatch_Header")),
         },
         _ => Ok((RepositoryField::decode(msg).map_err(bad)?.repository, None)),
+        // (field 1: where nearly every Operation and Wiki request keeps its repository)
     }
 }
 

@@ -81,9 +81,9 @@ async fn run(args: Args) -> i32 {
     let ops = service::Operations::new(git.clone());
 
     let parent = args.parent_pid;
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let shutdown = async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
