@@ -23,7 +23,7 @@ use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Lease, Pool};
-use crate::layers::peek::{self, RepositoryField};
+use crate::layers::peek::{self, Replay, RepositoryField};
 use crate::metrics;
 use crate::proto::gitaly::{
     user_apply_patch_request, user_commit_files_request, OperationBranchUpdate, Repository, UserApplyPatchRequest,
@@ -120,7 +120,7 @@ async fn forward(
     let (mut parts, mut body) = req.into_parts();
     let peeked = peek::first_message(&mut body).await.map_err(|(status, _)| status)?;
     let first_msg = peeked.message();
-    let (first, first_len) = (peeked.bytes, peeked.len);
+    let first = peeked.bytes;
     let (repo, start_repo) = repositories(method, &first_msg)?;
 
     let repo_path = ctx.locator.repo_path(repo.as_ref())?;
@@ -178,14 +178,11 @@ async fn forward(
     let (lease, result) = loop {
         attempt += 1;
         let lease = pool.lease_excluding(&tried).ok_or_else(|| Status::unavailable("no worker available"))?;
-        let apply_scan = merge.as_ref().map(|m| {
-            // Messages that arrived together with the first one count too.
-            let mut frames = Frames::default();
-            note_apply(&mut frames, &first[5 + first_len..], &m.apply_sent);
-            (frames, m.apply_sent.clone())
-        });
+        // The scan sees every request message, the first (which never says apply) included.
+        let apply_scan = merge.as_ref().map(|m| (Frames::default(), m.apply_sent.clone()));
         let rest = if replayable { Body::empty() } else { body.take().unwrap_or_default() };
-        let request_body = Body::new(Prefixed { first: Some(first.clone()), rest, apply_scan });
+        let replay = Replay { first: Some(first.clone()), rest };
+        let request_body = Body::new(Prefixed { replay, apply_scan });
         let mut request = Request::new(request_body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
@@ -288,10 +285,9 @@ fn note_apply(frames: &mut Frames, data: &[u8], apply: &AtomicBool) {
     }
 }
 
-/// The request body with its first message put back in front.
+/// The request body with its first message put back in front, watched for UserMergeBranch's `apply`.
 struct Prefixed {
-    first: Option<Bytes>,
-    rest: Body,
+    replay: Replay,
     /// For UserMergeBranch: notes when the client says `apply`.
     apply_scan: Option<(Frames, Arc<AtomicBool>)>,
 }
@@ -304,11 +300,8 @@ impl http_body::Body for Prefixed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
-        }
         let this = &mut *self;
-        let polled = Pin::new(&mut this.rest).poll_frame(cx);
+        let polled = Pin::new(&mut this.replay).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some((frames, apply))) = (&polled, this.apply_scan.as_mut()) {
             if let Some(data) = frame.data_ref() {
                 note_apply(frames, data, apply);
@@ -318,7 +311,7 @@ impl http_body::Body for Prefixed {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none() && self.rest.is_end_stream()
+        self.replay.is_end_stream()
     }
 }
 
