@@ -119,3 +119,41 @@ async fn health_reflection_and_unimplemented() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_json_log_line_per_call_with_upstream_fields() {
+    let logs = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_env(
+        &format!("[logging]\nformat = \"json\"\ndir = {:?}\n", logs.path()),
+        &[("RGITALY_LOG", "info")],
+    );
+    let mut req = tonic::Request::new(rgitaly::proto::gitaly::RepositoryExistsRequest {
+        repository: Some(rgitaly::proto::gitaly::Repository {
+            gl_project_path: "group/project".into(),
+            ..d.repo("p.git")
+        }),
+    });
+    req.metadata_mut().insert("x-gitlab-correlation-id", "corr-123".parse().unwrap());
+    RepositoryServiceClient::new(d.channel().await).repository_exists(req).await.unwrap();
+    let line = {
+        let mut found = None;
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(logs.path().join("rgitaly.log")).unwrap_or_default();
+            found = text.lines().find(|l| l.contains("corr-123")).map(str::to_string);
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        found.expect("a log line for the call")
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["grpc.service"], "gitaly.RepositoryService");
+    assert_eq!(v["grpc.method"], "RepositoryExists");
+    assert_eq!(v["grpc.code"], "OK");
+    assert_eq!(v["grpc.request.repoStorage"], STORAGE);
+    assert_eq!(v["grpc.request.repoPath"], "p.git");
+    assert_eq!(v["grpc.request.glProjectPath"], "group/project");
+    assert_eq!(v["correlation_id"], "corr-123");
+    assert!(v["grpc.time_ms"].as_f64().is_some());
+}

@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
+
+use super::peek::{self, Replay};
 use tower::{Layer, Service};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +33,7 @@ struct CallLog {
     correlation_id: String,
     started: Instant,
     code: Option<tonic::Code>,
+    repository: Option<crate::proto::gitaly::Repository>,
 }
 
 impl CallLog {
@@ -41,39 +44,40 @@ impl CallLog {
     }
 }
 
-/// The `grpc_code` label as go-grpc-prometheus writes it (OK, NotFound, …).
+/// A status code as Go's gRPC names it (OK, Canceled, NotFound, …), for log lines and metric labels.
 fn code_label(code: Option<tonic::Code>) -> String {
     match code {
         Some(tonic::Code::Ok) => "OK".to_string(),
+        Some(tonic::Code::Cancelled) | None => "Canceled".to_string(),
         Some(c) => format!("{c:?}"),
-        None => "Canceled".to_string(),
     }
 }
 
 impl Drop for CallLog {
     fn drop(&mut self) {
-        let code = match self.code {
-            Some(c) => format!("{c:?}"),
-            // The body ended without trailers: the client went away before the call finished.
-            None => "Canceled".to_string(),
-        };
+        // No trailers means the client went away before the call finished: Canceled.
+        let code = code_label(self.code);
         let seconds = self.started.elapsed().as_secs_f64();
         let time_ms = seconds * 1000.0;
-        crate::metrics::record_handled(&self.service, &self.method, &code_label(self.code), seconds);
+        crate::metrics::record_handled(&self.service, &self.method, &code, seconds);
+        let repo = self.repository.clone().unwrap_or_default();
         tracing::info!(
             grpc.service = %self.service,
             grpc.method = %self.method,
             grpc.code = %code,
             grpc.time_ms = time_ms,
+            grpc.request.repoStorage = %repo.storage_name,
+            grpc.request.repoPath = %repo.relative_path,
+            grpc.request.glProjectPath = %repo.gl_project_path,
             correlation_id = %self.correlation_id,
             "finished call"
         );
     }
 }
 
-impl<S, ReqBody> Service<Request<ReqBody>> for LogService<S>
+impl<S> Service<Request<tonic::body::Body>> for LogService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<tonic::body::Body>> + Send,
+    S: Service<Request<tonic::body::Body>, Response = Response<tonic::body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response<tonic::body::Body>;
@@ -84,7 +88,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
         let path = req.uri().path().trim_start_matches('/');
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let correlation_id = req
@@ -100,10 +104,22 @@ where
             correlation_id,
             started: Instant::now(),
             code: None,
+            repository: None,
         };
-        let fut = self.inner.call(req);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let resp = fut.await?;
+            // The repository for the log line comes from the first request message, which goes on untouched.
+            let (parts, mut body) = req.into_parts();
+            let first = match peek::first_message(&mut body).await {
+                Ok(p) => {
+                    log.repository = peek::repository_field(&p.message());
+                    p.bytes
+                }
+                Err((_, read)) => read,
+            };
+            let req = Request::from_parts(parts, tonic::body::Body::new(Replay { first: Some(first), rest: body }));
+            let resp = inner.call(req).await?;
             // Trailers-only responses (errors) carry the status in the headers.
             log.observe(resp.headers());
             let (parts, body) = resp.into_parts();
