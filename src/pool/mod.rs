@@ -47,8 +47,8 @@ pub enum PoolError {
     NotRunning(String),
     #[error("worker {0:?} is the last healthy worker; not rotating it")]
     LastHealthy(String),
-    #[error("start worker {name}: {source}")]
-    Spawn { name: String, source: std::io::Error },
+    #[error("start worker {name} ({bin}): {source}")]
+    Spawn { name: String, bin: String, source: std::io::Error },
     #[error("worker {name} did not become healthy within {secs}s")]
     NotReady { name: String, secs: u64 },
     #[error("create {0}: {1}")]
@@ -280,7 +280,11 @@ impl Pool {
             .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
-        let mut child = cmd.spawn().map_err(|source| PoolError::Spawn { name: name.into(), source })?;
+        let mut child = cmd.spawn().map_err(|source| PoolError::Spawn {
+            name: name.into(),
+            bin: cfg.worker_bin.display().to_string(),
+            source,
+        })?;
         let pid = child.id().unwrap_or(0) as i32;
         let channel = crate::client::unix_channel_lazy(&socket);
         let worker = Arc::new(Worker {
