@@ -153,6 +153,14 @@ pub fn render() -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+pub static GIT_PROTOCOL_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "gitaly_git_protocol_requests_total",
+        "Counter of Git protocol requests",
+        &["grpc_service", "grpc_method", "git_protocol"],
+    )
+});
+
 /// Forces registration of every family (so a scrape lists them before first use).
 pub fn register_all() {
     LazyLock::force(&SUPERVISOR_STARTS);
@@ -166,6 +174,7 @@ pub fn register_all() {
     LazyLock::force(&CONNECTIONS);
     LazyLock::force(&COMMANDS_RUNNING);
     LazyLock::force(&BUILD_INFO);
+    LazyLock::force(&GIT_PROTOCOL_REQUESTS);
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. `before_scrape` refreshes gauges read at

@@ -50,6 +50,7 @@ async fn metrics_endpoint_serves_upstream_families() {
         "gitaly_supervisor_starts_total{name=\"worker-0\"} 1",
         "gitaly_commands_running 0",
         "gitaly_build_info{",
+        "gitaly_git_protocol_requests_total{git_protocol=\"v2\",grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\"} 1",
     ] {
         assert!(body.contains(want), "missing {want}\n{body}");
     }

@@ -27,13 +27,16 @@ pub struct Context {
 pub type Ctx = Arc<Context>;
 
 /// The value of `GIT_PROTOCOL` for a request's `git_protocol`: only `version=2` is passed on, as upstream.
-pub fn git_protocol_env(git_protocol: &str) -> Option<&'static str> {
-    match git_protocol {
-        "version=2" => Some("version=2"),
-        "" => None,
+/// Counted in `gitaly_git_protocol_requests_total` by the calling RPC.
+pub fn git_protocol_env(git_protocol: &str, service: &str, method: &str) -> Option<&'static str> {
+    let (env, label) = match git_protocol {
+        "version=2" => (Some("version=2"), "v2"),
+        "" => (None, "v0"),
         other => {
             tracing::warn!(git_protocol = other, "invalid git protocol requested");
-            None
+            (None, "invalid")
         }
-    }
+    };
+    crate::metrics::GIT_PROTOCOL_REQUESTS.with_label_values(&[service, method, label]).inc();
+    env
 }

@@ -33,7 +33,11 @@ pub async fn info_refs(
         .flag("--advertise-refs")
         .request_config(&req.git_config_options)
         .trusted_arg(&repo);
-    if let Some(v) = git_protocol_env(&req.git_protocol) {
+    let method = match service {
+        Service::UploadPack => "InfoRefsUploadPack",
+        Service::ReceivePack => "InfoRefsReceivePack",
+    };
+    if let Some(v) = git_protocol_env(&req.git_protocol, "gitaly.SmartHTTPService", method) {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }
     let child = cmd.spawn().map_err(|e| match e {

@@ -35,7 +35,7 @@ pub async fn post_receive_pack(
         .env("GL_REPOSITORY", &first.gl_repository)
         .env("GL_USERNAME", &first.gl_username)
         .env("GL_PROTOCOL", "http");
-    if let Some(v) = git_protocol_env(&first.git_protocol) {
+    if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SmartHTTPService", "PostReceivePack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }
     let child = cmd.spawn().map_err(|e| match e {

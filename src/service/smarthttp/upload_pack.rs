@@ -25,7 +25,7 @@ pub async fn post_upload_pack(
         .flag("--stateless-rpc")
         .request_config(&first.git_config_options)
         .trusted_arg(&repo);
-    if let Some(v) = git_protocol_env(&first.git_protocol) {
+    if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SmartHTTPService", "PostUploadPack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }
     let child = cmd.spawn().map_err(|e| match e {

@@ -33,7 +33,7 @@ pub async fn ssh_receive_pack(
         .env("GL_REPOSITORY", &first.gl_repository)
         .env("GL_USERNAME", &first.gl_username)
         .env("GL_PROTOCOL", "ssh");
-    if let Some(v) = git_protocol_env(&first.git_protocol) {
+    if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SSHService", "SSHReceivePack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }
     let child = cmd.spawn()?;

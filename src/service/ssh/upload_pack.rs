@@ -19,7 +19,7 @@ pub async fn ssh_upload_pack(
     }
     let repo = ctx.locator.repo_path(first.repository.as_ref())?;
     let mut cmd = ctx.git.command(&repo, Sub::UploadPack).request_config(&first.git_config_options).trusted_arg(&repo);
-    if let Some(v) = git_protocol_env(&first.git_protocol) {
+    if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SSHService", "SSHUploadPack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }
     let child = cmd.spawn()?;
