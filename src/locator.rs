@@ -49,8 +49,6 @@ pub struct Locator {
 #[derive(Debug, Clone)]
 struct StorageRoot {
     name: String,
-    /// As configured, for reporting.
-    path: PathBuf,
     /// Canonical form, for containment checks after following symlinks.
     canonical: PathBuf,
 }
@@ -59,13 +57,7 @@ impl Locator {
     pub fn new(storages: &[Storage]) -> std::io::Result<Locator> {
         let storages = storages
             .iter()
-            .map(|s| {
-                Ok(StorageRoot {
-                    name: s.name.clone(),
-                    path: s.path.clone(),
-                    canonical: std::fs::canonicalize(&s.path)?,
-                })
-            })
+            .map(|s| Ok(StorageRoot { name: s.name.clone(), canonical: std::fs::canonicalize(&s.path)? }))
             .collect::<std::io::Result<_>>()?;
         Ok(Locator { storages })
     }
@@ -82,11 +74,6 @@ impl Locator {
             .find(|s| s.name == name)
             .map(|s| s.canonical.as_path())
             .ok_or_else(|| LocateError::UnknownStorage(name.to_string()))
-    }
-
-    /// The configured (non-canonical) path of a storage, for messages.
-    pub fn storage_display_path(&self, name: &str) -> Option<&Path> {
-        self.storages.iter().find(|s| s.name == name).map(|s| s.path.as_path())
     }
 
     /// The path of an existing git repository.

@@ -354,10 +354,6 @@ impl<'a> GitCommand<'a> {
         self
     }
 
-    pub fn sub(&self) -> Sub {
-        self.sub
-    }
-
     /// The argument vector after `git`, for logs and tests.
     pub fn args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();

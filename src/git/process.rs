@@ -85,10 +85,6 @@ impl Running {
         Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx) })
     }
 
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
-
     pub fn killer(&self) -> Killer {
         Killer { pid: self.pid, exited: self.exited.clone() }
     }

@@ -95,12 +95,6 @@ impl<'a> Repo<'a> {
         Ok(Some(parse_commit(&oid, &out.stdout)))
     }
 
-    /// Raw bytes of an object of a known type.
-    pub async fn read_object(&self, kind: &str, oid: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let out = self.git.command(self.path, Sub::CatFile).flag(kind).trusted_arg(oid).run_to_end().await?;
-        Ok(out.exit.success().then_some(out.stdout))
-    }
-
     pub async fn has_branches(&self) -> Result<bool, GitError> {
         let out = self
             .git

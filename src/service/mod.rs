@@ -26,6 +26,11 @@ pub struct Context {
 
 pub type Ctx = Arc<Context>;
 
+/// Reads the first request of a client stream; a stream that ends at once has no first request.
+pub async fn first_request<T>(stream: &mut tonic::Streaming<T>) -> Result<T, tonic::Status> {
+    stream.message().await?.ok_or_else(|| tonic::Status::invalid_argument("empty request stream"))
+}
+
 /// The value of `GIT_PROTOCOL` for a request's `git_protocol`: only `version=2` is passed on, as upstream.
 /// Counted in `gitaly_git_protocol_requests_total` by the calling RPC.
 pub fn git_protocol_env(git_protocol: &str, service: &str, method: &str) -> Option<&'static str> {

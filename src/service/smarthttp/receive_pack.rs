@@ -7,14 +7,14 @@ use tonic::{Status, Streaming};
 
 use crate::git::Sub;
 use crate::proto::gitaly::{PostReceivePackRequest, PostReceivePackResponse};
-use crate::service::{git_protocol_env, Context};
+use crate::service::{first_request, git_protocol_env, Context};
 use crate::streamio::{self, Options, Output};
 
 pub async fn post_receive_pack(
     ctx: &Context,
     mut stream: Streaming<PostReceivePackRequest>,
 ) -> Result<BoxStream<PostReceivePackResponse>, Status> {
-    let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty request stream"))?;
+    let first = first_request(&mut stream).await?;
     if first.gl_id.is_empty() {
         return Err(Status::invalid_argument("PostReceivePack: empty GlId"));
     }

@@ -7,14 +7,14 @@ use tonic::{Status, Streaming};
 
 use crate::git::Sub;
 use crate::proto::gitaly::{PostUploadPackRequest, PostUploadPackResponse};
-use crate::service::{git_protocol_env, Context};
+use crate::service::{first_request, git_protocol_env, Context};
 use crate::streamio::{self, Options, Output};
 
 pub async fn post_upload_pack(
     ctx: &Context,
     mut stream: Streaming<PostUploadPackRequest>,
 ) -> Result<BoxStream<PostUploadPackResponse>, Status> {
-    let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty request stream"))?;
+    let first = first_request(&mut stream).await?;
     if !first.data.is_empty() {
         return Err(Status::invalid_argument("PostUploadPack: non-empty Data"));
     }

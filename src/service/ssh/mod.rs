@@ -69,11 +69,6 @@ ssh_response!(SshUploadPackResponse);
 ssh_response!(SshReceivePackResponse);
 ssh_response!(SshUploadArchiveResponse);
 
-/// Reads the first request of a stream; a stream that ends at once has no first request.
-async fn first_request<T>(stream: &mut Streaming<T>) -> Result<T, Status> {
-    stream.message().await?.ok_or_else(|| Status::invalid_argument("empty request stream"))
-}
-
 /// Pumps the rest of the client's stream into `child` and its output back, ending with the exit status.
 fn pump<Req, Resp>(
     child: Running,

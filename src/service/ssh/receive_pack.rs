@@ -3,9 +3,10 @@
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use super::{first_request, pump};
+use super::pump;
 use crate::git::Sub;
 use crate::proto::gitaly::{SshReceivePackRequest, SshReceivePackResponse};
+use crate::service::first_request;
 use crate::service::{git_protocol_env, Context};
 use crate::streamio::Options;
 

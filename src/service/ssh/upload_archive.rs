@@ -3,9 +3,10 @@
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use super::{first_request, pump};
+use super::pump;
 use crate::git::Sub;
 use crate::proto::gitaly::{SshUploadArchiveRequest, SshUploadArchiveResponse};
+use crate::service::first_request;
 use crate::service::Context;
 use crate::streamio::{Options, Watch};
 

@@ -16,7 +16,7 @@ pub async fn merge_branch(
     t: Target,
     mut stream: Streaming<UserMergeBranchRequest>,
 ) -> Result<BoxStream<UserMergeBranchResponse>, Status> {
-    let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty request stream"))?;
+    let first = rgitaly::service::first_request(&mut stream).await?;
     let Some(user) = first.user.as_ref() else { return Err(Status::invalid_argument("empty user")) };
     if first.branch.is_empty() {
         return Err(Status::invalid_argument("empty branch name"));
