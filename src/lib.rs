@@ -19,6 +19,8 @@ pub mod service;
 pub mod ssh_client;
 pub mod storage_metadata;
 pub mod streamio;
+pub mod tls;
+pub mod upgrade;
 
 /// The version reported by ServerInfo and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,8 @@ use rgitaly::cli::{self, Cli, Command};
 fn main() {
     let args = cli::normalize_args(std::env::args().collect());
     let cli = Cli::parse_from(args);
+    // Before any thread starts: takes listeners handed down by a predecessor and clears their variables.
+    let inherited = rgitaly::upgrade::Inherited::from_env();
     let runtime = tokio::runtime::Runtime::new().expect("start tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
@@ -19,7 +21,7 @@ fn main() {
                     2
                 }
             },
-            Command::Serve { config } => serve(&config).await,
+            Command::Serve { config } => serve(&config, inherited).await,
             Command::Repo(cmd) => cli::repo(cmd).await.unwrap_or_else(|e| {
                 eprintln!("rgitaly: {e}");
                 1
@@ -33,9 +35,9 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn serve(path: &std::path::Path) -> i32 {
-    // First, so a SIGTERM during start-up still means a clean shutdown.
-    let shutdown = rgitaly::server::shutdown_signal();
+async fn serve(path: &std::path::Path, inherited: rgitaly::upgrade::Inherited) -> i32 {
+    // First, so a SIGTERM during start-up still means a clean shutdown (and SIGHUP/SIGUSR2 do not kill).
+    let signals = rgitaly::server::Signals::install();
     let cfg = match cli::load_config(path) {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +57,7 @@ async fn serve(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    match rgitaly::server::serve(ctx, path, shutdown).await {
+    match rgitaly::server::serve(ctx, path, signals, inherited).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

@@ -133,6 +133,28 @@ pub fn grpc_type(service: &str, method: &str) -> &'static str {
     method_types().get(&format!("{service}/{method}")).copied().unwrap_or("unknown")
 }
 
+pub static GRPC_SERVER_MSG_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "grpc_server_msg_received_total",
+        "Total number of RPC stream messages received on the server.",
+        &["grpc_type", "grpc_service", "grpc_method"],
+    )
+});
+
+pub static GRPC_SERVER_MSG_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "grpc_server_msg_sent_total",
+        "Total number of gRPC stream messages sent by the server.",
+        &["grpc_type", "grpc_service", "grpc_method"],
+    )
+});
+
+/// The received and sent message counters of one method, looked up once per call.
+pub fn message_counters(service: &str, method: &str) -> (prometheus::IntCounter, prometheus::IntCounter) {
+    let labels = [grpc_type(service, method), service, method];
+    (GRPC_SERVER_MSG_RECEIVED.with_label_values(&labels), GRPC_SERVER_MSG_SENT.with_label_values(&labels))
+}
+
 pub fn record_started(service: &str, method: &str) {
     GRPC_SERVER_STARTED.with_label_values(&[grpc_type(service, method), service, method]).inc();
 }
@@ -175,6 +197,13 @@ pub fn register_all() {
     LazyLock::force(&COMMANDS_RUNNING);
     LazyLock::force(&BUILD_INFO);
     LazyLock::force(&GIT_PROTOCOL_REQUESTS);
+    LazyLock::force(&GRPC_SERVER_MSG_RECEIVED);
+    LazyLock::force(&GRPC_SERVER_MSG_SENT);
+    // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … as Go's client exports.
+    static PROCESS: OnceLock<()> = OnceLock::new();
+    PROCESS.get_or_init(|| {
+        let _ = REGISTRY.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+    });
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped. `before_scrape` refreshes gauges read at

@@ -4,11 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
 use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tonic::service::Routes;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::git::GitCmdFactory;
@@ -28,6 +31,7 @@ use crate::proto::gitaly::{
 use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
 use crate::service::{self, Context, Ctx};
 use crate::storage_metadata;
+use crate::upgrade::Inherited;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -39,6 +43,8 @@ pub enum ServeError {
     Reflection(String),
     #[error("{0}")]
     Pool(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -130,37 +136,88 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
 enum Listener {
     Unix(UnixListener, PathBuf),
     Tcp(TcpListener),
-    Tls(TcpListener, Identity),
+    Tls(TcpListener, Arc<crate::tls::Certificates>),
 }
 
-fn bind_all(config: &Config) -> Result<Vec<Listener>, ServeError> {
+impl Listener {
+    /// The name under which the listener is handed to a successor.
+    fn name(&self) -> &'static str {
+        match self {
+            Listener::Unix(..) => "unix",
+            Listener::Tcp(_) => "tcp",
+            Listener::Tls(..) => "tls",
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Unix(l, _) => l.as_raw_fd(),
+            Listener::Tcp(l) | Listener::Tls(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+fn bind_all(config: &Config, inherited: &mut Inherited) -> Result<Vec<Listener>, ServeError> {
     let mut out = Vec::new();
     if let Some(path) = &config.socket_path {
-        // A socket left by a previous run would make bind fail; only remove it if it is a socket.
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            use std::os::unix::fs::FileTypeExt;
-            if meta.file_type().is_socket() {
-                let _ = std::fs::remove_file(path);
+        let l = match inherited_unix(inherited, path) {
+            Some(l) => l,
+            None => {
+                // A socket left by a previous run would make bind fail; only remove it if it is a socket.
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io_err(format!("socket_path: create {}", parent.display())))?;
+                }
+                UnixListener::bind(path).map_err(io_err(format!("socket_path: bind {}", path.display())))?
             }
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io_err(format!("socket_path: create {}", parent.display())))?;
-        }
-        let l = UnixListener::bind(path).map_err(io_err(format!("socket_path: bind {}", path.display())))?;
+        };
         out.push(Listener::Unix(l, path.clone()));
     }
     if let Some(addr) = &config.listen_addr {
-        let l = std_tcp(addr).map_err(io_err(format!("listen_addr: bind {addr}")))?;
+        let l = tcp_listener(inherited, "tcp", addr).map_err(io_err(format!("listen_addr: bind {addr}")))?;
         out.push(Listener::Tcp(l));
     }
     if let Some(addr) = &config.tls_listen_addr {
         let (cert, key) = (config.tls.certificate_path.as_ref(), config.tls.key_path.as_ref());
-        let cert = std::fs::read(cert.expect("validated")).map_err(io_err("tls.certificate_path"))?;
-        let key = std::fs::read(key.expect("validated")).map_err(io_err("tls.key_path"))?;
-        let l = std_tcp(addr).map_err(io_err(format!("tls_listen_addr: bind {addr}")))?;
-        out.push(Listener::Tls(l, Identity::from_pem(cert, key)));
+        let certs = crate::tls::Certificates::open(cert.expect("validated"), key.expect("validated"))
+            .map_err(ServeError::Tls)?;
+        let l = tcp_listener(inherited, "tls", addr).map_err(io_err(format!("tls_listen_addr: bind {addr}")))?;
+        out.push(Listener::Tls(l, certs));
     }
     Ok(out)
+}
+
+/// The predecessor's Unix listener, if it is bound to the configured path.
+fn inherited_unix(inherited: &mut Inherited, path: &Path) -> Option<UnixListener> {
+    let l = std::os::unix::net::UnixListener::from(inherited.take("unix")?);
+    let bound = l.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    if bound.as_deref() != Some(path) {
+        tracing::warn!(address = %path.display(), "inherited unix listener is bound elsewhere; binding anew");
+        return None;
+    }
+    l.set_nonblocking(true).ok()?;
+    UnixListener::from_std(l).ok()
+}
+
+/// The predecessor's listener called `name` when it listens on `addr`, else a new one.
+fn tcp_listener(inherited: &mut Inherited, name: &str, addr: &str) -> std::io::Result<TcpListener> {
+    if let Some(fd) = inherited.take(name) {
+        let l = std::net::TcpListener::from(fd);
+        let wanted: Vec<std::net::SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(addr).map(|a| a.collect()).unwrap_or_default();
+        if l.local_addr().is_ok_and(|a| wanted.contains(&a)) {
+            l.set_nonblocking(true)?;
+            return TcpListener::from_std(l);
+        }
+        tracing::warn!(address = addr, listener = name, "inherited listener is bound elsewhere; binding anew");
+    }
+    std_tcp(addr)
 }
 
 /// HTTP/2 flow-control and frame sizes for bulk transfer: with the defaults (64 KiB windows, 16 KiB
@@ -181,20 +238,46 @@ fn std_tcp(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::from_std(l)
 }
 
-/// Starts the worker pool, then serves until `shutdown` resolves; then lets in-flight calls finish for up to
-/// the graceful timeout and stops the workers.
-pub async fn serve(
-    ctx: Ctx,
-    config_path: &Path,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ServeError> {
+/// The signals the daemon acts on. Installed as the very first thing, so a signal that arrives while the
+/// daemon is still starting is acted on rather than killing it with the default action.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Signals {
+        let s = |kind, name| signal(kind).unwrap_or_else(|e| panic!("install {name} handler: {e}"));
+        Signals {
+            term: s(SignalKind::terminate(), "SIGTERM"),
+            int: s(SignalKind::interrupt(), "SIGINT"),
+            hup: s(SignalKind::hangup(), "SIGHUP"),
+            usr2: s(SignalKind::user_defined2(), "SIGUSR2"),
+        }
+    }
+}
+
+/// Why the daemon stops serving.
+enum Stop {
+    /// SIGTERM or SIGINT: drain and exit.
+    Terminate,
+    /// A successor took over the listeners: drain and exit, leaving the Unix socket in place.
+    HandedOver,
+}
+
+/// Starts the worker pool, then serves until SIGTERM/SIGINT or a completed upgrade (SIGUSR2); then lets
+/// in-flight calls finish for up to the graceful timeout and stops the workers. SIGHUP reloads the TLS
+/// certificate.
+pub async fn serve(ctx: Ctx, config_path: &Path, signals: Signals, mut inherited: Inherited) -> Result<(), ServeError> {
     let config_path = std::fs::canonicalize(config_path).map_err(io_err(format!("{}", config_path.display())))?;
     let (pool_cfg, warnings) = PoolConfig::from_config(&ctx.config, config_path);
     for w in warnings {
         tracing::warn!("{w}");
     }
     let pool = Pool::start(pool_cfg).await.map_err(|e| ServeError::Pool(format!("worker pool: {e}")))?;
-    let result = serve_with_pool(&ctx, &pool, shutdown).await;
+    let result = serve_with_pool(&ctx, &pool, signals, &mut inherited).await;
     pool.shutdown().await;
     result
 }
@@ -202,10 +285,11 @@ pub async fn serve(
 async fn serve_with_pool(
     ctx: &Ctx,
     pool: &Pool,
-    shutdown: impl std::future::Future<Output = ()>,
+    mut signals: Signals,
+    inherited: &mut Inherited,
 ) -> Result<(), ServeError> {
     let routes = routes(ctx, pool).await?;
-    let listeners = bind_all(&ctx.config)?;
+    let listeners = bind_all(&ctx.config, inherited)?;
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
     let limiter = LimiterLayer::new(&ctx.config.concurrency);
     let auth = AuthLayer::new(AuthConfig {
@@ -213,10 +297,15 @@ async fn serve_with_pool(
         previous_tokens: ctx.config.auth.previous_tokens.clone(),
         transitioning: ctx.config.auth.transitioning,
     });
+    // Copies of the listening descriptors, for a successor; dropped as soon as we stop, so that after a
+    // plain SIGTERM the sockets close with the listeners.
+    let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
+    let mut certificates = Vec::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
     for listener in listeners {
+        handover.push((listener.name(), dup_cloexec(listener.raw_fd()).map_err(io_err("dup listener"))?));
         let routes = routes.clone();
         let mut rx = stop_rx.clone();
         let stop = async move {
@@ -240,35 +329,85 @@ async fn serve_with_pool(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
-            Listener::Tls(l, identity) => {
+            Listener::Tls(l, certs) => {
                 tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on tls");
-                let mut builder = builder
-                    .tls_config(ServerTlsConfig::new().identity(identity))
-                    .map_err(|source| ServeError::Transport { what: "tls".into(), source })?;
-                let incoming = counted(nodelay(l), "tls");
+                let config = certs.server_config().map_err(ServeError::Tls)?;
+                certificates.push(certs);
+                let incoming = crate::tls::incoming(l, config, || {
+                    crate::metrics::CONNECTIONS.with_label_values(&["tls"]).inc();
+                });
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
         }
     }
-    let metrics = start_metrics(ctx).await?;
-    tracing::info!(version = crate::VERSION, "rgitaly ready");
+    let metrics = start_metrics(ctx, inherited, &mut handover).await?;
+    tracing::info!(version = crate::VERSION, pid = std::process::id(), "rgitaly ready");
+    inherited.notify_ready();
 
-    tokio::select! {
-        _ = shutdown => {},
-        Some(r) = tasks.join_next() => {
-            // A listener that stops on its own, for whatever reason, is fatal.
-            cleanup(&sockets);
-            return Err(match r {
-                Ok(Err(source)) => ServeError::Transport { what: "serve".into(), source },
-                Ok(Ok(())) => ServeError::Pool("a listener stopped unexpectedly".into()),
-                Err(e) => ServeError::Pool(format!("a listener failed: {e}")),
-            });
+    let mut tls_poll = tokio::time::interval(TLS_POLL);
+    tls_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stop = loop {
+        tokio::select! {
+            _ = signals.term.recv() => {
+                tracing::info!(signal = "SIGTERM", "received signal");
+                break Stop::Terminate;
+            }
+            _ = signals.int.recv() => {
+                tracing::info!(signal = "SIGINT", "received signal");
+                break Stop::Terminate;
+            }
+            _ = signals.hup.recv() => {
+                tracing::info!(signal = "SIGHUP", "received signal");
+                for c in &certificates {
+                    match c.reload() {
+                        Ok(()) => tracing::info!(path = %c.cert_path().display(), "tls certificate reloaded"),
+                        Err(e) => tracing::error!(error = %e, "tls certificate reload failed; keeping the current one"),
+                    }
+                }
+            }
+            _ = tls_poll.tick(), if !certificates.is_empty() => {
+                for c in &certificates {
+                    match c.reload_if_changed() {
+                        Some(Ok(())) => tracing::info!(path = %c.cert_path().display(), "tls certificate changed; reloaded"),
+                        Some(Err(e)) => tracing::error!(error = %e, "tls certificate changed but does not load; keeping the current one"),
+                        None => {}
+                    }
+                }
+            }
+            _ = signals.usr2.recv() => {
+                tracing::info!(signal = "SIGUSR2", "received signal; starting successor");
+                let fds: Vec<(&'static str, RawFd)> = handover.iter().map(|(n, fd)| (*n, fd.as_raw_fd())).collect();
+                match crate::upgrade::start_successor(&fds).await {
+                    Ok(pid) => {
+                        tracing::info!(successor_pid = pid, "upgrade: successor is serving; draining");
+                        break Stop::HandedOver;
+                    }
+                    Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+                }
+            }
+            Some(r) = tasks.join_next() => {
+                // A listener that stops on its own, for whatever reason, is fatal.
+                cleanup(&sockets);
+                return Err(match r {
+                    Ok(Err(source)) => ServeError::Transport { what: "serve".into(), source },
+                    Ok(Ok(())) => ServeError::Pool("a listener stopped unexpectedly".into()),
+                    Err(e) => ServeError::Pool(format!("a listener failed: {e}")),
+                });
+            }
         }
+    };
+    drop(handover);
+    if matches!(stop, Stop::Terminate) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
     tracing::info!("shutting down: no new connections; waiting for in-flight calls");
     let _ = stop_tx.send(true);
+    if let Some(m) = &metrics {
+        // The endpoint stops with the listeners, so that after an upgrade the successor alone serves it.
+        m.abort();
+    }
     let grace = ctx.config.graceful_restart_timeout();
     let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
@@ -279,11 +418,23 @@ async fn serve_with_pool(
     if killed > 0 {
         tracing::warn!(count = killed, "killed git processes still running at exit");
     }
-    cleanup(&sockets);
-    if let Some(m) = metrics {
-        m.abort();
+    if matches!(stop, Stop::Terminate) {
+        cleanup(&sockets);
     }
     Ok(())
+}
+
+/// How often the TLS certificate and key files are checked for changes.
+const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn dup_cloexec(fd: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: duplicates a descriptor we own; the copy is owned by the returned value.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if new == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` is a fresh descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
 /// Counts accepted connections in `gitaly_connections_total{type}`.
@@ -300,14 +451,21 @@ where
 }
 
 /// Registers the metric families and serves `/metrics` when `prometheus_listen_addr` is set; the returned
-/// task is the endpoint.
-async fn start_metrics(ctx: &Ctx) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
+/// task is the endpoint. Its listener is inherited from a predecessor when there is one, and offered to a
+/// successor.
+async fn start_metrics(
+    ctx: &Ctx,
+    inherited: &mut Inherited,
+    handover: &mut Vec<(&'static str, OwnedFd)>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServeError> {
     crate::metrics::register_all();
     crate::metrics::enable_latency_histogram(&ctx.config.prometheus.grpc_latency_buckets);
     let git_version = ctx.git.version().await.unwrap_or_default();
     crate::metrics::BUILD_INFO.with_label_values(&[crate::VERSION, &git_version]).set(1);
     let Some(addr) = &ctx.config.prometheus_listen_addr else { return Ok(None) };
-    let listener = std_tcp(addr).map_err(io_err(format!("prometheus_listen_addr: bind {addr}")))?;
+    let listener =
+        tcp_listener(inherited, "metrics", addr).map_err(io_err(format!("prometheus_listen_addr: bind {addr}")))?;
+    handover.push(("metrics", dup_cloexec(listener.as_raw_fd()).map_err(io_err("dup listener"))?));
     tracing::info!(address = %addr, "serving metrics");
     let ctx = ctx.clone();
     let refresh = Arc::new(move || crate::metrics::COMMANDS_RUNNING.set(ctx.git.running() as i64));
@@ -326,19 +484,5 @@ fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio:
 fn cleanup(sockets: &[PathBuf]) {
     for s in sockets {
         let _ = std::fs::remove_file(s);
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called (not when first polled),
-/// so a signal that arrives while the daemon is still starting is not lost.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "received signal"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "received signal"),
-        }
     }
 }

@@ -50,9 +50,24 @@ async fn metrics_endpoint_serves_upstream_families() {
         "gitaly_supervisor_starts_total{name=\"worker-0\"} 1",
         "gitaly_commands_running 0",
         "gitaly_build_info{",
+        "grpc_server_msg_received_total{grpc_method=\"ServerInfo\",grpc_service=\"gitaly.ServerService\",grpc_type=\"unary\"} 1",
+        "grpc_server_msg_sent_total{grpc_method=\"ServerInfo\",grpc_service=\"gitaly.ServerService\",grpc_type=\"unary\"} 1",
+        "grpc_server_msg_received_total{grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\",grpc_type=\"bidi_stream\"}",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
         "gitaly_git_protocol_requests_total{git_protocol=\"v2\",grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\"} 1",
     ] {
         assert!(body.contains(want), "missing {want}\n{body}");
+    }
+    // A clone streams several messages each way.
+    for family in ["grpc_server_msg_received_total", "grpc_server_msg_sent_total"] {
+        let line = body
+            .lines()
+            .find(|l| l.starts_with(family) && l.contains("SSHUploadPack"))
+            .unwrap_or_else(|| panic!("no {family} for SSHUploadPack"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n >= 2, "{line}");
     }
     assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
 }

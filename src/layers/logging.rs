@@ -98,6 +98,7 @@ where
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         crate::metrics::record_started(service, method);
+        let (received, sent) = crate::metrics::message_counters(service, method);
         let mut log = CallLog {
             service: service.to_string(),
             method: method.to_string(),
@@ -118,11 +119,13 @@ where
                 }
                 Err((_, read)) => read,
             };
-            let req = Request::from_parts(parts, tonic::body::Body::new(Replay { first: Some(first), rest: body }));
+            let replay = Replay { first: Some(first), rest: body };
+            let req = Request::from_parts(parts, tonic::body::Body::new(Counted::new(replay, received)));
             let resp = inner.call(req).await?;
             // Trailers-only responses (errors) carry the status in the headers.
             log.observe(resp.headers());
             let (parts, body) = resp.into_parts();
+            let body = tonic::body::Body::new(Counted::new(body, sent));
             Ok(Response::from_parts(parts, tonic::body::Body::new(LoggedBody { inner: body, log })))
         })
     }
@@ -158,5 +161,109 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Counts the gRPC messages in a byte stream: each is a 5-byte header (compression flag, big-endian
+/// length) and that many bytes, and may be split across or share data frames.
+#[derive(Debug, Default)]
+struct MessageCounter {
+    header: [u8; 5],
+    have: usize,
+    remaining: u64,
+}
+
+impl MessageCounter {
+    /// The number of messages whose header ends in `data`.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut messages = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let k = (self.remaining.min(data.len() as u64)) as usize;
+                data = &data[k..];
+                self.remaining -= k as u64;
+                continue;
+            }
+            let k = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + k].copy_from_slice(&data[..k]);
+            self.have += k;
+            data = &data[k..];
+            if self.have == 5 {
+                messages += 1;
+                self.have = 0;
+                self.remaining =
+                    u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]) as u64;
+            }
+        }
+        messages
+    }
+}
+
+/// A body whose gRPC messages are counted into `grpc_server_msg_received_total` or `_sent_total` as they
+/// pass, so long streams are counted while they run.
+struct Counted<B> {
+    inner: B,
+    counter: MessageCounter,
+    metric: prometheus::IntCounter,
+}
+
+impl<B> Counted<B> {
+    fn new(inner: B, metric: prometheus::IntCounter) -> Self {
+        Counted { inner, counter: MessageCounter::default(), metric }
+    }
+}
+
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &frame {
+            if let Some(data) = f.data_ref() {
+                let n = this.counter.feed(data);
+                if n > 0 {
+                    this.metric.inc_by(n);
+                }
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageCounter;
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len));
+        m
+    }
+
+    #[test]
+    fn counts_messages_however_they_are_split() {
+        let stream: Vec<u8> = [message(0), message(3), message(70_000), message(1)].concat();
+        for chunk in [1, 2, 4, 5, 6, 1000, stream.len()] {
+            let mut c = MessageCounter::default();
+            let n: u64 = stream.chunks(chunk).map(|d| c.feed(d)).sum();
+            assert_eq!(n, 4, "chunk size {chunk}");
+        }
     }
 }

@@ -47,7 +47,8 @@ impl PoolConfig {
             num_workers = MIN_WORKERS;
         }
         let worker_bin = find_worker_binary(cfg.bin_dir.as_deref());
-        let socket_dir = cfg.internal_dir().join("workers");
+        // Per daemon process, so a successor started for an upgrade never touches its predecessor's sockets.
+        let socket_dir = cfg.internal_dir().join(format!("workers.{}", std::process::id()));
         let pool = PoolConfig {
             num_workers,
             max_rss: pick!(max_rss, 200 * 1024 * 1024),

@@ -188,6 +188,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
 /// Crashes counted toward the circuit breaker within this window.
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// Removes `workers.<pid>` directories beside `ours` left by daemons that are gone (killed with SIGKILL, say).
+fn remove_stale_socket_dirs(ours: &std::path::Path) {
+    let Some(parent) = ours.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("workers.")).and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone =
+            unsafe { libc::kill(pid, 0) } == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Longest wait between SIGTERM and SIGKILL for a stopped worker.
 const TERM_GRACE: Duration = Duration::from_secs(10);
 
@@ -195,6 +214,7 @@ impl Pool {
     /// Starts every worker, waits until they are healthy, and begins supervising them.
     pub async fn start(cfg: PoolConfig) -> Result<Pool, PoolError> {
         metrics::register_all();
+        remove_stale_socket_dirs(&cfg.socket_dir);
         std::fs::create_dir_all(&cfg.socket_dir)
             .and_then(|_| {
                 use std::os::unix::fs::PermissionsExt;

@@ -157,6 +157,19 @@ impl Daemon {
         None
     }
 
+    /// Waits up to `secs` for the daemon to exit on its own; returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// A scratch directory for client-side work, inside the temp dir.
     pub fn work_dir(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(format!("work-{name}"));
