@@ -11,6 +11,7 @@ pub mod layers;
 pub mod locator;
 pub mod logging;
 pub mod metrics;
+pub mod odb;
 pub mod pktline;
 pub mod pool;
 pub mod proto;

@@ -80,6 +80,15 @@ pub static COMMANDS_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     g
 });
 
+/// Not upstream's: every git process this daemon started, so an operator (and our tests) can see which
+/// calls fork. Brought up to date at each scrape.
+pub static GIT_SPAWNED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let c = prometheus::IntCounter::new("rgitaly_git_processes_spawned_total", "Git processes started by the daemon.")
+        .expect("valid metric");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+});
+
 pub static BUILD_INFO: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge("gitaly_build_info", "Current build information.", &["version", "git_version"]));
 
@@ -196,6 +205,7 @@ pub fn register_all() {
     LazyLock::force(&CONNECTIONS);
     LazyLock::force(&COMMANDS_RUNNING);
     LazyLock::force(&BUILD_INFO);
+    LazyLock::force(&GIT_SPAWNED);
     LazyLock::force(&GIT_PROTOCOL_REQUESTS);
     LazyLock::force(&GRPC_SERVER_MSG_RECEIVED);
     LazyLock::force(&GRPC_SERVER_MSG_SENT);

@@ -68,7 +68,7 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
     let locator = Locator::new(&config.storage).map_err(io_err("resolve storages"))?;
     let git =
         GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime).map_err(io_err("git"))?;
-    Ok(Arc::new(Context { config, locator, git }))
+    Ok(Arc::new(Context { config, locator, git, repos: Default::default() }))
 }
 
 fn set_private(dir: &Path) -> Result<(), ServeError> {
@@ -105,9 +105,9 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
         .add_service(limits!(SshServiceServer::new(service::ssh::SshSvc(ctx.clone()))))
         .add_service(limits!(SmartHttpServiceServer::new(service::smarthttp::SmartHttpSvc(ctx.clone()))))
         .add_service(limits!(RepositoryServiceServer::new(service::repository::RepositorySvc(ctx.clone()))))
-        .add_service(limits!(RefServiceServer::new(unbuilt)))
-        .add_service(limits!(CommitServiceServer::new(unbuilt)))
-        .add_service(limits!(BlobServiceServer::new(unbuilt)))
+        .add_service(limits!(RefServiceServer::new(service::r#ref::RefSvc(ctx.clone()))))
+        .add_service(limits!(CommitServiceServer::new(service::commit::CommitSvc(ctx.clone()))))
+        .add_service(limits!(BlobServiceServer::new(service::blob::BlobSvc(ctx.clone()))))
         .add_service(limits!(DiffServiceServer::new(unbuilt)))
         .add_service(limits!(OperationServiceServer::new(unbuilt)))
         .add_service(limits!(WikiServiceServer::new(unbuilt)))
@@ -468,7 +468,15 @@ async fn start_metrics(
     handover.push(("metrics", dup_cloexec(listener.as_raw_fd()).map_err(io_err("dup listener"))?));
     tracing::info!(address = %addr, "serving metrics");
     let ctx = ctx.clone();
-    let refresh = Arc::new(move || crate::metrics::COMMANDS_RUNNING.set(ctx.git.running() as i64));
+    let refresh = Arc::new(move || {
+        crate::metrics::COMMANDS_RUNNING.set(ctx.git.running() as i64);
+        // Two scrapes at once must not both add the same difference.
+        static SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = SYNC.lock();
+        let spawned = ctx.git.spawned_total();
+        let counted = crate::metrics::GIT_SPAWNED.get();
+        crate::metrics::GIT_SPAWNED.inc_by(spawned.saturating_sub(counted));
+    });
     Ok(Some(tokio::spawn(crate::metrics::serve(listener, refresh))))
 }
 

@@ -4,13 +4,10 @@
 use std::path::Path;
 
 use super::{GitCmdFactory, GitError, Sub};
-use crate::proto::gitaly::{CommitAuthor, GitCommit};
+use crate::proto::gitaly::{CommitTrailer, GitCommit};
 
 /// The all-zero object id: "no such ref" as an expected old value, "delete" as a new one.
 pub const ZERO_OID: &str = "0000000000000000000000000000000000000000";
-
-/// Commit and tag bodies longer than this are truncated in responses (`body_size` keeps the real size).
-pub const MAX_MESSAGE_SIZE: usize = 10 * 1024;
 
 /// A ref update that lost a race or whose expected old value did not match.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +89,25 @@ impl<'a> Repo<'a> {
         if !out.exit.success() {
             return Ok(None);
         }
-        Ok(Some(parse_commit(&oid, &out.stdout)))
+        Ok(Some(crate::odb::commit::parse_commit(&oid, &out.stdout)))
+    }
+
+    /// The trailers of commit `oid`, as git reads them.
+    pub async fn trailers(&self, oid: &str) -> Result<Vec<CommitTrailer>, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::Show)
+            .flag("--format=%(trailers:unfold,separator=%x00)")
+            .flag("--no-patch")
+            .user_arg(oid)
+            .run_to_end()
+            .await?;
+        if !out.exit.success() {
+            let code = out.exit.code;
+            return Err(GitError::Failed { sub: "show", code, stderr: out.stderr_text() });
+        }
+        let line = out.stdout.split(|b| *b == b'\n').next().unwrap_or_default();
+        Ok(parse_trailers(line))
     }
 
     pub async fn has_branches(&self) -> Result<bool, GitError> {
@@ -207,58 +222,31 @@ impl<'a> Repo<'a> {
     }
 }
 
+/// Upstream's limits when reading trailers: at most this many, keys and values no longer than these.
+const MAX_TRAILERS: usize = 64;
+const MAX_TRAILER_KEY: usize = 128;
+const MAX_TRAILER_VALUE: usize = 512;
+
+/// Parses `git show --format=%(trailers:unfold,separator=%x00)` output as upstream's trailer parser does.
+pub fn parse_trailers(input: &[u8]) -> Vec<CommitTrailer> {
+    let mut out = Vec::new();
+    for item in input.split(|b| *b == 0) {
+        if out.len() >= MAX_TRAILERS {
+            break;
+        }
+        let Some(sep) = item.iter().position(|b| *b == b':').filter(|p| *p > 0) else { continue };
+        let (key, value) = (&item[..sep], item[sep + 1..].trim_ascii());
+        if key.len() > MAX_TRAILER_KEY || value.len() > MAX_TRAILER_VALUE {
+            break;
+        }
+        out.push(CommitTrailer { key: key.to_vec(), value: value.to_vec() });
+    }
+    out
+}
+
 /// Whether a string is a full 40-character lower-case hex object id.
 pub fn is_oid(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// Parses a raw commit object into the protocol's GitCommit, as upstream fills it.
-pub fn parse_commit(oid: &str, raw: &[u8]) -> GitCommit {
-    let split = raw.windows(2).position(|w| w == b"\n\n");
-    let (headers, message) = match split {
-        Some(i) => (&raw[..i], &raw[i + 2..]),
-        None => (raw, &b""[..]),
-    };
-    let mut commit = GitCommit { id: oid.to_string(), ..Default::default() };
-    for line in headers.split(|b| *b == b'\n') {
-        let (key, value) = match line.iter().position(|b| *b == b' ') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => (line, &b""[..]),
-        };
-        match key {
-            b"tree" => commit.tree_id = String::from_utf8_lossy(value).into_owned(),
-            b"parent" => commit.parent_ids.push(String::from_utf8_lossy(value).into_owned()),
-            b"author" => commit.author = Some(parse_author(value)),
-            b"committer" => commit.committer = Some(parse_author(value)),
-            b"gpgsig" => {
-                commit.signature_type = if value.starts_with(b"-----BEGIN SIGNED MESSAGE-----") { 2 } else { 1 }
-            }
-            _ => {}
-        }
-    }
-    let subject = message.split(|b| *b == b'\n').next().unwrap_or_default();
-    commit.subject = subject.strip_suffix(b"\r").unwrap_or(subject).to_vec();
-    commit.body_size = message.len() as i64;
-    commit.body = message[..message.len().min(MAX_MESSAGE_SIZE)].to_vec();
-    commit
-}
-
-/// Parses `Name <email> 1600000000 +0100`.
-pub fn parse_author(value: &[u8]) -> CommitAuthor {
-    let lt = value.iter().position(|b| *b == b'<');
-    let gt = value.iter().rposition(|b| *b == b'>');
-    let (name, email, rest) = match (lt, gt) {
-        (Some(l), Some(g)) if l < g => {
-            let name = value[..l].strip_suffix(b" ").unwrap_or(&value[..l]);
-            (name.to_vec(), value[l + 1..g].to_vec(), &value[g + 1..])
-        }
-        _ => (value.to_vec(), Vec::new(), &b""[..]),
-    };
-    let rest = String::from_utf8_lossy(rest);
-    let mut parts = rest.split_whitespace();
-    let seconds = parts.next().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let timezone = parts.next().unwrap_or("+0000").as_bytes().to_vec();
-    CommitAuthor { name, email, date: Some(prost_types::Timestamp { seconds, nanos: 0 }), timezone }
 }
 
 #[cfg(test)]
@@ -271,22 +259,5 @@ mod tests {
         assert_eq!(s.name, "Jane Doe");
         assert_eq!(Signature::new(b"Ja<ne\n D>oe", b"a@b", 1).unwrap().name, "Jane Doe");
         assert_eq!(Signature::new(b" <> ", b"a@b", 1).unwrap_err(), EmptySignature);
-    }
-
-    #[test]
-    fn parses_commits() {
-        let raw = b"tree 541550ddcf8a29bcd80b0800a142a7d47890cfd6\nparent 1111111111111111111111111111111111111111\nauthor Author Name <author@example.com> 12345 +0100\ncommitter Jane Doe <jane@gitlab.com> 12346 +0000\n\nsubject line\n\nbody\n";
-        let c = parse_commit("abc", raw);
-        assert_eq!(c.subject, b"subject line");
-        assert_eq!(c.body, b"subject line\n\nbody\n");
-        assert_eq!(c.body_size, 19);
-        assert_eq!(c.parent_ids, vec!["1111111111111111111111111111111111111111".to_string()]);
-        let a = c.author.unwrap();
-        assert_eq!(
-            (a.name.as_slice(), a.email.as_slice(), a.timezone.as_slice()),
-            (&b"Author Name"[..], &b"author@example.com"[..], &b"+0100"[..])
-        );
-        assert_eq!(a.date.unwrap().seconds, 12345);
-        assert_eq!(c.tree_id, "541550ddcf8a29bcd80b0800a142a7d47890cfd6");
     }
 }

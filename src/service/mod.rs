@@ -10,6 +10,10 @@ use crate::git::GitCmdFactory;
 use crate::locator::Locator;
 
 pub mod admin;
+pub mod blob;
+pub mod chunk;
+pub mod commit;
+pub mod r#ref;
 pub mod repository;
 pub mod server;
 pub mod smarthttp;
@@ -22,6 +26,8 @@ pub struct Context {
     pub config: Config,
     pub locator: Locator,
     pub git: GitCmdFactory,
+    /// Open repositories for in-process reads.
+    pub repos: crate::odb::RepoCache,
 }
 
 pub type Ctx = Arc<Context>;

@@ -2,16 +2,12 @@
 //! a client can tell "not here" from "nothing there"; the services are registered so reflection lists them.
 
 use crate::proto::gitaly::{
-    blob_service_server::BlobService, commit_service_server::CommitService, diff_service_server::DiffService,
-    operation_service_server::OperationService, ref_service_server::RefService, wiki_service_server::WikiService,
+    diff_service_server::DiffService, operation_service_server::OperationService, wiki_service_server::WikiService,
 };
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Unbuilt;
 
-impl RefService for Unbuilt {}
-impl CommitService for Unbuilt {}
-impl BlobService for Unbuilt {}
 impl DiffService for Unbuilt {}
 impl OperationService for Unbuilt {}
 impl WikiService for Unbuilt {}

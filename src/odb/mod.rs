@@ -1,0 +1,207 @@
+//! In-process reads of objects, refs and history with gitoxide (`gix`), so the hot read RPCs fork nothing.
+//!
+//! Opening a repository costs far more than a lookup in it (config, the pack index list), so open handles
+//! are kept in a bounded cache keyed by the locator's absolute path. A handle is reopened when the
+//! repository's packs or packed refs change on disk (a repack, `git gc`, `pack-refs`), which a long-lived
+//! handle might otherwise not see; loose refs and loose objects are read fresh by gix on every lookup.
+//!
+//! Paths come only from the [`crate::locator::Locator`]; nothing here joins client input onto a path.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tonic::Status;
+
+/// How many repositories stay open. Each handle holds its pack index maps (mmaps), not the packs' data.
+const CAPACITY: usize = 256;
+/// Object cache per thread-local handle, for trees and commits read repeatedly within one call.
+const OBJECT_CACHE: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OdbError {
+    #[error("open repository: {0}")]
+    Open(String),
+}
+
+impl From<OdbError> for Status {
+    fn from(e: OdbError) -> Status {
+        Status::internal(e.to_string())
+    }
+}
+
+/// What the packs and packed refs looked like when a handle was opened.
+type Stamp = [Option<(SystemTime, u64)>; 2];
+
+fn stamp(git_dir: &Path) -> Stamp {
+    let s = |p: PathBuf| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    [s(git_dir.join("objects/pack")), s(git_dir.join("packed-refs"))]
+}
+
+struct Entry {
+    repo: gix::ThreadSafeRepository,
+    stamp: Stamp,
+    used: u64,
+}
+
+/// Open repositories by absolute path, least recently used dropped first.
+#[derive(Default)]
+pub struct RepoCache {
+    inner: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<PathBuf, Entry>,
+    clock: u64,
+}
+
+impl std::fmt::Debug for RepoCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCache").finish_non_exhaustive()
+    }
+}
+
+impl RepoCache {
+    /// A handle for the repository at `path` (already resolved by the locator), for this thread.
+    pub fn open(&self, path: &Path) -> Result<gix::Repository, OdbError> {
+        let now = stamp(path);
+        {
+            let mut cache = self.inner.lock().expect("not poisoned");
+            cache.clock += 1;
+            let clock = cache.clock;
+            if let Some(e) = cache.entries.get_mut(path) {
+                if e.stamp == now {
+                    e.used = clock;
+                    return Ok(thread_local(&e.repo));
+                }
+            }
+        }
+        // Opened outside the lock: a slow open of one repository does not hold up the others.
+        let repo = gix::open_opts(path, options()).map_err(|e| OdbError::Open(e.to_string()))?.into_sync();
+        let local = thread_local(&repo);
+        let mut cache = self.inner.lock().expect("not poisoned");
+        if cache.entries.len() >= CAPACITY && !cache.entries.contains_key(path) {
+            if let Some(oldest) = cache.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) {
+                cache.entries.remove(&oldest);
+            }
+        }
+        let used = cache.clock;
+        cache.entries.insert(path.to_path_buf(), Entry { repo, stamp: now, used });
+        Ok(local)
+    }
+
+    /// Forgets the handle for `path`, after the repository was removed or rewritten under us.
+    pub fn forget(&self, path: &Path) {
+        self.inner.lock().expect("not poisoned").entries.remove(path);
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("not poisoned").entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Only the repository's own config is read: never the user's or the system's, and never the environment,
+/// as for the git processes we run.
+fn options() -> gix::open::Options {
+    gix::open::Options::isolated().open_path_as_is(true).with(gix::sec::Trust::Full)
+}
+
+fn thread_local(repo: &gix::ThreadSafeRepository) -> gix::Repository {
+    let mut r = repo.to_thread_local();
+    r.object_cache_size_if_unset(OBJECT_CACHE);
+    r
+}
+
+pub mod commit;
+pub mod refs;
+pub mod tree;
+
+use gix::ObjectId;
+
+/// Runs a blocking read off the async threads.
+pub async fn blocking<T, F>(f: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Status> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read task: {e}")))?
+}
+
+/// A server stream fed from a blocking producer. The producer's `send` returns false once the client has
+/// gone, so it can stop early; an error it returns ends the stream with that status.
+pub fn stream<T, F>(f: F) -> tonic::codegen::BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn FnMut(T) -> bool) -> Result<(), Status> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<T, Status>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut send = |m: T| tx.blocking_send(Ok(m)).is_ok();
+        if let Err(e) = f(&mut send) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// What `git cat-file --batch` would find for `revision`: any rev-parse failure is "missing", as there.
+pub fn resolve(repo: &gix::Repository, revision: &[u8]) -> Option<ObjectId> {
+    use gix::bstr::ByteSlice;
+    repo.rev_parse_single(revision.as_bstr()).ok().map(|id| id.detach())
+}
+
+/// `revision^{commit}`.
+pub fn resolve_commit(repo: &gix::Repository, revision: &[u8]) -> Option<ObjectId> {
+    let id = resolve(repo, revision)?;
+    let object = repo.find_object(id).ok()?;
+    object.peel_to_commit().ok().map(|c| c.id)
+}
+
+/// The object's kind and size, without reading its data; `None` when it does not exist.
+pub fn header(repo: &gix::Repository, id: ObjectId) -> Result<Option<(gix::object::Kind, u64)>, Status> {
+    match repo.try_find_header(id) {
+        Ok(Some(h)) => Ok(Some((h.kind(), h.size()))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Status::internal(format!("read object {id}: {e}"))),
+    }
+}
+
+/// The raw bytes and kind of an object; `None` when it does not exist.
+pub fn read(repo: &gix::Repository, id: ObjectId) -> Result<Option<(gix::object::Kind, Vec<u8>)>, Status> {
+    match repo.try_find_object(id) {
+        Ok(Some(o)) => Ok(Some((o.kind, o.detach().data))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Status::internal(format!("read object {id}: {e}"))),
+    }
+}
+
+/// The `GitCommit` for `revision^{commit}`; `None` when it does not resolve to a commit.
+pub fn find_commit(repo: &gix::Repository, revision: &[u8]) -> Result<Option<crate::proto::gitaly::GitCommit>, Status> {
+    let Some(id) = resolve_commit(repo, revision) else { return Ok(None) };
+    read_commit(repo, id)
+}
+
+/// The `GitCommit` for a commit id; `None` when there is no such commit.
+pub fn read_commit(repo: &gix::Repository, id: ObjectId) -> Result<Option<crate::proto::gitaly::GitCommit>, Status> {
+    match read(repo, id)? {
+        Some((gix::object::Kind::Commit, data)) => Ok(Some(commit::parse_commit(&id.to_string(), &data))),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `ancestor` is reachable from `child` (a commit is its own ancestor). Revisions that do not
+/// resolve to commits are not ancestors.
+pub fn is_ancestor(repo: &gix::Repository, ancestor: &[u8], child: &[u8]) -> bool {
+    let (Some(a), Some(c)) = (resolve_commit(repo, ancestor), resolve_commit(repo, child)) else { return false };
+    if a == c {
+        return true;
+    }
+    // If `a` is an ancestor of `c` it is their only best common ancestor.
+    matches!(repo.merge_base(a, c), Ok(Some(base)) if base.detach() == a)
+}

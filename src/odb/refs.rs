@@ -1,0 +1,46 @@
+//! Refs read in-process: names under a prefix in git's order, single refs, and HEAD.
+
+use gix::bstr::ByteSlice;
+use gix::ObjectId;
+use tonic::Status;
+
+fn internal<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> Status + '_ {
+    move |e| Status::internal(format!("{what}: {e}"))
+}
+
+/// Full names of the refs under `prefix` (ending in `/`), sorted bytewise as `for-each-ref` sorts them.
+pub fn names(repo: &gix::Repository, prefix: &str) -> Result<Vec<Vec<u8>>, Status> {
+    let platform = repo.references().map_err(internal("list refs"))?;
+    let iter = platform.prefixed(prefix.as_bytes().as_bstr()).map_err(internal("list refs"))?;
+    let mut out = Vec::new();
+    for r in iter {
+        let r = r.map_err(internal("list refs"))?;
+        out.push(r.name().as_bstr().to_vec());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The object a ref points at (through symbolic refs), not peeled; `None` when there is no such ref or the
+/// name is not a valid ref name.
+pub fn target(repo: &gix::Repository, full_name: &[u8]) -> Result<Option<ObjectId>, Status> {
+    let Ok(name) = <&gix::refs::PartialNameRef>::try_from(full_name.as_bstr()) else { return Ok(None) };
+    let reference = match repo.try_find_reference(name) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(Status::internal(format!("read ref: {e}"))),
+    };
+    if reference.name().as_bstr() != full_name.as_bstr() {
+        return Ok(None);
+    }
+    let mut reference = reference;
+    Ok(reference.follow_to_object().ok().map(|id| id.detach()))
+}
+
+/// The full name HEAD points at, when it is a symbolic ref.
+pub fn head_target(repo: &gix::Repository) -> Result<Option<Vec<u8>>, Status> {
+    match repo.head_name() {
+        Ok(name) => Ok(name.map(|n| n.as_bstr().to_vec())),
+        Err(e) => Err(Status::internal(format!("read HEAD: {e}"))),
+    }
+}

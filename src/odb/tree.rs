@@ -1,0 +1,148 @@
+//! Tree listings as upstream builds them (`TreeEntry` with commit, root and flat paths), from trees read
+//! in-process.
+
+use gix::ObjectId;
+use tonic::Status;
+
+use crate::proto::gitaly::{tree_entry::EntryType, TreeEntry};
+
+/// Upstream follows chains of single-directory trees this many levels for `flat_path`.
+const FLAT_PATH_DEPTH: usize = 10;
+
+fn entry_type(mode: u32) -> EntryType {
+    match mode & 0o170000 {
+        0o160000 => EntryType::Commit,
+        0o040000 => EntryType::Tree,
+        _ => EntryType::Blob,
+    }
+}
+
+/// `path` joined under `dir`, as Go's `filepath.Join` does for the paths trees hold.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut out = dir.strip_suffix(b"/").unwrap_or(dir).to_vec();
+    out.push(b'/');
+    out.extend_from_slice(name);
+    out
+}
+
+/// The tree at `path` below `root` ("" is the root itself); `None` when it is missing or not a tree.
+pub fn tree_at(repo: &gix::Repository, root: ObjectId, path: &[u8]) -> Result<Option<ObjectId>, Status> {
+    let mut current = root;
+    for component in path.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
+        let Some(entries) = entries_of(repo, current)? else { return Ok(None) };
+        match entries.into_iter().find(|(_, name, _)| name == component) {
+            Some((mode, _, oid)) if entry_type(mode) == EntryType::Tree => current = oid,
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+/// One raw tree entry: mode, name, object id.
+pub type RawEntry = (u32, Vec<u8>, ObjectId);
+
+/// The raw entries of tree `id`; `None` when it is not a tree.
+pub fn entries_of(repo: &gix::Repository, id: ObjectId) -> Result<Option<Vec<RawEntry>>, Status> {
+    let Some((kind, data)) = super::read(repo, id)? else { return Ok(None) };
+    if kind != gix::object::Kind::Tree {
+        return Ok(None);
+    }
+    let tree = gix::objs::TreeRefIter::from_bytes(&data, repo.object_hash());
+    let mut out = Vec::new();
+    for entry in tree {
+        let e = entry.map_err(|e| Status::internal(format!("read tree {id}: {e}")))?;
+        out.push((e.mode.value() as u32, e.filename.to_vec(), e.oid.to_owned()));
+    }
+    Ok(Some(out))
+}
+
+/// The entries of the tree at `revision:path`, recursively in upstream's order (each tree followed by its
+/// contents) when asked. Nothing (not an error) when the revision or path does not resolve, or when the
+/// path climbs out of the root.
+pub fn tree_entries(
+    repo: &gix::Repository,
+    revision: &str,
+    path: &[u8],
+    recursive: bool,
+) -> Result<Vec<TreeEntry>, Status> {
+    let path: &[u8] = if path == b"." { b"" } else { path };
+    if path.starts_with(b"../") || path == b".." {
+        return Ok(Vec::new());
+    }
+    let Some(root) = root_tree(repo, revision) else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    collect(repo, revision, &root.to_string(), root, path, recursive, &mut out)?;
+    Ok(out)
+}
+
+/// `revision^{tree}`.
+pub fn root_tree(repo: &gix::Repository, revision: &str) -> Option<ObjectId> {
+    let id = super::resolve(repo, revision.as_bytes())?;
+    let object = repo.find_object(id).ok()?;
+    object.peel_to_tree().ok().map(|t| t.id)
+}
+
+fn collect(
+    repo: &gix::Repository,
+    revision: &str,
+    root_oid: &str,
+    root: ObjectId,
+    path: &[u8],
+    recursive: bool,
+    out: &mut Vec<TreeEntry>,
+) -> Result<(), Status> {
+    let Some(tree) = tree_at(repo, root, path)? else { return Ok(()) };
+    let Some(entries) = entries_of(repo, tree)? else { return Ok(()) };
+    for (mode, name, oid) in entries {
+        let kind = entry_type(mode);
+        let entry_path = join(path, &name);
+        out.push(TreeEntry {
+            oid: oid.to_string(),
+            root_oid: root_oid.to_string(),
+            path: entry_path.clone(),
+            r#type: kind as i32,
+            mode: mode as i32,
+            commit_oid: revision.to_string(),
+            flat_path: Vec::new(),
+        });
+        if recursive && kind == EntryType::Tree {
+            collect(repo, revision, root_oid, root, &entry_path, true, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets `flat_path`: for a tree, the path down a chain of trees that each hold only one tree.
+pub fn populate_flat_paths(repo: &gix::Repository, root: ObjectId, entries: &mut [TreeEntry]) -> Result<(), Status> {
+    for entry in entries.iter_mut() {
+        entry.flat_path = entry.path.clone();
+        if entry.r#type != EntryType::Tree as i32 {
+            continue;
+        }
+        for _ in 1..FLAT_PATH_DEPTH {
+            let Some(tree) = tree_at(repo, root, &entry.flat_path)? else { break };
+            let Some(children) = entries_of(repo, tree)? else { break };
+            match children.as_slice() {
+                [(mode, name, _)] if entry_type(*mode) == EntryType::Tree => {
+                    entry.flat_path = join(&entry.flat_path, name);
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry at `path` in `revision`'s tree, as upstream's TreeEntryFinder finds it (by listing the
+/// parent directory); `None` when there is none.
+pub fn find_entry(repo: &gix::Repository, revision: &str, path: &[u8]) -> Result<Option<TreeEntry>, Status> {
+    let dir = match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => &path[..i],
+        None => b"".as_slice(),
+    };
+    let entries = tree_entries(repo, revision, dir, false)?;
+    Ok(entries.into_iter().find(|e| e.path == path))
+}

@@ -1,0 +1,28 @@
+//! FindBranch: a branch by short name (or `refs/heads/…`) with its commit; a missing branch is an empty
+//! response.
+
+use tonic::Status;
+
+use crate::proto::gitaly::{Branch, FindBranchRequest, FindBranchResponse};
+use crate::service::Ctx;
+
+pub async fn find_branch(ctx: &Ctx, req: FindBranchRequest) -> Result<FindBranchResponse, Status> {
+    if req.name.is_empty() {
+        return Err(Status::invalid_argument("Branch name cannot be empty"));
+    }
+    let path = ctx.locator.repo_path(req.repository.as_ref())?;
+    let c = ctx.clone();
+    crate::odb::blocking(move || {
+        let repo = c.repos.open(&path)?;
+        let full = if req.name.starts_with(b"refs/heads/") {
+            req.name.clone()
+        } else {
+            [b"refs/heads/".as_slice(), &req.name].concat()
+        };
+        let Some(target) = crate::odb::refs::target(&repo, &full)? else { return Ok(FindBranchResponse::default()) };
+        let commit = crate::odb::read_commit(&repo, target)?;
+        let name = full.strip_prefix(b"refs/heads/").unwrap_or(&full).to_vec();
+        Ok(FindBranchResponse { branch: Some(Branch { name, target_commit: commit }) })
+    })
+    .await
+}

@@ -1,0 +1,713 @@
+//! The in-process read path (RefService, CommitService, BlobService): every answer checked against what
+//! git itself reports on a generated repository with merges, renames, annotated and lightweight tags,
+//! binary files, a submodule, unicode and non-UTF-8 paths and messages, a long body and >10k refs; and
+//! the hot RPCs proven not to fork.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rgitaly::proto::gitaly::blob_service_client::BlobServiceClient;
+use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+use rgitaly::proto::gitaly::get_blobs_request::RevisionPath;
+use rgitaly::proto::gitaly::ref_service_client::RefServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::Code;
+
+/// Builds the test history in a work tree and returns it.
+fn history(dir: &Path) -> PathBuf {
+    let wt = dir.join("wt");
+    run(git(dir).args(["init", "--quiet", "-b", "master"]).arg(&wt));
+    let commit = |msg: &str, date: &str| {
+        run(git(&wt).args(["add", "-A"]));
+        run(git(&wt).env("GIT_AUTHOR_DATE", date).env("GIT_COMMITTER_DATE", date).args([
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            msg,
+        ]));
+    };
+    std::fs::create_dir_all(wt.join("dir/sub")).unwrap();
+    std::fs::create_dir_all(wt.join("deep/a/b/c")).unwrap();
+    std::fs::write(wt.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(wt.join("dir/b.txt"), "beta\n").unwrap();
+    std::fs::write(wt.join("dir/sub/c.txt"), "gamma\n").unwrap();
+    std::fs::write(wt.join("deep/a/b/c/d.txt"), "deep\n").unwrap();
+    std::fs::write(wt.join("ünïcödé.txt"), "unicode\n").unwrap();
+    std::fs::write(wt.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9.txt")), "not utf-8\n").unwrap();
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(wt.join("binary.bin"), &binary).unwrap();
+    commit("initial\n\nwith a body", "1600000000 +0530");
+    run(git(&wt).args(["mv", "a.txt", "renamed.txt"]));
+    std::fs::write(wt.join("renamed.txt"), "alpha, renamed\n").unwrap();
+    commit("rename a.txt", "1600000100 -0800");
+    run(git(&wt).args(["checkout", "--quiet", "-b", "feature"]));
+    std::fs::write(wt.join("feature.txt"), "feature\n").unwrap();
+    commit("feature work", "1600000200 +0000");
+    run(git(&wt).args(["checkout", "--quiet", "master"]));
+    std::fs::write(wt.join("dir/b.txt"), "beta 2\n").unwrap();
+    commit("change b", "1600000300 +0100");
+    run(git(&wt).env("GIT_COMMITTER_DATE", "1600000400 +0100").args([
+        "merge",
+        "--quiet",
+        "--no-ff",
+        "-m",
+        "Merge branch 'feature'",
+        "feature",
+    ]));
+    // A submodule entry (gitlink) pointing at some commit.
+    let some = stdout(git(&wt).args(["rev-parse", "HEAD~1"]));
+    run(git(&wt).args(["update-index", "--add", "--cacheinfo", &format!("160000,{some},vendor/lib")]));
+    let long_body = format!("long body\n\n{}\n", "x".repeat(12 * 1024));
+    // Committed without `add -A`, which would drop the gitlink (there is no checkout of it).
+    run(git(&wt).env("GIT_AUTHOR_DATE", "1600000500 +0000").args(["commit", "--quiet", "-m", &long_body]));
+    // A message and an author that are not UTF-8: written as a raw object, since `git commit` would
+    // re-encode them.
+    let tree = stdout(git(&wt).args(["rev-parse", "HEAD^{tree}"]));
+    let parent = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    let mut raw = format!("tree {tree}\nparent {parent}\n").into_bytes();
+    raw.extend_from_slice(b"author Jos\xe9 <jose@example.com> 1600000600 +0000\n");
+    raw.extend_from_slice(b"committer C <c@example.com> 1600000600 +0000\n\ncaf\xe9 message\n");
+    std::fs::write(dir.join("raw-commit"), &raw).unwrap();
+    let id = stdout(git(&wt).args(["hash-object", "-t", "commit", "-w"]).arg(dir.join("raw-commit")));
+    run(git(&wt).args(["update-ref", "refs/heads/master", &id]));
+    run(git(&wt).args(["tag", "-a", "v1.0", "-m", "annotated", "HEAD~2"]));
+    run(git(&wt).args(["tag", "v2.0-light"]));
+    wt
+}
+
+struct Fixture {
+    d: Daemon,
+    bare: PathBuf,
+    metrics_port: u16,
+}
+
+fn fixture() -> Fixture {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let d = Daemon::start_with(&format!("prometheus_listen_addr = \"127.0.0.1:{metrics_port}\"\n"));
+    let wt = history(&d.work_dir("src"));
+    let bare = d.seed_repo("r.git", &wt);
+    run(git(&bare).args(["fetch", "--quiet"]).arg(&wt).arg("refs/heads/*:refs/heads/*"));
+    Fixture { d, bare, metrics_port }
+}
+
+impl Fixture {
+    fn git(&self, args: &[&str]) -> Vec<u8> {
+        run(git(&self.bare).args(args)).stdout
+    }
+
+    fn git_text(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.git(args)).trim().to_string()
+    }
+
+    fn repo(&self) -> Option<Repository> {
+        Some(self.d.repo("r.git"))
+    }
+
+    fn spawned(&self) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let line = out.lines().find(|l| l.starts_with("rgitaly_git_processes_spawned_total ")).expect("spawn counter");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+}
+
+/// What git says of a commit, field by field.
+fn git_commit(f: &Fixture, id: &str) -> GitCommit {
+    let raw = f.git(&["cat-file", "commit", id]);
+    let split = raw.windows(2).position(|w| w == b"\n\n").unwrap_or(raw.len());
+    let body = raw.get(split + 2..).unwrap_or_default().to_vec();
+    let field = |fmt: &str| f.git(&["log", "-1", &format!("--format={fmt}"), id]);
+    let line = |fmt: &str| {
+        let mut v = field(fmt);
+        v.pop();
+        v
+    };
+    let author = |p: &str| CommitAuthor {
+        name: line(&format!("%{p}n")),
+        email: line(&format!("%{p}e")),
+        date: Some(prost_types::Timestamp {
+            seconds: String::from_utf8(line(&format!("%{p}t"))).unwrap().parse().unwrap(),
+            nanos: 0,
+        }),
+        timezone: String::from_utf8(line(&format!("%{p}i"))).unwrap().rsplit(' ').next().unwrap().as_bytes().to_vec(),
+    };
+    let parents = String::from_utf8(line("%P")).unwrap();
+    GitCommit {
+        id: id.to_string(),
+        subject: body.split(|b| *b == b'\n').next().unwrap().to_vec(),
+        body_size: body.len() as i64,
+        body: body[..body.len().min(10 * 1024)].to_vec(),
+        author: Some(author("a")),
+        committer: Some(author("c")),
+        parent_ids: parents.split_whitespace().map(str::to_string).collect(),
+        signature_type: 0,
+        tree_id: String::from_utf8(line("%T")).unwrap(),
+        trailers: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_trees_and_blobs_match_git() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut commits = CommitServiceClient::new(ch.clone());
+    let mut blobs = BlobServiceClient::new(ch.clone());
+
+    // FindCommit: every commit, by id and by other revision forms.
+    let all = f.git_text(&["rev-list", "--all"]);
+    let ids: Vec<&str> = all.lines().collect();
+    assert!(ids.len() >= 7);
+    for id in &ids {
+        let got = commits
+            .find_commit(FindCommitRequest { repository: f.repo(), revision: id.as_bytes().to_vec(), trailers: false })
+            .await
+            .unwrap()
+            .into_inner()
+            .commit
+            .unwrap();
+        assert_eq!(got, git_commit(&f, id), "commit {id}");
+    }
+    for rev in ["master", "HEAD", "HEAD~2", "v1.0", "refs/tags/v1.0", "feature", "HEAD~2^2", "v2.0-light"] {
+        let want = f.git_text(&["rev-parse", &format!("{rev}^{{commit}}")]);
+        let got = commits
+            .find_commit(FindCommitRequest { repository: f.repo(), revision: rev.into(), trailers: false })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.commit.map(|c| c.id), Some(want), "{rev}");
+    }
+    // Not found is an empty answer; a bad revision is InvalidArgument with upstream's text.
+    for rev in ["nope", "0000000000000000000000000000000000000001", "HEAD~100"] {
+        let got = commits
+            .find_commit(FindCommitRequest { repository: f.repo(), revision: rev.into(), trailers: false })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.commit, None, "{rev}");
+    }
+    for (rev, msg) in [
+        ("", "empty revision"),
+        ("--all", "revision can't start with '-'"),
+        ("a b", "revision can't contain whitespace"),
+    ] {
+        let e = commits
+            .find_commit(FindCommitRequest { repository: f.repo(), revision: rev.into(), trailers: false })
+            .await
+            .unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    // The long body is cut at 10 KiB with its real size kept.
+    let long = commits
+        .find_commit(FindCommitRequest { repository: f.repo(), revision: b"HEAD~1".to_vec(), trailers: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .commit
+        .unwrap();
+    assert_eq!(long.body.len(), 10 * 1024);
+    assert!(long.body_size > 12 * 1024);
+    // Trailers come from git.
+    let trailers = commits
+        .find_commit(FindCommitRequest { repository: f.repo(), revision: b"HEAD".to_vec(), trailers: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .commit
+        .unwrap();
+    assert_eq!(trailers.subject, b"caf\xe9 message");
+    assert!(trailers.trailers.is_empty());
+
+    // CommitIsAncestor against merge-base --is-ancestor, every pair.
+    for a in &ids {
+        for c in ids.iter().take(4) {
+            let want = git(&f.bare).args(["merge-base", "--is-ancestor", a, c]).status().unwrap().success();
+            let got = commits
+                .commit_is_ancestor(CommitIsAncestorRequest {
+                    repository: f.repo(),
+                    ancestor_id: a.to_string(),
+                    child_id: c.to_string(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .value;
+            assert_eq!(got, want, "{a} ancestor of {c}");
+        }
+    }
+    let e = commits
+        .commit_is_ancestor(CommitIsAncestorRequest {
+            repository: f.repo(),
+            ancestor_id: String::new(),
+            child_id: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "Bad Request (empty ancestor sha)"));
+
+    // ListCommitsByOid: existing ones in order, missing ones skipped.
+    let mut wanted: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    wanted.insert(1, "1111111111111111111111111111111111111111".into());
+    let mut s = commits
+        .list_commits_by_oid(ListCommitsByOidRequest { repository: f.repo(), oid: wanted })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        got.extend(m.commits.into_iter().map(|c| c.id));
+    }
+    assert_eq!(got, ids);
+
+    // GetTreeEntries, recursive: ls-tree -r -t, in git's order.
+    let ls = f.git(&["ls-tree", "-r", "-t", "-z", "HEAD"]);
+    let mut want = Vec::new();
+    for rec in ls.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let tab = rec.iter().position(|b| *b == b'\t').unwrap();
+        let meta = String::from_utf8(rec[..tab].to_vec()).unwrap();
+        let mut parts = meta.split(' ');
+        let mode = i32::from_str_radix(parts.next().unwrap(), 8).unwrap();
+        let kind = parts.next().unwrap().to_string();
+        let oid = parts.next().unwrap().to_string();
+        want.push((rec[tab + 1..].to_vec(), mode, kind, oid));
+    }
+    let entries = tree_entries(&mut commits, &f, b".", true).await;
+    let got: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            let kind = match e.r#type {
+                0 => "blob",
+                1 => "tree",
+                3 => "commit",
+                _ => "?",
+            };
+            (e.path.clone(), e.mode, kind.to_string(), e.oid.clone())
+        })
+        .collect();
+    assert_eq!(got, want);
+    let root = f.git_text(&["rev-parse", "HEAD^{tree}"]);
+    assert!(entries.iter().all(|e| e.root_oid == root && e.commit_oid == "HEAD"));
+    assert!(want.iter().any(|(p, ..)| p == b"latin1-\xe9t\xe9.txt"), "non-UTF-8 path missing from fixture");
+
+    // Non-recursive, with flat paths: deep/a/b/c collapses.
+    let top = tree_entries(&mut commits, &f, b"deep", false).await;
+    assert_eq!(top.len(), 1);
+    assert_eq!((top[0].path.as_slice(), top[0].flat_path.as_slice()), (&b"deep/a"[..], &b"deep/a/b/c"[..]));
+    let dir = tree_entries(&mut commits, &f, b"dir/", false).await;
+    let names: Vec<_> = dir.iter().map(|e| (e.path.clone(), e.flat_path.clone())).collect();
+    assert_eq!(names, vec![(b"dir/b.txt".to_vec(), b"dir/b.txt".to_vec()), (b"dir/sub".to_vec(), b"dir/sub".to_vec())]);
+    assert!(tree_entries(&mut commits, &f, b"nope", false).await.is_empty());
+    assert!(tree_entries(&mut commits, &f, b"../x", false).await.is_empty());
+
+    // TreeEntry for every entry, and GetBlob and GetBlobs for every blob, against cat-file.
+    let mut by_path = BTreeMap::new();
+    for (path, mode, kind, oid) in &want {
+        let mut s = commits
+            .tree_entry(TreeEntryRequest {
+                repository: f.repo(),
+                revision: b"HEAD".to_vec(),
+                path: path.clone(),
+                limit: 0,
+                max_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = s.message().await.unwrap().unwrap();
+        let mut data = first.data.clone();
+        while let Some(m) = s.message().await.unwrap() {
+            data.extend(m.data);
+        }
+        assert_eq!((&first.oid, first.mode), (oid, *mode), "{}", String::from_utf8_lossy(path));
+        match kind.as_str() {
+            "blob" => {
+                let content = f.git(&["cat-file", "blob", oid]);
+                assert_eq!(first.size as usize, content.len());
+                assert_eq!(data, content);
+                by_path.insert(path.clone(), (oid.clone(), content));
+            }
+            "tree" => {
+                assert_eq!(first.size, f.git_text(&["cat-file", "-s", oid]).parse::<i64>().unwrap());
+                assert!(data.is_empty());
+            }
+            _ => assert_eq!(first.r#type, tree_entry_response::ObjectType::Commit as i32),
+        }
+    }
+    // Limits: limit cuts the data, max_size refuses.
+    let mut s = commits
+        .tree_entry(TreeEntryRequest {
+            repository: f.repo(),
+            revision: b"HEAD".to_vec(),
+            path: b"binary.bin".to_vec(),
+            limit: 1000,
+            max_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = s.message().await.unwrap().unwrap();
+    assert_eq!((m.size, m.data.len()), (300_000, 1000));
+    let e = commits
+        .tree_entry(TreeEntryRequest {
+            repository: f.repo(),
+            revision: b"HEAD".to_vec(),
+            path: b"binary.bin".to_vec(),
+            limit: 0,
+            max_size: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(e.message(), "TreeEntry: object size (300000) is bigger than the maximum allowed size (10)");
+    // Missing path: one empty response.
+    let mut s = commits
+        .tree_entry(TreeEntryRequest {
+            repository: f.repo(),
+            revision: b"HEAD".to_vec(),
+            path: b"missing".to_vec(),
+            limit: 0,
+            max_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.message().await.unwrap(), Some(TreeEntryResponse::default()));
+    assert_eq!(s.message().await.unwrap(), None);
+
+    for (oid, content) in by_path.values() {
+        let mut s = blobs
+            .get_blob(GetBlobRequest { repository: f.repo(), oid: oid.clone(), limit: -1 })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = s.message().await.unwrap().unwrap();
+        let mut data = first.data.clone();
+        while let Some(m) = s.message().await.unwrap() {
+            assert!(m.oid.is_empty() && m.size == 0, "metadata repeated after the first message");
+            data.extend(m.data);
+        }
+        assert_eq!((first.oid.as_str(), first.size as usize, &data), (oid.as_str(), content.len(), content));
+    }
+    let mut s = blobs
+        .get_blob(GetBlobRequest {
+            repository: f.repo(),
+            oid: "1111111111111111111111111111111111111111".into(),
+            limit: -1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.message().await.unwrap(), Some(GetBlobResponse::default()));
+    let tree_oid = f.git_text(&["rev-parse", "HEAD:dir"]);
+    let mut s =
+        blobs.get_blob(GetBlobRequest { repository: f.repo(), oid: tree_oid, limit: -1 }).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap(), Some(GetBlobResponse::default()), "a tree is not a blob");
+
+    let rps = [
+        ("HEAD", &b"binary.bin"[..]),
+        ("HEAD", b"vendor/lib"),
+        ("HEAD", b"dir"),
+        ("HEAD~1", b"missing"),
+        ("v1.0", b"renamed.txt"),
+    ];
+    let mut s = blobs
+        .get_blobs(GetBlobsRequest {
+            repository: f.repo(),
+            revision_paths: rps
+                .iter()
+                .map(|(r, p)| RevisionPath { revision: r.to_string(), path: p.to_vec() })
+                .collect(),
+            limit: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        got.push(m);
+    }
+    assert_eq!(got.len(), 5);
+    assert_eq!((got[0].size, got[0].data.len(), got[0].r#type), (300_000, 10, ObjectType::Blob as i32));
+    assert!(got[1].is_submodule && got[1].r#type == ObjectType::Commit as i32);
+    assert_eq!(got[2].r#type, ObjectType::Tree as i32);
+    assert_eq!((got[3].oid.as_str(), got[3].path.as_slice()), ("", &b"missing"[..]));
+    assert_eq!(got[4].data, b"alpha, ren");
+}
+
+async fn tree_entries(
+    c: &mut CommitServiceClient<rgitaly::client::AuthChannel>,
+    f: &Fixture,
+    path: &[u8],
+    recursive: bool,
+) -> Vec<TreeEntry> {
+    let mut s = c
+        .get_tree_entries(GetTreeEntriesRequest {
+            repository: f.repo(),
+            revision: b"HEAD".to_vec(),
+            path: path.to_vec(),
+            recursive,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.extend(m.entries);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refs_match_git_with_many_refs() {
+    let f = fixture();
+    // 12,000 more branches and tags, packed, plus a few loose ones.
+    let head = f.git_text(&["rev-parse", "HEAD"]);
+    let mut input = String::new();
+    for i in 0..6000 {
+        input.push_str(&format!("create refs/heads/bulk/b{i:05} {head}\ncreate refs/tags/bulk-t{i:05} {head}\n"));
+    }
+    let mut child = git(&f.bare).args(["update-ref", "--stdin"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+    run(git(&f.bare).args(["pack-refs", "--all"]));
+    run(git(&f.bare).args(["branch", "loose-after-pack", "HEAD~1"]));
+
+    let ch = f.d.channel().await;
+    let mut refs = RefServiceClient::new(ch);
+    for (prefix, tags) in [("refs/heads/", false), ("refs/tags/", true)] {
+        let want = f.git(&["for-each-ref", "--format=%(refname)", prefix]);
+        let want: Vec<Vec<u8>> = want.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        let mut got = Vec::new();
+        let mut messages = 0;
+        if tags {
+            let mut s =
+                refs.find_all_tag_names(FindAllTagNamesRequest { repository: f.repo() }).await.unwrap().into_inner();
+            while let Some(m) = s.message().await.unwrap() {
+                messages += 1;
+                got.extend(m.names);
+            }
+        } else {
+            let mut s = refs
+                .find_all_branch_names(FindAllBranchNamesRequest { repository: f.repo() })
+                .await
+                .unwrap()
+                .into_inner();
+            while let Some(m) = s.message().await.unwrap() {
+                messages += 1;
+                got.extend(m.names);
+            }
+        }
+        assert!(want.len() > 6000);
+        assert_eq!(got, want, "{prefix}");
+        assert!((1..=2).contains(&messages), "{messages} messages for {} names", got.len());
+    }
+
+    // FindBranch and RefExists.
+    for name in ["master", "feature", "loose-after-pack", "bulk/b00042", "refs/heads/master"] {
+        let full = if name.starts_with("refs/") { name.to_string() } else { format!("refs/heads/{name}") };
+        let want = f.git_text(&["rev-parse", &full]);
+        let b = refs
+            .find_branch(FindBranchRequest { repository: f.repo(), name: name.as_bytes().to_vec() })
+            .await
+            .unwrap()
+            .into_inner()
+            .branch
+            .unwrap();
+        assert_eq!(b.name, full.strip_prefix("refs/heads/").unwrap().as_bytes());
+        assert_eq!(b.target_commit.unwrap(), git_commit(&f, &want));
+        let exists =
+            refs.ref_exists(RefExistsRequest { repository: f.repo(), r#ref: full.into_bytes() }).await.unwrap();
+        assert!(exists.into_inner().value);
+    }
+    let missing = refs.find_branch(FindBranchRequest { repository: f.repo(), name: b"nope".to_vec() }).await.unwrap();
+    assert_eq!(missing.into_inner().branch, None);
+    let e = refs.find_branch(FindBranchRequest { repository: f.repo(), name: Vec::new() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "Branch name cannot be empty"));
+    for (r, want) in [(&b"refs/heads/nope"[..], false), (b"refs/tags/v1.0", true), (b"refs/heads/bulk", false)] {
+        let got = refs.ref_exists(RefExistsRequest { repository: f.repo(), r#ref: r.to_vec() }).await.unwrap();
+        assert_eq!(got.into_inner().value, want, "{}", String::from_utf8_lossy(r));
+    }
+    let e =
+        refs.ref_exists(RefExistsRequest { repository: f.repo(), r#ref: b"heads/master".to_vec() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "invalid refname"));
+
+    // FindDefaultBranchName: HEAD's branch; then master when HEAD points elsewhere; then the first branch.
+    let default = |refs: &mut RefServiceClient<_>| {
+        let mut refs = refs.clone();
+        let repo = f.repo();
+        async move {
+            refs.find_default_branch_name(FindDefaultBranchNameRequest { repository: repo })
+                .await
+                .unwrap()
+                .into_inner()
+                .name
+        }
+    };
+    assert_eq!(default(&mut refs).await, b"refs/heads/master");
+    run(git(&f.bare).args(["symbolic-ref", "HEAD", "refs/heads/feature"]));
+    assert_eq!(default(&mut refs).await, b"refs/heads/feature");
+    run(git(&f.bare).args(["symbolic-ref", "HEAD", "refs/heads/gone"]));
+    assert_eq!(default(&mut refs).await, b"refs/heads/master");
+    run(git(&f.bare).args(["branch", "-m", "master", "zzz"]));
+    assert_eq!(default(&mut refs).await, b"refs/heads/bulk/b00000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_repository_and_bad_input() {
+    let d = Daemon::start();
+    run(git(d.dir.path()).args(["init", "--quiet", "--bare"]).arg(d.repo_path("empty.git")));
+    let ch = d.channel().await;
+    let repo = Some(d.repo("empty.git"));
+    let mut refs = RefServiceClient::new(ch.clone());
+    let mut commits = CommitServiceClient::new(ch.clone());
+    let name = refs.find_default_branch_name(FindDefaultBranchNameRequest { repository: repo.clone() }).await.unwrap();
+    assert!(name.into_inner().name.is_empty());
+    let mut s =
+        refs.find_all_branch_names(FindAllBranchNamesRequest { repository: repo.clone() }).await.unwrap().into_inner();
+    assert_eq!(s.message().await.unwrap(), None);
+    let c = commits
+        .find_commit(FindCommitRequest { repository: repo.clone(), revision: b"HEAD".to_vec(), trailers: false })
+        .await
+        .unwrap();
+    assert_eq!(c.into_inner().commit, None);
+    assert!(tree_entries_of(&mut commits, repo.clone()).await.is_empty());
+    // Unknown storage, traversal, missing repository: the locator's answers.
+    for (r, code) in [
+        (
+            Some(Repository { storage_name: "nope".into(), relative_path: "x.git".into(), ..Default::default() }),
+            Code::InvalidArgument,
+        ),
+        (Some(d.repo("../outside")), Code::InvalidArgument),
+        (Some(d.repo("missing.git")), Code::NotFound),
+        (None, Code::InvalidArgument),
+    ] {
+        let e = commits
+            .find_commit(FindCommitRequest { repository: r.clone(), revision: b"HEAD".to_vec(), trailers: false })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{r:?}: {}", e.message());
+        let e = refs.find_all_branch_names(FindAllBranchNamesRequest { repository: r.clone() }).await.unwrap_err();
+        assert_eq!(e.code(), code, "{r:?}: {}", e.message());
+    }
+}
+
+async fn tree_entries_of(
+    c: &mut CommitServiceClient<rgitaly::client::AuthChannel>,
+    repo: Option<Repository>,
+) -> Vec<TreeEntry> {
+    let mut s = c
+        .get_tree_entries(GetTreeEntriesRequest {
+            repository: repo,
+            revision: b"HEAD".to_vec(),
+            path: b".".to_vec(),
+            recursive: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        out.extend(m.entries);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_rpcs_fork_nothing() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut refs = RefServiceClient::new(ch.clone());
+    let mut commits = CommitServiceClient::new(ch.clone());
+    let mut blobs = BlobServiceClient::new(ch.clone());
+    let head = f.git_text(&["rev-parse", "HEAD"]);
+    let blob = f.git_text(&["rev-parse", "HEAD:renamed.txt"]);
+    let before = f.spawned();
+    for _ in 0..20 {
+        let r = f.repo();
+        commits
+            .find_commit(FindCommitRequest { repository: r.clone(), revision: b"master".to_vec(), trailers: false })
+            .await
+            .unwrap();
+        commits
+            .commit_is_ancestor(CommitIsAncestorRequest {
+                repository: r.clone(),
+                ancestor_id: "HEAD~3".into(),
+                child_id: head.clone(),
+            })
+            .await
+            .unwrap();
+        commits
+            .list_commits_by_oid(ListCommitsByOidRequest { repository: r.clone(), oid: vec![head.clone()] })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+        commits
+            .tree_entry(TreeEntryRequest {
+                repository: r.clone(),
+                revision: b"HEAD".to_vec(),
+                path: b"dir/b.txt".to_vec(),
+                limit: 0,
+                max_size: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+        tree_entries_of(&mut commits, r.clone()).await;
+        blobs
+            .get_blob(GetBlobRequest { repository: r.clone(), oid: blob.clone(), limit: -1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+        blobs
+            .get_blobs(GetBlobsRequest {
+                repository: r.clone(),
+                revision_paths: vec![RevisionPath { revision: "HEAD".into(), path: b"a".to_vec() }],
+                limit: -1,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+        refs.find_branch(FindBranchRequest { repository: r.clone(), name: b"master".to_vec() }).await.unwrap();
+        refs.ref_exists(RefExistsRequest { repository: r.clone(), r#ref: b"refs/heads/master".to_vec() })
+            .await
+            .unwrap();
+        refs.find_default_branch_name(FindDefaultBranchNameRequest { repository: r.clone() }).await.unwrap();
+        refs.find_all_branch_names(FindAllBranchNamesRequest { repository: r.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.spawned(), before, "a hot read RPC started a git process");
+    // The counter does move for a call that needs git (trailers come from `git show`).
+    commits
+        .find_commit(FindCommitRequest { repository: f.repo(), revision: b"master".to_vec(), trailers: true })
+        .await
+        .unwrap();
+    assert_eq!(f.spawned(), before + 1);
+}
