@@ -142,25 +142,27 @@ fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateErr
 }
 
 /// Follows symlinks on the existing part of `path` and checks the result stays under `root`.
+///
+/// The existing part is found walking down from the top, so the work is bounded by what exists on disk
+/// (never deeper than PATH_MAX), not by how long a client made the path.
 fn ensure_inside(root: &Path, path: &Path) -> Result<(), LocateError> {
-    let mut existing = path;
-    let mut missing = Vec::new();
-    loop {
-        match std::fs::symlink_metadata(existing) {
-            Ok(_) => break,
-            Err(_) => match existing.parent() {
-                Some(parent) => {
-                    missing.push(existing.file_name().map(|n| n.to_os_string()).unwrap_or_default());
-                    existing = parent;
-                }
-                None => return Err(LocateError::Escapes),
-            },
+    let mut existing = PathBuf::new();
+    let mut missing = false;
+    for c in path.components() {
+        existing.push(c);
+        if std::fs::symlink_metadata(&existing).is_err() {
+            existing.pop();
+            missing = true;
+            break;
         }
     }
+    if existing.as_os_str().is_empty() {
+        return Err(LocateError::Escapes);
+    }
     // A dangling symlink on the way has no canonical form: refuse it rather than guess where it points.
-    let canonical = std::fs::canonicalize(existing).map_err(|_| LocateError::Escapes)?;
+    let canonical = std::fs::canonicalize(&existing).map_err(|_| LocateError::Escapes)?;
     // The storage root itself is not a repository path either.
-    if !canonical.starts_with(root) || canonical == root && missing.is_empty() {
+    if !canonical.starts_with(root) || canonical == root && !missing {
         return Err(LocateError::Escapes);
     }
     Ok(())

@@ -125,6 +125,11 @@ impl<'a> Repo<'a> {
     /// Compare-and-swap: sets `reference` to `new` only if it currently is `old` (ZERO_OID: must not
     /// exist). `new` = ZERO_OID deletes. `old` = None updates unconditionally.
     pub async fn update_ref(&self, reference: &str, new: &str, old: Option<&str>) -> Result<(), UpdateRefError> {
+        // Fields of `update-ref -z --stdin` end at a NUL: one inside a value would let it carry commands of
+        // its own (delete or move any ref). No ref name or object id holds one.
+        if [reference, new, old.unwrap_or("")].iter().any(|f| f.contains('\0')) {
+            return Err(UpdateRefError { reference: reference.to_string(), stderr: "NUL byte in ref update".into() });
+        }
         let mut stdin = format!("update {reference}\0{new}\0").into_bytes();
         stdin.extend_from_slice(old.unwrap_or("").as_bytes());
         stdin.push(0);

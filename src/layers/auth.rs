@@ -37,7 +37,12 @@ pub enum Accepted {
 
 /// Checks an `authorization` header value against the current and previous secrets.
 pub fn check_token(header: Option<&str>, current: &str, previous: &[String], now: u64) -> Result<Accepted, AuthError> {
-    let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or(AuthError::Unauthenticated)?;
+    // As grpc-go's AuthFromMD: the scheme is matched without regard to case.
+    let token = header
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
+        .ok_or(AuthError::Unauthenticated)?;
     let parts: Vec<&str> = token.split('.').collect();
     let [version, sig, ts] = parts.as_slice() else { return Err(AuthError::Unauthenticated) };
     let sig = hex::decode(sig).map_err(|_| AuthError::Unauthenticated)?;

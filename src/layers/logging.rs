@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
 
-use super::peek::{self, Replay};
+use std::sync::{Arc, Mutex};
+
+use crate::proto::gitaly::Repository;
 use tower::{Layer, Service};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -33,7 +35,8 @@ struct CallLog {
     correlation_id: String,
     started: Instant,
     code: Option<tonic::Code>,
-    repository: Option<crate::proto::gitaly::Repository>,
+    /// Filled in when the first request message has passed.
+    repository: Option<Arc<Mutex<Option<Repository>>>>,
 }
 
 impl CallLog {
@@ -60,7 +63,7 @@ impl Drop for CallLog {
         let seconds = self.started.elapsed().as_secs_f64();
         let time_ms = seconds * 1000.0;
         crate::metrics::record_handled(&self.service, &self.method, &code, seconds);
-        let repo = self.repository.clone().unwrap_or_default();
+        let repo = self.repository.as_ref().and_then(|r| r.lock().ok().and_then(|r| r.clone())).unwrap_or_default();
         tracing::info!(
             grpc.service = %self.service,
             grpc.method = %self.method,
@@ -109,18 +112,14 @@ where
         };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The repository for the log line is read from the first request message as it passes on to the
+        // handler: nothing waits for it here, so the layers inside (auth first) see the call at once.
+        let repository = Arc::new(Mutex::new(None));
+        log.repository = Some(repository.clone());
+        let (parts, body) = req.into_parts();
+        let tap = Counted::new(body, received).capturing_repository(repository);
+        let req = Request::from_parts(parts, tonic::body::Body::new(tap));
         Box::pin(async move {
-            // The repository for the log line comes from the first request message, which goes on untouched.
-            let (parts, mut body) = req.into_parts();
-            let first = match peek::first_message(&mut body).await {
-                Ok(p) => {
-                    log.repository = peek::repository_field(&p.message());
-                    p.bytes
-                }
-                Err((_, read)) => read,
-            };
-            let replay = Replay { first: Some(first), rest: body };
-            let req = Request::from_parts(parts, tonic::body::Body::new(Counted::new(replay, received)));
             let resp = inner.call(req).await?;
             // Trailers-only responses (errors) carry the status in the headers.
             log.observe(resp.headers());
@@ -205,12 +204,77 @@ struct Counted<B> {
     inner: B,
     counter: MessageCounter,
     metric: prometheus::IntCounter,
+    capture: Option<Capture>,
 }
 
 impl<B> Counted<B> {
     fn new(inner: B, metric: prometheus::IntCounter) -> Self {
-        Counted { inner, counter: MessageCounter::default(), metric }
+        Counted { inner, counter: MessageCounter::default(), metric, capture: None }
     }
+
+    fn capturing_repository(mut self, slot: Arc<Mutex<Option<Repository>>>) -> Self {
+        self.capture = Some(Capture { buf: Vec::new(), slot });
+        self
+    }
+}
+
+/// How much of the first message is kept to find its repository: Gitaly clients encode it first, and it
+/// is a few hundred bytes.
+const CAPTURE_LIMIT: usize = 64 * 1024;
+
+/// The start of the first request message, until its repository can be read.
+struct Capture {
+    buf: Vec<u8>,
+    slot: Arc<Mutex<Option<Repository>>>,
+}
+
+impl Capture {
+    /// Adds `data`; true once done (found, or no more worth reading).
+    fn feed(&mut self, data: &[u8]) -> bool {
+        self.buf.extend_from_slice(&data[..data.len().min(CAPTURE_LIMIT + 5 - self.buf.len().min(CAPTURE_LIMIT + 5))]);
+        if self.buf.len() < 5 {
+            return false;
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let have = self.buf.len() - 5;
+        if have < len.min(CAPTURE_LIMIT) {
+            return false;
+        }
+        let message = &self.buf[5..5 + have.min(len)];
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = repository_in_prefix(message);
+        }
+        true
+    }
+}
+
+/// Field 1 (the repository, in nearly every Gitaly request) from the start of an encoded message, skipping
+/// fields before it; `None` when it is not within `prefix`.
+fn repository_in_prefix(mut prefix: &[u8]) -> Option<Repository> {
+    use prost::encoding::{decode_varint, WireType};
+    use prost::Message;
+    while !prefix.is_empty() {
+        let key = decode_varint(&mut prefix).ok()?;
+        let (field, wire) = (key >> 3, WireType::try_from(key & 7).ok()?);
+        let len = match wire {
+            WireType::Varint => {
+                decode_varint(&mut prefix).ok()?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => decode_varint(&mut prefix).ok()? as usize,
+            _ => return None,
+        };
+        if len > prefix.len() {
+            return None;
+        }
+        if field == 1 && wire == WireType::LengthDelimited {
+            return Repository::decode(&prefix[..len]).ok();
+        }
+        prefix = &prefix[len..];
+    }
+    None
 }
 
 impl<B> http_body::Body for Counted<B>
@@ -232,6 +296,9 @@ where
                 if n > 0 {
                     this.metric.inc_by(n);
                 }
+                if this.capture.as_mut().is_some_and(|c| c.feed(data)) {
+                    this.capture = None;
+                }
             }
         }
         frame
@@ -248,7 +315,25 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::MessageCounter;
+    use super::{repository_in_prefix, MessageCounter};
+    use crate::proto::gitaly::{FindCommitRequest, Repository};
+
+    #[test]
+    fn finds_the_repository_in_a_message_prefix() {
+        use prost::Message;
+        let repo = Repository { storage_name: "default".into(), relative_path: "a/b.git".into(), ..Default::default() };
+        let msg = FindCommitRequest { repository: Some(repo.clone()), revision: vec![b'x'; 100_000], trailers: true };
+        let bytes = msg.encode_to_vec();
+        assert_eq!(repository_in_prefix(&bytes), Some(repo.clone()));
+        assert_eq!(repository_in_prefix(&bytes[..60]), Some(repo));
+        assert_eq!(repository_in_prefix(&bytes[..10]), None);
+        // Fields before it are skipped: a varint (trailers = 4) first.
+        let mut reordered = vec![0x20, 1];
+        reordered.extend_from_slice(
+            &FindCommitRequest { repository: msg.repository.clone(), ..Default::default() }.encode_to_vec(),
+        );
+        assert_eq!(repository_in_prefix(&reordered), msg.repository);
+    }
 
     fn message(len: usize) -> Vec<u8> {
         let mut m = vec![0u8];

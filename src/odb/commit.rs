@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(c.parent_ids, vec!["1111111111111111111111111111111111111111"]);
         assert_eq!(c.subject, b"subject line");
         assert_eq!(c.body, b"subject line\r\n\nbody\n");
-        assert_eq!(c.body_size, 21);
+        assert_eq!(c.body_size, 20);
         let a = c.author.unwrap();
         assert_eq!((a.name.as_slice(), a.email.as_slice()), (&b"A U Thor"[..], &b"a@example.com"[..]));
         assert_eq!(a.date.unwrap().seconds, 1_600_000_000);

@@ -67,9 +67,16 @@ pub async fn update(
         return Err(Status::internal(format!("could not parse oldrev: invalid object ID: {old:?}")));
     }
     let branch = text(&req.branch_name);
-    Repo::new(git, &t.repo).update_ref(&format!("refs/heads/{branch}"), &new, Some(&old)).await.map_err(|_| {
-        Status::failed_precondition(format!("Could not update {branch}. Please refresh and try again."))
-    })?;
+    let failed = || Status::failed_precondition(format!("Could not update {branch}. Please refresh and try again."));
+    // The name goes into `update-ref -z --stdin`, where a NUL ends a field: it would let the caller append
+    // commands of its own (delete or move any ref). No ref name holds a NUL; git would refuse it too.
+    if req.branch_name.contains(&0) {
+        return Err(failed());
+    }
+    Repo::new(git, &t.repo)
+        .update_ref(&format!("refs/heads/{branch}"), &new, Some(&old))
+        .await
+        .map_err(|_| failed())?;
     Ok(UserUpdateBranchResponse { pre_receive_error: String::new() })
 }
 
@@ -87,11 +94,12 @@ pub async fn delete(
     let repo = Repo::new(git, &t.repo);
     let branch = text(&req.branch_name);
     let reference = format!("refs/heads/{branch}");
-    let current = repo
-        .resolve(&reference)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| Status::failed_precondition(format!("branch not found: {branch}")))?;
+    let not_found = || Status::failed_precondition(format!("branch not found: {branch}"));
+    // No ref name holds a NUL (git cannot even take it as an argument): not found, as upstream answers.
+    if req.branch_name.contains(&0) {
+        return Err(not_found());
+    }
+    let current = repo.resolve(&reference).await.map_err(internal)?.ok_or_else(not_found)?;
     repo.update_ref(&reference, ZERO_OID, Some(&current)).await.map_err(|_| {
         Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
     })?;

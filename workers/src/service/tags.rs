@@ -71,6 +71,12 @@ pub async fn create(
         (peeled.clone(), None)
     };
 
+    // The name goes into `update-ref -z --stdin`, where a NUL ends a field: `commit` (which needs no space)
+    // would apply an update of an existing tag before git failed. No ref name holds a NUL; upstream ends
+    // such a name with Internal too (check-ref-format cannot take it as an argument).
+    if req.tag_name.contains(&0) {
+        return Err(Status::internal(format!("invalid tag name {name:?}: contains a NUL byte")));
+    }
     if repo.update_ref(&reference, &new_value, Some(ZERO_OID)).await.is_err() {
         // An existing tag is an answer, not an error; an impossible name is an error.
         if repo.valid_ref_name(&reference).await.map_err(internal)? {
@@ -108,7 +114,8 @@ pub async fn delete(
     let repo = Repo::new(git, &t.repo);
     let name = text(&req.tag_name);
     let reference = format!("refs/tags/{name}");
-    let current = match name.contains([' ', '\n']) {
+    // A NUL cannot be in a ref name (nor in an argument to git): not found, as upstream answers.
+    let current = match name.contains([' ', '\n', '\0']) {
         true => None,
         false => repo.resolve(&reference).await.map_err(internal)?,
     }
