@@ -711,3 +711,208 @@ async fn hot_rpcs_fork_nothing() {
         .unwrap();
     assert_eq!(f.spawned(), before + 1);
 }
+
+/// Reads a whole server stream into a Vec of messages.
+macro_rules! all {
+    ($call:expr) => {{
+        let mut s = $call.await.unwrap().into_inner();
+        let mut v = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            v.push(m);
+        }
+        v
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_rpcs_match_git() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut c = CommitServiceClient::new(ch.clone());
+    let lines = |args: &[&str]| -> Vec<String> { f.git_text(args).lines().map(str::to_string).collect() };
+
+    // CountCommits with its options, against rev-list --count.
+    let count = |req: CountCommitsRequest| {
+        let mut c = c.clone();
+        async move { c.count_commits(req).await.unwrap().into_inner().count }
+    };
+    let base = || CountCommitsRequest { repository: f.repo(), revision: b"master".to_vec(), ..Default::default() };
+    assert_eq!(count(base()).await.to_string(), f.git_text(&["rev-list", "--count", "master"]));
+    assert_eq!(
+        count(CountCommitsRequest { all: true, revision: Vec::new(), ..base() }).await.to_string(),
+        f.git_text(&["rev-list", "--count", "--all"])
+    );
+    assert_eq!(
+        count(CountCommitsRequest { path: b"dir".to_vec(), ..base() }).await.to_string(),
+        f.git_text(&["rev-list", "--count", "master", "--", "dir"])
+    );
+    assert_eq!(count(CountCommitsRequest { max_count: 2, ..base() }).await, 2);
+    assert_eq!(
+        count(CountCommitsRequest { first_parent: true, ..base() }).await.to_string(),
+        f.git_text(&["rev-list", "--count", "--first-parent", "master"])
+    );
+    assert_eq!(
+        count(CountCommitsRequest {
+            before: Some(prost_types::Timestamp { seconds: 1_600_000_250, nanos: 0 }),
+            ..base()
+        })
+        .await
+        .to_string(),
+        f.git_text(&["rev-list", "--count", "--before=@1600000250", "master"])
+    );
+    assert_eq!(count(CountCommitsRequest { revision: b"nope".to_vec(), ..base() }).await, 0);
+    let e = c.count_commits(CountCommitsRequest { revision: Vec::new(), ..base() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CountCommits: empty Revision and false All"));
+
+    // CountDivergingCommits.
+    let want = f.git_text(&["rev-list", "--count", "--left-right", "master...feature"]);
+    let got = c
+        .count_diverging_commits(CountDivergingCommitsRequest {
+            repository: f.repo(),
+            from: b"master".to_vec(),
+            to: b"feature".to_vec(),
+            max_count: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(format!("{}\t{}", got.left_count, got.right_count), want);
+
+    // LastCommitForPath for every file and directory, and the root.
+    for p in ["renamed.txt", "dir", "dir/b.txt", "feature.txt", "deep/a/b/c/d.txt", "vendor/lib", "", "/"] {
+        let want =
+            f.git_text(&["log", "-1", "--format=%H", "master", "--", if p.is_empty() || p == "/" { "." } else { p }]);
+        let got = c
+            .last_commit_for_path(LastCommitForPathRequest {
+                repository: f.repo(),
+                revision: b"master".to_vec(),
+                path: p.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.commit.map(|c| c.id).unwrap_or_default(), want, "{p}");
+    }
+    let none = c
+        .last_commit_for_path(LastCommitForPathRequest {
+            repository: f.repo(),
+            revision: b"master".to_vec(),
+            path: b"never-existed".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(none.into_inner().commit, None);
+
+    // ListFiles: blobs only (the submodule is left out), default branch when no revision.
+    let want: Vec<Vec<u8>> = f
+        .git(&["ls-tree", "-r", "-z", "master"])
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty() && r.split(|b| *b == b' ').nth(1) == Some(b"blob"))
+        .map(|r| r[r.iter().position(|b| *b == b'\t').unwrap() + 1..].to_vec())
+        .collect();
+    for rev in [&b"master"[..], b""] {
+        let got: Vec<Vec<u8>> = all!(c.list_files(ListFilesRequest { repository: f.repo(), revision: rev.to_vec() }))
+            .into_iter()
+            .flat_map(|m| m.paths)
+            .collect();
+        assert_eq!(got, want);
+    }
+    let missing = all!(c.list_files(ListFilesRequest { repository: f.repo(), revision: b"nope".to_vec() }));
+    assert_eq!(missing, vec![ListFilesResponse::default()]);
+
+    // CommitsBetween, oldest first.
+    let want = lines(&["log", "--reverse", "--format=%H", "HEAD~5..master"]);
+    let got: Vec<String> = all!(c.commits_between(CommitsBetweenRequest {
+        repository: f.repo(),
+        from: b"HEAD~5".to_vec(),
+        to: b"master".to_vec(),
+        pagination_params: None,
+    }))
+    .into_iter()
+    .flat_map(|m| m.commits.into_iter().map(|c| c.id))
+    .collect();
+    assert_eq!(got, want);
+
+    // GetCommitMessages: whole messages, not cut at 10 KiB.
+    let ids = lines(&["rev-list", "master"]);
+    let msgs = all!(c.get_commit_messages(GetCommitMessagesRequest { repository: f.repo(), commit_ids: ids.clone() }));
+    let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+    for m in msgs {
+        if !m.commit_id.is_empty() {
+            got.push((m.commit_id, Vec::new()));
+        }
+        got.last_mut().unwrap().1.extend(m.message);
+    }
+    let want: Vec<(String, Vec<u8>)> = ids
+        .iter()
+        .map(|id| {
+            let raw = f.git(&["cat-file", "commit", id]);
+            let at = raw.windows(2).position(|w| w == b"\n\n").unwrap();
+            (id.clone(), raw[at + 2..].to_vec())
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(got.iter().any(|(_, m)| m.len() > 12 * 1024));
+
+    // ListCommitsByRefName.
+    let got: Vec<(Vec<u8>, String)> = all!(c.list_commits_by_ref_name(ListCommitsByRefNameRequest {
+        repository: f.repo(),
+        ref_names: vec![b"master".to_vec(), b"refs/heads/nope".to_vec(), b"refs/tags/v1.0".to_vec()],
+    }))
+    .into_iter()
+    .flat_map(|m| m.commit_refs)
+    .map(|r| (r.ref_name, r.commit.unwrap().id))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            (b"master".to_vec(), f.git_text(&["rev-parse", "master"])),
+            (b"refs/tags/v1.0".to_vec(), f.git_text(&["rev-parse", "v1.0^{commit}"]))
+        ]
+    );
+
+    // RawBlame is git's porcelain output, byte for byte; a missing path is an empty stream.
+    let want = f.git(&["blame", "-p", "master", "--", "dir/b.txt"]);
+    let got: Vec<u8> = all!(c.raw_blame(RawBlameRequest {
+        repository: f.repo(),
+        revision: b"master".to_vec(),
+        path: b"dir/b.txt".to_vec()
+    }))
+    .into_iter()
+    .flat_map(|m| m.data)
+    .collect();
+    assert_eq!(got, want);
+    assert!(all!(c.raw_blame(RawBlameRequest {
+        repository: f.repo(),
+        revision: b"master".to_vec(),
+        path: b"nope".to_vec()
+    }))
+    .is_empty());
+
+    // CommitStats against numstat, for a root commit and a later one.
+    let root = f.git_text(&["rev-list", "--max-parents=0", "master"]);
+    for (rev, base) in [
+        (root.as_str(), "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_string()),
+        ("HEAD~3", f.git_text(&["rev-parse", "HEAD~3^"])),
+    ] {
+        let id = f.git_text(&["rev-parse", rev]);
+        let (mut a, mut d) = (0, 0);
+        for l in f.git_text(&["diff", "--numstat", &base, &id]).lines() {
+            let p: Vec<&str> = l.split('\t').collect();
+            if let (Ok(x), Ok(y)) = (p[0].parse::<i32>(), p[1].parse::<i32>()) {
+                a += x;
+                d += y;
+            }
+        }
+        let got = c
+            .commit_stats(CommitStatsRequest { repository: f.repo(), revision: rev.as_bytes().to_vec() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((got.oid, got.additions, got.deletions), (id, a, d), "{rev}");
+    }
+    let e = c.commit_stats(CommitStatsRequest { repository: f.repo(), revision: b"nope".to_vec() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Internal, "object not found"));
+}

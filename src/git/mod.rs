@@ -54,6 +54,7 @@ impl From<GitError> for tonic::Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sub {
     Archive,
+    Blame,
     Bundle,
     CatFile,
     CheckRefFormat,
@@ -61,13 +62,16 @@ pub enum Sub {
     CommitGraph,
     Config,
     CountObjects,
+    Diff,
     Fetch,
     ForEachRef,
+    FormatPatch,
     Fsck,
     Gc,
     HashObject,
     IndexPack,
     Init,
+    Log,
     LsTree,
     MergeBase,
     MergeTree,
@@ -93,6 +97,7 @@ impl Sub {
     pub fn name(self) -> &'static str {
         match self {
             Sub::Archive => "archive",
+            Sub::Blame => "blame",
             Sub::Bundle => "bundle",
             Sub::CatFile => "cat-file",
             Sub::CheckRefFormat => "check-ref-format",
@@ -100,13 +105,16 @@ impl Sub {
             Sub::CommitGraph => "commit-graph",
             Sub::Config => "config",
             Sub::CountObjects => "count-objects",
+            Sub::Diff => "diff",
             Sub::Fetch => "fetch",
             Sub::ForEachRef => "for-each-ref",
+            Sub::FormatPatch => "format-patch",
             Sub::Fsck => "fsck",
             Sub::Gc => "gc",
             Sub::HashObject => "hash-object",
             Sub::IndexPack => "index-pack",
             Sub::Init => "init",
+            Sub::Log => "log",
             Sub::LsTree => "ls-tree",
             Sub::MergeBase => "merge-base",
             Sub::MergeTree => "merge-tree",
@@ -158,6 +166,7 @@ impl Sub {
         !matches!(
             self,
             Sub::Archive
+                | Sub::Blame
                 | Sub::CatFile
                 | Sub::Bundle
                 | Sub::CheckRefFormat

@@ -44,3 +44,24 @@ pub fn head_target(repo: &gix::Repository) -> Result<Option<Vec<u8>>, Status> {
         Err(e) => Err(Status::internal(format!("read HEAD: {e}"))),
     }
 }
+
+const LEGACY_DEFAULT: &[u8] = b"refs/heads/master";
+
+/// Upstream's default branch: none without branches; the only one; HEAD's target if it is a branch; else
+/// `refs/heads/master` if it exists; else the first branch in name order. Empty when there is none.
+pub fn default_branch(repo: &gix::Repository) -> Result<Vec<u8>, Status> {
+    let branches = names(repo, "refs/heads/")?;
+    Ok(match branches.as_slice() {
+        [] => Vec::new(),
+        [only] => only.clone(),
+        _ => {
+            if let Some(head) = head_target(repo)?.filter(|h| branches.contains(h)) {
+                head
+            } else if branches.iter().any(|b| b == LEGACY_DEFAULT) {
+                LEGACY_DEFAULT.to_vec()
+            } else {
+                branches[0].clone()
+            }
+        }
+    })
+}

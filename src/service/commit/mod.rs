@@ -1,9 +1,17 @@
 //! CommitService: commits, trees and history, read in-process (see [`crate::odb`]). RPCs not listed here
 //! answer UNIMPLEMENTED.
 
+mod between;
+mod by_ref_name;
+mod counts;
 mod find_commit;
 mod is_ancestor;
+mod last_commit_for_path;
 mod list_commits_by_oid;
+mod list_files;
+mod messages;
+mod raw_blame;
+mod stats;
 mod tree_entries;
 mod tree_entry;
 
@@ -39,7 +47,77 @@ impl CommitService for CommitSvc {
         tree_entry::tree_entry(&self.0, r.into_inner()).map(Response::new)
     }
 
+    async fn count_commits(&self, r: Request<CountCommitsRequest>) -> Unary<CountCommitsResponse> {
+        counts::count_commits(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn count_diverging_commits(
+        &self,
+        r: Request<CountDivergingCommitsRequest>,
+    ) -> Unary<CountDivergingCommitsResponse> {
+        counts::count_diverging_commits(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn last_commit_for_path(&self, r: Request<LastCommitForPathRequest>) -> Unary<LastCommitForPathResponse> {
+        last_commit_for_path::last_commit_for_path(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_files(&self, r: Request<ListFilesRequest>) -> Streamed<ListFilesResponse> {
+        list_files::list_files(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn commits_between(&self, r: Request<CommitsBetweenRequest>) -> Streamed<CommitsBetweenResponse> {
+        between::commits_between(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_commit_messages(&self, r: Request<GetCommitMessagesRequest>) -> Streamed<GetCommitMessagesResponse> {
+        messages::get_commit_messages(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn list_commits_by_ref_name(
+        &self,
+        r: Request<ListCommitsByRefNameRequest>,
+    ) -> Streamed<ListCommitsByRefNameResponse> {
+        by_ref_name::list_commits_by_ref_name(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn raw_blame(&self, r: Request<RawBlameRequest>) -> Streamed<RawBlameResponse> {
+        raw_blame::raw_blame(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn commit_stats(&self, r: Request<CommitStatsRequest>) -> Unary<CommitStatsResponse> {
+        stats::commit_stats(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
     async fn get_tree_entries(&self, r: Request<GetTreeEntriesRequest>) -> Streamed<GetTreeEntriesResponse> {
         tree_entries::get_tree_entries(&self.0, r.into_inner()).map(Response::new)
     }
+}
+
+/// Streams the commits for `ids` (as `git log` listed them) in responses of up to 1 MiB; an id that does
+/// not read as a commit ends the stream with an error, as upstream's lookup does.
+pub(crate) fn stream_commits<T: Send + 'static>(
+    ctx: &Ctx,
+    path: std::path::PathBuf,
+    ids: Vec<String>,
+    wrap: fn(Vec<GitCommit>) -> T,
+) -> BoxStream<T> {
+    let c = ctx.clone();
+    crate::odb::stream(move |send| {
+        let repo = c.repos.open(&path)?;
+        let mut chunker = crate::service::chunk::Chunker::default();
+        for id in &ids {
+            let commit = crate::odb::find_commit(&repo, id.as_bytes())?
+                .ok_or_else(|| Status::internal(format!("cat-file get commit {id:?}: object not found")))?;
+            if let Some(batch) = chunker.push(commit) {
+                if !send(wrap(batch)) {
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(batch) = chunker.finish() {
+            send(wrap(batch));
+        }
+        Ok(())
+    })
 }

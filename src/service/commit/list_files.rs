@@ -1,0 +1,62 @@
+//! ListFiles: every blob path at a revision (default: the default branch), as `git ls-tree -r` lists
+//! them, in responses of up to 1 MiB.
+
+use tonic::codegen::BoxStream;
+use tonic::Status;
+
+use crate::git::{validate_revision, Sub};
+use crate::proto::gitaly::{ListFilesRequest, ListFilesResponse};
+use crate::service::Ctx;
+
+pub async fn list_files(ctx: &Ctx, req: ListFilesRequest) -> Result<BoxStream<ListFilesResponse>, Status> {
+    if !req.revision.is_empty() {
+        validate_revision(&req.revision).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
+    let path = ctx.locator.repo_path(req.repository.as_ref())?;
+    let mut revision = String::from_utf8_lossy(&req.revision).into_owned();
+    if revision.is_empty() {
+        let (c, p) = (ctx.clone(), path.clone());
+        let default = crate::odb::blocking(move || crate::odb::refs::default_branch(&c.repos.open(&p)?)).await?;
+        if default.is_empty() {
+            return Err(Status::failed_precondition("repository does not have a default branch"));
+        }
+        revision = String::from_utf8_lossy(&default).into_owned();
+    }
+    let verify = ctx.git.command(&path, Sub::RevParse).flag("--verify").user_arg(&revision).run_to_end().await?;
+    if !verify.exit.success() {
+        return Ok(Box::pin(futures::stream::iter([Ok(ListFilesResponse::default())])));
+    }
+    let out = ctx
+        .git
+        .command(&path, Sub::LsTree)
+        .flag("-z")
+        .flag("-r")
+        .flag("--full-tree")
+        .flag("--full-name")
+        .user_arg(&revision)
+        .run_to_end()
+        .await?;
+    if !out.exit.success() {
+        return Err(Status::internal(format!("ListFiles: {}", out.stderr_text())));
+    }
+    let mut responses = Vec::new();
+    let (mut batch, mut size) = (Vec::new(), 0usize);
+    for record in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let Some(tab) = record.iter().position(|b| *b == b'\t') else { continue };
+        if record[..tab].split(|b| *b == b' ').nth(1) != Some(b"blob") {
+            continue;
+        }
+        let p = record[tab + 1..].to_vec();
+        let n = prost::encoding::bytes::encoded_len(1, &p);
+        if !batch.is_empty() && size + n >= crate::service::chunk::MAX_MESSAGE_SIZE {
+            responses.push(Ok(ListFilesResponse { paths: std::mem::take(&mut batch) }));
+            size = 0;
+        }
+        size += n;
+        batch.push(p);
+    }
+    if !batch.is_empty() {
+        responses.push(Ok(ListFilesResponse { paths: batch }));
+    }
+    Ok(Box::pin(futures::stream::iter(responses)))
+}
