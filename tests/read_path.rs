@@ -916,3 +916,238 @@ async fn history_rpcs_match_git() {
     let e = c.commit_stats(CommitStatsRequest { repository: f.repo(), revision: b"nope".to_vec() }).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Internal, "object not found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ref_listings_match_git() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut refs = RefServiceClient::new(ch.clone());
+    let lines = |args: &[&str]| -> Vec<String> { f.git_text(args).lines().map(str::to_string).collect() };
+    // More shapes of refs: remote branches, a tag of a tree, a tag of a tag.
+    let head = f.git_text(&["rev-parse", "master"]);
+    run(git(&f.bare).args(["update-ref", "refs/remotes/origin/main", &head]));
+    run(git(&f.bare).args(["update-ref", "refs/remotes/origin/old", "master~3"]));
+    let tree = f.git_text(&["rev-parse", "master^{tree}"]);
+    run(git(&f.bare).args(["tag", "tree-tag", &tree]));
+    run(git(&f.bare).args(["tag", "-a", "-m", "tag of a tag", "nested", "v1.0"]));
+
+    // FindLocalBranches, each sort, and pagination.
+    for (sort, key) in [(0, "refname"), (1, "committerdate"), (2, "-committerdate")] {
+        let want = lines(&["for-each-ref", &format!("--sort={key}"), "--format=%(refname)", "refs/heads"]);
+        let got: Vec<String> = all!(refs.find_local_branches(FindLocalBranchesRequest {
+            repository: f.repo(),
+            sort_by: sort,
+            pagination_params: None
+        }))
+        .into_iter()
+        .flat_map(|m| m.branches)
+        .map(|b| {
+            let c = b.commit.unwrap();
+            assert_eq!((b.commit_id.as_str(), b.commit_subject.as_slice()), (c.id.as_str(), c.subject.as_slice()));
+            String::from_utf8(b.name).unwrap()
+        })
+        .collect();
+        assert_eq!(got, want, "sort {key}");
+    }
+    let all_names = lines(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    let page: Vec<Vec<u8>> = all!(refs.find_local_branches(FindLocalBranchesRequest {
+        repository: f.repo(),
+        sort_by: 0,
+        pagination_params: Some(PaginationParameter { page_token: all_names[0].clone(), limit: 1 }),
+    }))
+    .into_iter()
+    .flat_map(|m| m.branches)
+    .map(|b| b.name)
+    .collect();
+    assert_eq!(page, vec![all_names[1].clone().into_bytes()]);
+
+    // FindAllBranches, with and without merged_only; FindAllRemoteBranches.
+    let want = lines(&["for-each-ref", "--format=%(refname)", "refs/heads", "refs/remotes"]);
+    let got: Vec<String> =
+        all!(refs.find_all_branches(FindAllBranchesRequest { repository: f.repo(), ..Default::default() }))
+            .into_iter()
+            .flat_map(|m| m.branches)
+            .map(|b| String::from_utf8(b.name).unwrap())
+            .collect();
+    assert_eq!(got, want);
+    let want =
+        lines(&["for-each-ref", "--format=%(refname)", "--merged=refs/heads/master", "refs/heads", "refs/remotes"]);
+    let got: Vec<String> = all!(refs.find_all_branches(FindAllBranchesRequest {
+        repository: f.repo(),
+        merged_only: true,
+        merged_branches: vec![]
+    }))
+    .into_iter()
+    .flat_map(|m| m.branches)
+    .map(|b| String::from_utf8(b.name).unwrap())
+    .collect();
+    assert_eq!(got, want);
+    let got: Vec<(String, String)> = all!(refs
+        .find_all_remote_branches(FindAllRemoteBranchesRequest { repository: f.repo(), remote_name: "origin".into() }))
+    .into_iter()
+    .flat_map(|m| m.branches)
+    .map(|b| (String::from_utf8(b.name).unwrap(), b.target_commit.unwrap().id))
+    .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("refs/remotes/origin/main".into(), head.clone()),
+            ("refs/remotes/origin/old".into(), f.git_text(&["rev-parse", "master~3"]))
+        ]
+    );
+
+    // FindAllTags: annotated, lightweight, of a tree, of a tag.
+    let tags: Vec<Tag> = all!(refs.find_all_tags(FindAllTagsRequest { repository: f.repo() }))
+        .into_iter()
+        .flat_map(|m| m.tags)
+        .collect();
+    let names: Vec<String> = tags.iter().map(|t| String::from_utf8(t.name.clone()).unwrap()).collect();
+    assert_eq!(names, lines(&["for-each-ref", "--format=%(refname:lstrip=2)", "refs/tags/"]));
+    let by = |n: &str| tags.iter().find(|t| t.name == n.as_bytes()).unwrap().clone();
+    let v1 = by("v1.0");
+    assert_eq!(v1.id, f.git_text(&["rev-parse", "v1.0"]));
+    assert_eq!((v1.message.as_slice(), v1.message_size), (&b"annotated"[..], 9));
+    assert_eq!(v1.tagger.as_ref().unwrap().email, b"test@example.com");
+    assert_eq!(v1.target_commit.unwrap().id, f.git_text(&["rev-parse", "v1.0^{commit}"]));
+    let light = by("v2.0-light");
+    assert_eq!((light.id.as_str(), light.message.len()), (head.as_str(), 0));
+    assert_eq!(light.target_commit.unwrap().id, head);
+    let tt = by("tree-tag");
+    assert_eq!((tt.id.as_str(), tt.target_commit), (tree.as_str(), None));
+    let nested = by("nested");
+    assert_eq!(nested.message, b"tag of a tag");
+    assert_eq!(nested.target_commit.unwrap().id, f.git_text(&["rev-parse", "v1.0^{commit}"]));
+
+    // FindTag.
+    let t =
+        refs.find_tag(FindTagRequest { repository: f.repo(), tag_name: b"v1.0".to_vec() }).await.unwrap().into_inner();
+    assert_eq!(t.tag.unwrap().id, v1.id);
+    let e = refs.find_tag(FindTagRequest { repository: f.repo(), tag_name: b"nope".to_vec() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Internal, "no tag found"));
+
+    // GetTagMessages: the whole message, as git stores it.
+    let msgs =
+        all!(refs.get_tag_messages(GetTagMessagesRequest { repository: f.repo(), tag_ids: vec![v1.id.clone()] }));
+    assert_eq!(msgs[0].tag_id, v1.id);
+    let body: Vec<u8> = msgs.iter().flat_map(|m| m.message.clone()).collect();
+    assert_eq!(body, b"annotated\n");
+
+    // Refs containing a commit.
+    let old = f.git_text(&["rev-parse", "master~4"]);
+    let want: Vec<Vec<u8>> =
+        lines(&["for-each-ref", "--format=%(refname:lstrip=2)", &format!("--contains={old}"), "refs/heads"])
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+    let got: Vec<Vec<u8>> = all!(refs.list_branch_names_containing_commit(ListBranchNamesContainingCommitRequest {
+        repository: f.repo(),
+        commit_id: old.clone(),
+        limit: 0
+    }))
+    .into_iter()
+    .flat_map(|m| m.branch_names)
+    .collect();
+    assert_eq!(got, want);
+    let want: Vec<Vec<u8>> =
+        lines(&["for-each-ref", "--format=%(refname:lstrip=2)", &format!("--contains={old}"), "refs/tags"])
+            .into_iter()
+            .map(String::into_bytes)
+            .collect();
+    let got: Vec<Vec<u8>> = all!(refs.list_tag_names_containing_commit(ListTagNamesContainingCommitRequest {
+        repository: f.repo(),
+        commit_id: old.clone(),
+        limit: 0
+    }))
+    .into_iter()
+    .flat_map(|m| m.tag_names)
+    .collect();
+    assert_eq!(got, want);
+    let e = refs
+        .list_branch_names_containing_commit(ListBranchNamesContainingCommitRequest {
+            repository: f.repo(),
+            commit_id: "master".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "invalid object ID: \"master\""));
+    let name = refs
+        .find_ref_name(FindRefNameRequest {
+            repository: f.repo(),
+            commit_id: old.clone(),
+            prefix: b"refs/heads/".to_vec(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        name.into_inner().name,
+        f.git_text(&["for-each-ref", "--count=1", "--format=%(refname)", &format!("--contains={old}"), "refs/heads/"])
+            .into_bytes()
+    );
+
+    // ListNewCommits / ListNewBlobs: a commit no ref reaches yet, with one new blob.
+    std::fs::write(f.d.dir.path().join("new-blob"), "brand new\n").unwrap();
+    let blob = f.git_text(&["hash-object", "-w", f.d.dir.path().join("new-blob").to_str().unwrap()]);
+    let mut index = format!("100644 blob {blob}\tnew.txt\n");
+    index.push_str(&format!("100644 blob {}\tother.txt\n", f.git_text(&["rev-parse", "master:renamed.txt"])));
+    let mut mk = git(&f.bare)
+        .args(["mktree"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(mk.stdin.as_mut().unwrap(), index.as_bytes()).unwrap();
+    let new_tree = String::from_utf8(mk.wait_with_output().unwrap().stdout).unwrap().trim().to_string();
+    let new_commit = f.git_text(&["commit-tree", &new_tree, "-p", "master", "-m", "not on any ref"]);
+    let got: Vec<String> =
+        all!(refs.list_new_commits(ListNewCommitsRequest { repository: f.repo(), commit_id: new_commit.clone() }))
+            .into_iter()
+            .flat_map(|m| m.commits.into_iter().map(|c| c.id))
+            .collect();
+    assert_eq!(got, vec![new_commit.clone()]);
+    let blobs: Vec<NewBlobObject> = all!(refs.list_new_blobs(ListNewBlobsRequest {
+        repository: f.repo(),
+        commit_id: new_commit.clone(),
+        limit: 0
+    }))
+    .into_iter()
+    .flat_map(|m| m.new_blob_objects)
+    .collect();
+    assert_eq!(blobs, vec![NewBlobObject { oid: blob, size: 10, path: b"new.txt".to_vec() }]);
+
+    // DeleteRefs by list and by exception; PackRefs.
+    let r = refs
+        .delete_refs(DeleteRefsRequest {
+            repository: f.repo(),
+            refs: vec![b"refs/heads/feature".to_vec()],
+            except_with_prefix: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().git_error, "");
+    assert!(!git(&f.bare).args(["show-ref", "--verify", "--quiet", "refs/heads/feature"]).status().unwrap().success());
+    refs.delete_refs(DeleteRefsRequest {
+        repository: f.repo(),
+        refs: vec![],
+        except_with_prefix: vec![b"refs/heads/".to_vec()],
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        lines(&["for-each-ref", "--format=%(refname)"]),
+        lines(&["for-each-ref", "--format=%(refname)", "refs/heads/"])
+    );
+    let e = refs
+        .delete_refs(DeleteRefsRequest {
+            repository: f.repo(),
+            refs: vec![b"refs/heads/a\0delete refs/heads/master".to_vec()],
+            except_with_prefix: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(git(&f.bare).args(["show-ref", "--verify", "--quiet", "refs/heads/master"]).status().unwrap().success());
+    refs.pack_refs(PackRefsRequest { repository: f.repo(), all_refs: true }).await.unwrap();
+    assert!(std::fs::read_to_string(f.bare.join("packed-refs")).unwrap().contains("refs/heads/master"));
+    assert!(!f.bare.join("refs/heads/master").exists());
+}

@@ -98,6 +98,49 @@ pub fn signature_type(first_line: &[u8]) -> SignatureType {
     }
 }
 
+/// A tag object's fields as upstream reads them, before the target commit is looked up.
+#[derive(Debug, Default)]
+pub struct RawTag {
+    pub object: String,
+    pub kind: Vec<u8>,
+    pub tag: crate::proto::gitaly::Tag,
+}
+
+/// Upstream's tag parser: `trim_len` cuts the message at 10 KiB, `trim_newline` drops trailing newlines.
+pub fn parse_tag(id: &str, name: &[u8], raw: &[u8], trim_len: bool, trim_newline: bool) -> RawTag {
+    let (header, mut body) = split_raw(raw);
+    if trim_newline {
+        while let Some(rest) = body.strip_suffix(b"\n") {
+            body = rest;
+        }
+    }
+    let mut out = RawTag::default();
+    out.tag.id = id.to_string();
+    out.tag.name = name.to_vec();
+    out.tag.message_size = body.len() as i64;
+    out.tag.message = if trim_len { body[..body.len().min(MAX_MESSAGE_SIZE)].to_vec() } else { body.to_vec() };
+    for line in header.split(|b| *b == b'\n') {
+        let Some(sp) = line.iter().position(|b| *b == b' ') else { continue };
+        let (key, value) = (&line[..sp], &line[sp + 1..]);
+        match key {
+            b"object" => out.object = String::from_utf8_lossy(value).into_owned(),
+            b"type" => out.kind = value.to_vec(),
+            b"tagger" => out.tag.tagger = Some(parse_author(value)),
+            _ => {}
+        }
+    }
+    if out.tag.tagger.is_none() {
+        out.tag.tagger = Some(CommitAuthor::default());
+    }
+    // A signature is recognised only after some message text, as upstream does.
+    if let Some(at) = body.windows(10).position(|w| w == b"-----BEGIN").filter(|at| *at > 0) {
+        if let Some(end) = body[at..].iter().position(|b| *b == b'\n').filter(|e| *e > 0) {
+            out.tag.signature_type = signature_type(&body[at..at + end]) as i32;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,3 +205,35 @@ pub fn is_ancestor(repo: &gix::Repository, ancestor: &[u8], child: &[u8]) -> boo
     // If `a` is an ancestor of `c` it is their only best common ancestor.
     matches!(repo.merge_base(a, c), Ok(Some(base)) if base.detach() == a)
 }
+
+/// How many nested tags upstream follows to find a tag's commit.
+const MAX_TAG_DEPTH: usize = 10;
+
+/// The `Tag` for tag object `id` named `name` (without `refs/tags/`), with its target commit peeled
+/// through nested tags; `None` when `id` is not a tag object.
+pub fn read_tag(
+    repo: &gix::Repository,
+    id: ObjectId,
+    name: &[u8],
+    trim: bool,
+) -> Result<Option<crate::proto::gitaly::Tag>, Status> {
+    let Some((gix::object::Kind::Tag, raw)) = read(repo, id)? else { return Ok(None) };
+    let mut parsed = commit::parse_tag(&id.to_string(), name, &raw, trim, trim);
+    let mut depth = 0;
+    while parsed.kind == b"tag" && depth < MAX_TAG_DEPTH {
+        let Ok(next) = ObjectId::from_hex(parsed.object.as_bytes()) else { break };
+        let Some((gix::object::Kind::Tag, raw)) = read(repo, next)? else { break };
+        let inner = commit::parse_tag(&parsed.object, name, &raw, trim, trim);
+        parsed.object = inner.object;
+        parsed.kind = inner.kind;
+        depth += 1;
+    }
+    if parsed.kind == b"commit" {
+        let target = ObjectId::from_hex(parsed.object.as_bytes()).map_err(|e| Status::internal(e.to_string()))?;
+        parsed.tag.target_commit =
+            Some(read_commit(repo, target)?.ok_or_else(|| {
+                Status::internal("buildAnnotatedTag error when getting target commit: object not found")
+            })?);
+    }
+    Ok(Some(parsed.tag))
+}
