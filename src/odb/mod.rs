@@ -42,6 +42,8 @@ fn stamp(git_dir: &Path) -> Stamp {
 struct Entry {
     repo: gix::ThreadSafeRepository,
     stamp: Stamp,
+    /// Changes when the handle is reopened, so threads drop their copies of the old one.
+    generation: u64,
     used: u64,
 }
 
@@ -55,6 +57,7 @@ pub struct RepoCache {
 struct Cache {
     entries: HashMap<PathBuf, Entry>,
     clock: u64,
+    generations: u64,
 }
 
 impl std::fmt::Debug for RepoCache {
@@ -63,33 +66,83 @@ impl std::fmt::Debug for RepoCache {
     }
 }
 
+/// Thread-local handles kept per thread that used them (runtime and blocking-pool threads are reused),
+/// so a repeated read finds its pack and object caches warm instead of starting cold each call.
+const PER_THREAD: usize = 16;
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<HashMap<PathBuf, (u64, gix::Repository)>> = Default::default();
+}
+
+/// A repository handle for this thread; goes back to the thread's cache when dropped.
+pub struct Handle {
+    repo: Option<gix::Repository>,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl std::ops::Deref for Handle {
+    type Target = gix::Repository;
+    fn deref(&self) -> &gix::Repository {
+        self.repo.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let Some(repo) = self.repo.take() else { return };
+        let path = std::mem::take(&mut self.path);
+        let generation = self.generation;
+        let _ = LOCAL.try_with(|local| {
+            let mut local = local.borrow_mut();
+            if local.len() >= PER_THREAD && !local.contains_key(&path) {
+                if let Some(k) = local.keys().next().cloned() {
+                    local.remove(&k);
+                }
+            }
+            local.insert(path, (generation, repo));
+        });
+    }
+}
+
 impl RepoCache {
     /// A handle for the repository at `path` (already resolved by the locator), for this thread.
-    pub fn open(&self, path: &Path) -> Result<gix::Repository, OdbError> {
+    pub fn open(&self, path: &Path) -> Result<Handle, OdbError> {
         let now = stamp(path);
-        {
+        let shared = {
             let mut cache = self.inner.lock().expect("not poisoned");
             cache.clock += 1;
             let clock = cache.clock;
-            if let Some(e) = cache.entries.get_mut(path) {
-                if e.stamp == now {
+            match cache.entries.get_mut(path) {
+                Some(e) if e.stamp == now => {
                     e.used = clock;
-                    return Ok(thread_local(&e.repo));
+                    Some((e.generation, e.repo.clone()))
                 }
+                _ => None,
             }
-        }
-        // Opened outside the lock: a slow open of one repository does not hold up the others.
+        };
+        let (generation, shared) = match shared {
+            Some(s) => s,
+            None => self.reopen(path, now)?,
+        };
+        let local = LOCAL.with(|l| l.borrow_mut().remove(path)).filter(|(g, _)| *g == generation).map(|(_, r)| r);
+        let repo = local.unwrap_or_else(|| thread_local(&shared));
+        Ok(Handle { repo: Some(repo), path: path.to_path_buf(), generation })
+    }
+
+    /// Opens `path` afresh (outside the lock: a slow open does not hold up other repositories) and records it.
+    fn reopen(&self, path: &Path, now: Stamp) -> Result<(u64, gix::ThreadSafeRepository), OdbError> {
         let repo = gix::open_opts(path, options()).map_err(|e| OdbError::Open(e.to_string()))?.into_sync();
-        let local = thread_local(&repo);
         let mut cache = self.inner.lock().expect("not poisoned");
         if cache.entries.len() >= CAPACITY && !cache.entries.contains_key(path) {
             if let Some(oldest) = cache.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) {
                 cache.entries.remove(&oldest);
             }
         }
-        let used = cache.clock;
-        cache.entries.insert(path.to_path_buf(), Entry { repo, stamp: now, used });
-        Ok(local)
+        cache.generations += 1;
+        let (generation, used) = (cache.generations, cache.clock);
+        cache.entries.insert(path.to_path_buf(), Entry { repo: repo.clone(), stamp: now, generation, used });
+        Ok((generation, repo))
     }
 
     /// Forgets the handle for `path`, after the repository was removed or rewritten under us.
@@ -109,7 +162,11 @@ impl RepoCache {
 /// Only the repository's own config is read: never the user's or the system's, and never the environment,
 /// as for the git processes we run.
 fn options() -> gix::open::Options {
-    gix::open::Options::isolated().open_path_as_is(true).with(gix::sec::Trust::Full)
+    gix::open::Options::isolated()
+        .open_path_as_is(true)
+        .with(gix::sec::Trust::Full)
+        // A bounded delta-base cache per handle (gix's default is much larger), as handles live per thread.
+        .config_overrides(["core.deltaBaseCacheLimit=16m"])
 }
 
 fn thread_local(repo: &gix::ThreadSafeRepository) -> gix::Repository {
@@ -131,6 +188,13 @@ where
     F: FnOnce() -> Result<T, Status> + Send + 'static,
 {
     tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read task: {e}")))?
+}
+
+/// Runs a point lookup (one ref, one object) right here on the async thread: it takes tens of
+/// microseconds, less than handing it to another thread would, and the thread's warm handle cache is used.
+/// Anything that walks history or lists refs goes through [`blocking`] instead.
+pub fn inline<T>(f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
+    f()
 }
 
 /// A server stream fed from a blocking producer. The producer's `send` returns false once the client has

@@ -13,7 +13,7 @@ pub async fn commit_stats(ctx: &Ctx, req: CommitStatsRequest) -> Result<CommitSt
     validate_revision(&req.revision).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let (c, p, rev) = (ctx.clone(), path.clone(), req.revision.clone());
-    let commit = crate::odb::blocking(move || crate::odb::find_commit(&c.repos.open(&p)?, &rev))
+    let commit = crate::odb::blocking(move || crate::odb::find_commit(&*c.repos.open(&p)?, &rev))
         .await?
         .ok_or_else(|| Status::internal("object not found"))?;
     let parent = if commit.parent_ids.is_empty() { EMPTY_TREE.to_string() } else { format!("{}^", commit.id) };

@@ -12,7 +12,7 @@ pub async fn find_branch(ctx: &Ctx, req: FindBranchRequest) -> Result<FindBranch
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    crate::odb::blocking(move || {
+    crate::odb::inline(move || {
         let repo = c.repos.open(&path)?;
         let full = if req.name.starts_with(b"refs/heads/") {
             req.name.clone()
@@ -24,5 +24,4 @@ pub async fn find_branch(ctx: &Ctx, req: FindBranchRequest) -> Result<FindBranch
         let name = full.strip_prefix(b"refs/heads/").unwrap_or(&full).to_vec();
         Ok(FindBranchResponse { branch: Some(Branch { name, target_commit: commit }) })
     })
-    .await
 }

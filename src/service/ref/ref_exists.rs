@@ -11,9 +11,8 @@ pub async fn ref_exists(ctx: &Ctx, req: RefExistsRequest) -> Result<RefExistsRes
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    crate::odb::blocking(move || {
+    crate::odb::inline(move || {
         let repo = c.repos.open(&path)?;
         Ok(RefExistsResponse { value: crate::odb::refs::target(&repo, &req.r#ref)?.is_some() })
     })
-    .await
 }

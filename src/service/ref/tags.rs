@@ -75,7 +75,7 @@ pub async fn find_tag(ctx: &Ctx, req: FindTagRequest) -> Result<FindTagResponse,
     let lines = for_each_ref(ctx, &path, &[FORMAT.into(), "--count=1".into()], &[pattern]).await?;
     let Some(line) = lines.into_iter().next() else { return Err(Status::internal("no tag found")) };
     let c = ctx.clone();
-    let tag = crate::odb::blocking(move || tag_for_line(&c.repos.open(&path)?, &line)).await?;
+    let tag = crate::odb::blocking(move || tag_for_line(&*c.repos.open(&path)?, &line)).await?;
     Ok(FindTagResponse { tag: Some(tag) })
 }
 
