@@ -108,7 +108,7 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
         .add_service(limits!(RefServiceServer::new(service::r#ref::RefSvc(ctx.clone()))))
         .add_service(limits!(CommitServiceServer::new(service::commit::CommitSvc(ctx.clone()))))
         .add_service(limits!(BlobServiceServer::new(service::blob::BlobSvc(ctx.clone()))))
-        .add_service(limits!(DiffServiceServer::new(unbuilt)))
+        .add_service(limits!(DiffServiceServer::new(service::diff::DiffSvc(ctx.clone()))))
         .add_service(limits!(OperationServiceServer::new(unbuilt)))
         .add_service(limits!(WikiServiceServer::new(unbuilt)))
         .add_service(AdminServiceServer::new(service::admin::AdminSvc(pool.clone())));

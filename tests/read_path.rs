@@ -1151,3 +1151,218 @@ async fn ref_listings_match_git() {
     assert!(std::fs::read_to_string(f.bare.join("packed-refs")).unwrap().contains("refs/heads/master"));
     assert!(!f.bare.join("refs/heads/master").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diffs_match_git() {
+    use rgitaly::proto::gitaly::diff_service_client::DiffServiceClient;
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut d = DiffServiceClient::new(ch.clone());
+    // One more commit on top: a 20 KiB text file (its patch is split across messages) and a mode change.
+    let big: String = (0..800).map(|i| format!("line number {i:05}\n")).collect();
+    std::fs::write(f.d.dir.path().join("big"), &big).unwrap();
+    let big_blob = f.git_text(&["hash-object", "-w", f.d.dir.path().join("big").to_str().unwrap()]);
+    // renamed.txt also moves to moved.txt, unchanged: a rename.
+    let mut listing = f.git_text(&["ls-tree", "master"]).replace("\trenamed.txt", "\tmoved.txt");
+    listing.push_str(&format!("\n100755 blob {big_blob}\tbig.txt\n"));
+    let mut mk = git(&f.bare)
+        .args(["mktree"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(mk.stdin.as_mut().unwrap(), listing.as_bytes()).unwrap();
+    let tree = String::from_utf8(mk.wait_with_output().unwrap().stdout).unwrap().trim().to_string();
+    let top = f.git_text(&["commit-tree", &tree, "-p", "master", "-m", "big"]);
+    let root = f.git_text(&["rev-list", "--max-parents=0", "master"]);
+
+    // RawDiff and RawPatch are git's text.
+    let raw: Vec<u8> = all!(d.raw_diff(RawDiffRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone()
+    }))
+    .into_iter()
+    .flat_map(|m| m.data)
+    .collect();
+    assert_eq!(raw, f.git(&["diff", "--full-index", &root, &top]));
+    let patch: Vec<u8> = all!(d.raw_patch(RawPatchRequest {
+        repository: f.repo(),
+        left_commit_id: "HEAD~2".into(),
+        right_commit_id: top.clone()
+    }))
+    .into_iter()
+    .flat_map(|m| m.data)
+    .collect();
+    assert_eq!(patch, f.git(&["format-patch", "--stdout", "--signature", "GitLab", &format!("HEAD~2..{top}")]));
+    let e = d
+        .raw_diff(RawDiffRequest { repository: f.repo(), left_commit_id: String::new(), right_commit_id: top.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "RawDiff: empty LeftCommitId"));
+
+    // DiffStats against numstat.
+    let stats: Vec<DiffStats> = all!(d.diff_stats(DiffStatsRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone()
+    }))
+    .into_iter()
+    .flat_map(|m| m.stats)
+    .collect();
+    let numstat = f.git_text(&["-c", "core.quotePath=false", "diff", "--numstat", &root, &top]);
+    assert_eq!(stats.len(), numstat.lines().count());
+    for (s, line) in stats.iter().zip(numstat.lines()) {
+        let p: Vec<&str> = line.splitn(3, '\t').collect();
+        assert_eq!((s.additions, s.deletions), (p[0].parse().unwrap_or(0), p[1].parse().unwrap_or(0)), "{line}");
+        if s.old_path.is_empty() {
+            assert_eq!(String::from_utf8_lossy(&s.path), p[2]);
+        } else {
+            assert!(p[2].contains("=>"), "{line}");
+        }
+    }
+
+    // CommitDelta against --raw.
+    let deltas: Vec<CommitDelta> = all!(d.commit_delta(CommitDeltaRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone(),
+        paths: vec![]
+    }))
+    .into_iter()
+    .flat_map(|m| m.deltas)
+    .collect();
+    let raw_lines = f.git_text(&["diff", "--raw", "--abbrev=40", "--full-index", "--find-renames", &root, &top]);
+    assert_eq!(deltas.len(), raw_lines.lines().count());
+    for (delta, line) in deltas.iter().zip(raw_lines.lines()) {
+        let meta: Vec<&str> = line[1..].split('\t').next().unwrap().split(' ').collect();
+        assert_eq!((delta.from_id.as_str(), delta.to_id.as_str()), (meta[2], meta[3]), "{line}");
+        assert_eq!(
+            (delta.old_mode, delta.new_mode),
+            (i32::from_str_radix(meta[0], 8).unwrap(), i32::from_str_radix(meta[1], 8).unwrap())
+        );
+    }
+    let renames: Vec<CommitDelta> = all!(d.commit_delta(CommitDeltaRequest {
+        repository: f.repo(),
+        left_commit_id: "master".into(),
+        right_commit_id: top.clone(),
+        paths: vec![]
+    }))
+    .into_iter()
+    .flat_map(|m| m.deltas)
+    .collect();
+    assert!(
+        renames.iter().any(|x| x.from_path == b"renamed.txt" && x.to_path == b"moved.txt"),
+        "rename not found: {renames:?}"
+    );
+    let from_empty: Vec<CommitDelta> = all!(d.commit_delta(CommitDeltaRequest {
+        repository: f.repo(),
+        left_commit_id: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+        right_commit_id: top.clone(),
+        paths: vec![]
+    }))
+    .into_iter()
+    .flat_map(|m| m.deltas)
+    .collect();
+    assert!(from_empty.iter().any(|x| x.to_path == "ünïcödé.txt".as_bytes()), "unicode path not unquoted");
+    assert!(from_empty.iter().any(|x| x.to_path == b"latin1-\xe9t\xe9.txt"), "non-UTF-8 path not unquoted");
+
+    // CommitDiff: each file's patch is git's, from its first @@ on; the big one arrives in 5 KiB pieces.
+    let msgs = all!(d.commit_diff(CommitDiffRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone(),
+        ..Default::default()
+    }));
+    let mut files: Vec<CommitDiffResponse> = Vec::new();
+    let mut open = false;
+    for m in msgs {
+        assert!(m.raw_patch_data.len() <= 5 * 1024);
+        if open {
+            let last = files.last_mut().unwrap();
+            last.raw_patch_data.extend(m.raw_patch_data);
+            last.end_of_patch = m.end_of_patch;
+        } else {
+            files.push(m);
+        }
+        open = !files.last().unwrap().end_of_patch;
+    }
+    for file in &files {
+        let (from, to) = (
+            String::from_utf8_lossy(&file.from_path).into_owned(),
+            String::from_utf8_lossy(&file.to_path).into_owned(),
+        );
+        let mut args = vec!["diff", "--full-index", "--find-renames=30%", &root, &top, "--"];
+        args.push(&from);
+        if to != from {
+            args.push(&to);
+        }
+        let text = f.git(&args);
+        let want = if file.binary {
+            let at = text.windows(6).position(|w| w == b"Binary").unwrap();
+            text[at..].to_vec()
+        } else {
+            match text.windows(3).position(|w| w == b"\n@@") {
+                Some(at) => text[at + 1..].to_vec(),
+                None => Vec::new(),
+            }
+        };
+        if from.contains('\u{fffd}') {
+            continue; // not a path a lossy string can name on the command line
+        }
+        assert_eq!(String::from_utf8_lossy(&file.raw_patch_data), String::from_utf8_lossy(&want), "{from} -> {to}");
+    }
+    let big_file = files.iter().find(|f| f.to_path == b"big.txt").unwrap();
+    assert_eq!((big_file.new_mode, big_file.raw_patch_data.len() > 5 * 1024), (0o100755, true));
+    let from_empty = all!(d.commit_diff(CommitDiffRequest {
+        repository: f.repo(),
+        left_commit_id: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+        right_commit_id: top.clone(),
+        paths: vec![b"binary.bin".to_vec()],
+        ..Default::default()
+    }));
+    assert_eq!(from_empty.len(), 1);
+    assert!(from_empty[0].binary);
+    assert_eq!(from_empty[0].raw_patch_data, b"Binary files /dev/null and b/binary.bin differ\n");
+
+    // Limits: a file cap gives an overflow marker; safe limits collapse patches.
+    let capped = all!(d.commit_diff(CommitDiffRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone(),
+        enforce_limits: true,
+        max_files: 2,
+        max_lines: 100_000,
+        max_bytes: 10_000_000,
+        max_patch_bytes: 100_000,
+        ..Default::default()
+    }));
+    let ends: Vec<&CommitDiffResponse> = capped.iter().filter(|m| m.end_of_patch).collect();
+    assert_eq!(ends.len(), 3);
+    assert!(ends[2].overflow_marker && ends[2].from_path.is_empty());
+    let collapsed = all!(d.commit_diff(CommitDiffRequest {
+        repository: f.repo(),
+        left_commit_id: root.clone(),
+        right_commit_id: top.clone(),
+        collapse_diffs: true,
+        safe_max_files: 1,
+        safe_max_lines: 100_000,
+        safe_max_bytes: 10_000_000,
+        ..Default::default()
+    }));
+    assert!(collapsed.iter().filter(|m| m.end_of_patch).skip(1).any(|m| m.collapsed && m.raw_patch_data.is_empty()));
+    let e = d
+        .commit_diff(CommitDiffRequest {
+            repository: f.repo(),
+            left_commit_id: "nope".into(),
+            right_commit_id: top.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+}

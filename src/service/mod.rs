@@ -13,6 +13,7 @@ pub mod admin;
 pub mod blob;
 pub mod chunk;
 pub mod commit;
+pub mod diff;
 pub mod r#ref;
 pub mod repository;
 pub mod server;
