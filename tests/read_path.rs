@@ -1366,3 +1366,189 @@ async fn diffs_match_git() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_signature_rpcs_match_git() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut c = CommitServiceClient::new(ch.clone());
+    let lines = |args: &[&str]| -> Vec<String> { f.git_text(args).lines().map(str::to_string).collect() };
+    // A signed commit (the signature need not verify) with a trailer, on its own branch.
+    let tree = f.git_text(&["rev-parse", "master^{tree}"]);
+    let parent = f.git_text(&["rev-parse", "master"]);
+    let signature = "-----BEGIN PGP SIGNATURE-----\n\niQEzBAABCAAdFiEE\n=abcd\n-----END PGP SIGNATURE-----";
+    let indented = signature.replace('\n', "\n ");
+    let header = format!("tree {tree}\nparent {parent}\nauthor S <s@example.com> 1600001000 +0000\ncommitter S <s@example.com> 1600001000 +0000\n");
+    let message = "signed change\n\nBody.\n\nSigned-off-by: S <s@example.com>\nReviewed-by: R <r@example.com>\n";
+    let raw = format!("{header}gpgsig {indented}\n\n{message}");
+    std::fs::write(f.d.dir.path().join("signed"), &raw).unwrap();
+    let signed = f.git_text(&["hash-object", "-t", "commit", "-w", f.d.dir.path().join("signed").to_str().unwrap()]);
+    run(git(&f.bare).args(["update-ref", "refs/heads/signed", &signed]));
+
+    // GetCommitSignatures: the signature, and the commit without it.
+    let msgs = all!(c.get_commit_signatures(GetCommitSignaturesRequest {
+        repository: f.repo(),
+        commit_ids: vec![signed.clone(), parent.clone()]
+    }));
+    assert_eq!(msgs[0].commit_id, signed);
+    assert_eq!(msgs[0].signature, signature.as_bytes());
+    let text: Vec<u8> = msgs.iter().flat_map(|m| m.signed_text.clone()).collect();
+    assert_eq!(String::from_utf8(text).unwrap(), format!("{header}\n{message}"));
+    assert!(msgs.iter().all(|m| m.commit_id.is_empty() || m.commit_id == signed), "unsigned commit answered");
+    let e = c
+        .get_commit_signatures(GetCommitSignaturesRequest { repository: f.repo(), commit_ids: vec!["master".into()] })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "GetCommitSignatures: invalid object ID: \"master\""));
+
+    // FilterShasWithSignatures: one answer per request.
+    let reqs = vec![
+        FilterShasWithSignaturesRequest {
+            repository: f.repo(),
+            shas: vec![signed.clone().into_bytes(), parent.clone().into_bytes()],
+        },
+        FilterShasWithSignaturesRequest { repository: None, shas: vec![parent.clone().into_bytes()] },
+    ];
+    let got = all!(c.filter_shas_with_signatures(futures::stream::iter(reqs)));
+    assert_eq!(
+        got,
+        vec![
+            FilterShasWithSignaturesResponse { shas: vec![signed.clone().into_bytes()] },
+            FilterShasWithSignaturesResponse { shas: vec![] }
+        ]
+    );
+
+    // FindCommits with its options, against git log.
+    let find = |req: FindCommitsRequest| {
+        let mut c = c.clone();
+        async move { all!(c.find_commits(req)).into_iter().flat_map(|m| m.commits).collect::<Vec<GitCommit>>() }
+    };
+    let base =
+        || FindCommitsRequest { repository: f.repo(), revision: b"master".to_vec(), limit: 100, ..Default::default() };
+    let id_list = |v: Vec<GitCommit>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(id_list(find(base()).await), lines(&["log", "--format=%H", "--max-count=100", "master"]));
+    assert_eq!(
+        id_list(find(FindCommitsRequest { limit: 2, offset: 1, ..base() }).await),
+        lines(&["log", "--format=%H", "--skip=1", "--max-count=2", "master"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { limit: 0, ..base() }).await),
+        Vec::<String>::new(),
+        "limit 0 lists nothing, as upstream"
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { paths: vec![b"dir/b.txt".to_vec()], ..base() }).await),
+        lines(&["log", "--format=%H", "master", "--", "dir/b.txt"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { paths: vec![b"renamed.txt".to_vec()], follow: true, ..base() }).await),
+        lines(&["log", "--format=%H", "--follow", "master", "--", "renamed.txt"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { skip_merges: true, ..base() }).await),
+        lines(&["log", "--format=%H", "--no-merges", "master"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { first_parent: true, ..base() }).await),
+        lines(&["log", "--format=%H", "--first-parent", "master"])
+    );
+    assert_eq!(
+        id_list(
+            find(FindCommitsRequest {
+                after: Some(prost_types::Timestamp { seconds: 1_600_000_250, nanos: 0 }),
+                ..base()
+            })
+            .await
+        ),
+        lines(&["log", "--format=%H", "--after=@1600000250", "master"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { author: b"Jos".to_vec(), ..base() }).await),
+        lines(&["log", "--format=%H", "--author=Jos", "master"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { order: 1, ..base() }).await),
+        lines(&["log", "--format=%H", "--topo-order", "master"])
+    );
+    assert_eq!(
+        id_list(find(FindCommitsRequest { all: true, revision: vec![], ..base() }).await),
+        lines(&["log", "--format=%H", "--max-count=100", "--all", "--reverse"])
+    );
+    let with_trailers =
+        find(FindCommitsRequest { revision: b"signed".to_vec(), limit: 1, trailers: true, ..base() }).await;
+    let t: Vec<(Vec<u8>, Vec<u8>)> =
+        with_trailers[0].trailers.iter().map(|t| (t.key.clone(), t.value.clone())).collect();
+    assert_eq!(
+        t,
+        vec![
+            (b"Signed-off-by".to_vec(), b"S <s@example.com>".to_vec()),
+            (b"Reviewed-by".to_vec(), b"R <r@example.com>".to_vec())
+        ]
+    );
+    assert_eq!(with_trailers[0].signature_type, SignatureType::Pgp as i32);
+    let e = c.find_commits(FindCommitsRequest { paths: vec![vec![]], ..base() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "path is empty string"));
+
+    // FindAllCommits and CommitsByMessage.
+    let all_commits: Vec<String> = all!(c.find_all_commits(FindAllCommitsRequest {
+        repository: f.repo(),
+        revision: vec![],
+        max_count: 0,
+        skip: 0,
+        order: 2
+    }))
+    .into_iter()
+    .flat_map(|m| m.commits.into_iter().map(|c| c.id))
+    .collect();
+    let branches = lines(&["for-each-ref", "--format=%(refname)", "refs/heads"]);
+    let mut args = vec!["log", "--pretty=%H", "--date-order"];
+    args.extend(branches.iter().map(String::as_str));
+    assert_eq!(all_commits, lines(&args));
+    let by_msg: Vec<String> = all!(c.commits_by_message(CommitsByMessageRequest {
+        repository: f.repo(),
+        revision: vec![],
+        query: "CHANGE".into(),
+        ..Default::default()
+    }))
+    .into_iter()
+    .flat_map(|m| m.commits.into_iter().map(|c| c.id))
+    .collect();
+    assert_eq!(by_msg, lines(&["log", "--pretty=%H", "--grep=CHANGE", "--regexp-ignore-case", "master"]));
+    assert!(!by_msg.is_empty());
+
+    // ListLastCommitsForTree: trees first, then blobs, then the submodule, each with its last commit.
+    let got = all!(c.list_last_commits_for_tree(ListLastCommitsForTreeRequest {
+        repository: f.repo(),
+        revision: "master".into(),
+        path: b"".to_vec(),
+        limit: 100,
+        ..Default::default()
+    }));
+    assert!(got.iter().all(|m| m.commits.len() <= 10));
+    let got: Vec<(Vec<u8>, String)> =
+        got.into_iter().flat_map(|m| m.commits).map(|c| (c.path_bytes, c.commit.unwrap().id)).collect();
+    let ls = f.git(&["ls-tree", "-z", "--full-name", "master", "."]);
+    let mut want: Vec<(u8, Vec<u8>)> = ls
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            let tab = r.iter().position(|b| *b == b'\t').unwrap();
+            let group = match r.split(|b| *b == b' ').nth(1) {
+                Some(b"tree") => 0,
+                Some(b"blob") => 1,
+                _ => 2,
+            };
+            (group, r[tab + 1..].to_vec())
+        })
+        .collect();
+    want.sort_by_key(|(g, _)| *g);
+    assert_eq!(
+        got.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+        want.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>()
+    );
+    for (p, id) in &got {
+        if let Ok(p) = std::str::from_utf8(p) {
+            assert_eq!(id, &f.git_text(&["log", "-1", "--format=%H", "master", "--", p]), "{p}");
+        }
+    }
+}

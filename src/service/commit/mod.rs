@@ -7,10 +7,13 @@ mod counts;
 mod find_commit;
 mod is_ancestor;
 mod last_commit_for_path;
+mod last_commits_for_tree;
 mod list_commits_by_oid;
 mod list_files;
+mod log;
 mod messages;
 mod raw_blame;
+mod signatures;
 mod stats;
 mod tree_entries;
 mod tree_entry;
@@ -18,7 +21,7 @@ mod tree_entry;
 pub use tree_entry::DATA_CHUNK;
 
 use tonic::codegen::BoxStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::Ctx;
 use crate::proto::gitaly::commit_service_server::CommitService;
@@ -87,6 +90,39 @@ impl CommitService for CommitSvc {
 
     async fn commit_stats(&self, r: Request<CommitStatsRequest>) -> Unary<CommitStatsResponse> {
         stats::commit_stats(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn find_all_commits(&self, r: Request<FindAllCommitsRequest>) -> Streamed<FindAllCommitsResponse> {
+        log::find_all_commits(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn find_commits(&self, r: Request<FindCommitsRequest>) -> Streamed<FindCommitsResponse> {
+        log::find_commits(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn commits_by_message(&self, r: Request<CommitsByMessageRequest>) -> Streamed<CommitsByMessageResponse> {
+        log::commits_by_message(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_commit_signatures(
+        &self,
+        r: Request<GetCommitSignaturesRequest>,
+    ) -> Streamed<GetCommitSignaturesResponse> {
+        signatures::get_commit_signatures(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn filter_shas_with_signatures(
+        &self,
+        r: Request<Streaming<FilterShasWithSignaturesRequest>>,
+    ) -> Streamed<FilterShasWithSignaturesResponse> {
+        signatures::filter_shas_with_signatures(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_last_commits_for_tree(
+        &self,
+        r: Request<ListLastCommitsForTreeRequest>,
+    ) -> Streamed<ListLastCommitsForTreeResponse> {
+        last_commits_for_tree::list_last_commits_for_tree(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn get_tree_entries(&self, r: Request<GetTreeEntriesRequest>) -> Streamed<GetTreeEntriesResponse> {
