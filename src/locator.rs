@@ -146,6 +146,10 @@ fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateErr
 /// The existing part is found walking down from the top, so the work is bounded by what exists on disk
 /// (never deeper than PATH_MAX), not by how long a client made the path.
 fn ensure_inside(root: &Path, path: &Path) -> Result<(), LocateError> {
+    // The common case, an existing repository: one realpath settles it.
+    if let Ok(canonical) = std::fs::canonicalize(path) {
+        return if canonical.starts_with(root) && canonical != root { Ok(()) } else { Err(LocateError::Escapes) };
+    }
     let mut existing = PathBuf::new();
     let mut missing = false;
     for c in path.components() {

@@ -44,6 +44,12 @@ pub struct Scanner {
 
 const PREFIX_LEN: usize = 8;
 
+/// A pkt-line length header: exactly four hex digits, as git reads it (`usize::from_str_radix` would also
+/// take a leading `+`).
+fn parse_len(header: &[u8]) -> Option<usize> {
+    header.iter().try_fold(0, |len, &b| Some(len * 16 + (b as char).to_digit(16)? as usize))
+}
+
 impl Scanner {
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() && !self.seen.malformed {
@@ -65,7 +71,7 @@ impl Scanner {
             if self.header.len() < 4 {
                 return;
             }
-            let len = std::str::from_utf8(&self.header).ok().and_then(|h| usize::from_str_radix(h, 16).ok());
+            let len = parse_len(&self.header);
             self.header.clear();
             match len {
                 Some(0) => self.seen.flush = true,
@@ -121,5 +127,19 @@ mod tests {
         let mut s = Scanner::default();
         s.feed(b"ffff");
         assert!(s.seen.malformed);
+    }
+
+    #[test]
+    fn header_is_four_hex_digits() {
+        // Found by fuzz/fuzz_targets/pktline.rs: "+00e" was read as length 14, so a payload that git
+        // itself would refuse counted as a `deepen` (or `done`) line.
+        for stream in [&b"+00edeepen 1\n"[..], b"+009done\n", b" 009done\n", b"-009done\n"] {
+            let mut s = Scanner::default();
+            s.feed(stream);
+            assert_eq!(s.seen, Seen { malformed: true, ..Seen::default() }, "{stream:?}");
+        }
+        let mut s = Scanner::default();
+        s.feed(b"000Adeepen");
+        assert!(s.seen.deepen && !s.seen.malformed, "upper-case hex is valid");
     }
 }

@@ -1552,3 +1552,84 @@ async fn log_and_signature_rpcs_match_git() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lfs_pointers_are_found() {
+    let f = fixture();
+    let ch = f.d.channel().await;
+    let mut b = BlobServiceClient::new(ch.clone());
+    let pointer =
+        |n: u32| format!("version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {n}\n", "ab".repeat(32));
+    let write = |name: &str, content: &str| {
+        let file = f.d.dir.path().join(name);
+        std::fs::write(&file, content).unwrap();
+        f.git_text(&["hash-object", "-w", file.to_str().unwrap()])
+    };
+    let committed = write("p1", &pointer(1234));
+    let loose = write("p2", &pointer(99));
+    let not_pointer = write("p3", "version https://git-lfs.github.com/spec/v1\nno oid here\n");
+    let mut listing = f.git_text(&["ls-tree", "master"]);
+    listing.push_str(&format!("\n100644 blob {committed}\tbig.psd\n"));
+    let mut mk = git(&f.bare)
+        .args(["mktree"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(mk.stdin.as_mut().unwrap(), listing.as_bytes()).unwrap();
+    let tree = String::from_utf8(mk.wait_with_output().unwrap().stdout).unwrap().trim().to_string();
+    let commit = f.git_text(&["commit-tree", &tree, "-p", "master", "-m", "lfs"]);
+    run(git(&f.bare).args(["update-ref", "refs/heads/lfs", &commit]));
+
+    let ids = |v: Vec<LfsPointer>| {
+        let mut v: Vec<String> = v.into_iter().map(|p| p.oid).collect();
+        v.sort();
+        v
+    };
+    let got = all!(b.get_lfs_pointers(GetLfsPointersRequest {
+        repository: f.repo(),
+        blob_ids: vec![committed.clone(), not_pointer.clone()]
+    }));
+    let got: Vec<LfsPointer> = got.into_iter().flat_map(|m| m.lfs_pointers).collect();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].data.clone(), got[0].size), (pointer(1234).into_bytes(), pointer(1234).len() as i64));
+    let e = b
+        .get_lfs_pointers(GetLfsPointersRequest {
+            repository: f.repo(),
+            blob_ids: vec!["1111111111111111111111111111111111111111".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unknown);
+
+    let listed = all!(b.list_lfs_pointers(ListLfsPointersRequest {
+        repository: f.repo(),
+        revisions: vec!["lfs".into()],
+        limit: 0
+    }));
+    assert_eq!(ids(listed.into_iter().flat_map(|m| m.lfs_pointers).collect()), vec![committed.clone()]);
+    let none = all!(b.list_lfs_pointers(ListLfsPointersRequest {
+        repository: f.repo(),
+        revisions: vec!["lfs".into(), "--not".into(), "--all".into()],
+        limit: 0
+    }));
+    assert!(none.is_empty());
+    let e = b
+        .list_lfs_pointers(ListLfsPointersRequest {
+            repository: f.repo(),
+            revisions: vec!["--output=x".into()],
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "invalid revision: \"--output=x\""));
+
+    let everything = all!(b.list_all_lfs_pointers(ListAllLfsPointersRequest { repository: f.repo(), limit: 0 }));
+    let mut want = vec![committed, loose];
+    want.sort();
+    assert_eq!(ids(everything.into_iter().flat_map(|m| m.lfs_pointers).collect()), want);
+}

@@ -217,6 +217,12 @@ where
 /// What `git cat-file --batch` would find for `revision`: any rev-parse failure is "missing", as there.
 pub fn resolve(repo: &gix::Repository, revision: &[u8]) -> Option<ObjectId> {
     use gix::bstr::ByteSlice;
+    // A full object id is taken as one (as git does), without the prefix search rev-parse would start with.
+    if revision.len() == 40 {
+        if let Ok(id) = ObjectId::from_hex(revision) {
+            return repo.has_object(id).then_some(id);
+        }
+    }
     repo.rev_parse_single(revision.as_bstr()).ok().map(|id| id.detach())
 }
 

@@ -3,6 +3,7 @@
 
 mod get_blob;
 mod get_blobs;
+mod lfs;
 
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -19,6 +20,21 @@ type Streamed<T> = Result<Response<BoxStream<T>>, Status>;
 impl BlobService for BlobSvc {
     async fn get_blob(&self, r: Request<GetBlobRequest>) -> Streamed<GetBlobResponse> {
         get_blob::get_blob(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn get_lfs_pointers(&self, r: Request<GetLfsPointersRequest>) -> Streamed<GetLfsPointersResponse> {
+        lfs::get_lfs_pointers(&self.0, r.into_inner()).map(Response::new)
+    }
+
+    async fn list_lfs_pointers(&self, r: Request<ListLfsPointersRequest>) -> Streamed<ListLfsPointersResponse> {
+        lfs::list_lfs_pointers(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn list_all_lfs_pointers(
+        &self,
+        r: Request<ListAllLfsPointersRequest>,
+    ) -> Streamed<ListAllLfsPointersResponse> {
+        lfs::list_all_lfs_pointers(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn get_blobs(&self, r: Request<GetBlobsRequest>) -> Streamed<GetBlobsResponse> {
