@@ -2,7 +2,7 @@
 //! 1 MiB, so a long list goes out in few messages that stay under gRPC's size limit.
 
 /// The size at which a response is sent (upstream's `chunk.maxMessageSize`).
-pub const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
+const MAX_MESSAGE_SIZE: usize = 1024 * 1024;
 
 #[derive(Debug)]
 pub struct Chunker<T> {
@@ -35,4 +35,48 @@ impl<T: prost::Message> Chunker<T> {
         self.size = 0;
         std::mem::take(&mut self.items)
     }
+}
+
+/// Byte strings (names, paths) in batches of up to 1 MiB, each counted as a `bytes` field with `tag`.
+pub fn byte_batches(items: Vec<Vec<u8>>, tag: u32) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    let (mut batch, mut size) = (Vec::new(), 0usize);
+    for item in items {
+        let len = prost::encoding::bytes::encoded_len(tag, &item);
+        if !batch.is_empty() && size + len >= MAX_MESSAGE_SIZE {
+            out.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += len;
+        batch.push(item);
+    }
+    if !batch.is_empty() {
+        out.push(batch);
+    }
+    out
+}
+
+/// Upstream's streamio write size for blob and message data.
+pub const DATA_CHUNK: usize = 128 * 1024;
+
+/// Sends `data` in 128 KiB pieces: the first rides on `first` (which carries the metadata), the rest go in
+/// otherwise empty messages; `first` alone when there is no data. False once the client has gone.
+pub fn send_data<T: Default>(first: T, data: &[u8], set: fn(&mut T, Vec<u8>), send: &mut dyn FnMut(T) -> bool) -> bool {
+    if data.is_empty() {
+        return send(first);
+    }
+    let mut first = Some(first);
+    for piece in data.chunks(DATA_CHUNK) {
+        let mut m = first.take().unwrap_or_default();
+        set(&mut m, piece.to_vec());
+        if !send(m) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Sends `data` in 128 KiB pieces, each its own message. False once the client has gone.
+pub fn send_pieces<T>(data: &[u8], make: impl Fn(Vec<u8>) -> T, send: &mut dyn FnMut(T) -> bool) -> bool {
+    data.chunks(DATA_CHUNK).all(|piece| send(make(piece.to_vec())))
 }

@@ -52,3 +52,30 @@ pub fn git_protocol_env(git_protocol: &str, service: &str, method: &str) -> Opti
     crate::metrics::GIT_PROTOCOL_REQUESTS.with_label_values(&[service, method, label]).inc();
     env
 }
+
+/// Streams a git command's stdout as messages made by `wrap`, as git writes it. A non-zero exit ends the
+/// stream with `on_failure(exit code)`, or quietly where upstream ignores git's failure (`None`).
+pub fn stream_git_output<R: Send + 'static>(
+    cmd: crate::git::GitCommand<'_>,
+    wrap: fn(Vec<u8>) -> R,
+    on_failure: Option<fn(i32) -> tonic::Status>,
+) -> Result<tonic::codegen::BoxStream<R>, tonic::Status> {
+    use crate::streamio::{self, Output};
+    let child = cmd.spawn_no_stdin()?;
+    let (tx, out) = streamio::response_channel();
+    tokio::spawn(async move {
+        let data = move |o: Output| match o {
+            Output::Stdout(data) | Output::Stderr(data) => wrap(data),
+        };
+        let err = match streamio::run_output(child, &tx, data).await {
+            Ok(done) if done.exit.success() => return,
+            Ok(done) => match on_failure {
+                Some(f) => f(done.exit.code),
+                None => return,
+            },
+            Err(e) => e,
+        };
+        let _ = tx.send(Err(err)).await;
+    });
+    Ok(out)
+}

@@ -6,7 +6,7 @@ use tonic::codegen::BoxStream;
 use tonic::Status;
 
 use crate::proto::gitaly::{GetBlobRequest, GetBlobResponse};
-use crate::service::commit::DATA_CHUNK;
+use crate::service::chunk::send_data;
 use crate::service::Ctx;
 
 pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobResponse>, Status> {
@@ -28,18 +28,8 @@ pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobRespo
         };
         let size = data.len() as i64;
         let length = if req.limit >= 0 && req.limit < size { req.limit } else { size } as usize;
-        let mut first = Some(GetBlobResponse { size, oid: id.to_string(), data: Vec::new() });
-        if length == 0 {
-            send(first.take().expect("first"));
-            return Ok(());
-        }
-        for piece in data[..length].chunks(DATA_CHUNK) {
-            let mut m = first.take().unwrap_or_default();
-            m.data = piece.to_vec();
-            if !send(m) {
-                break;
-            }
-        }
+        let first = GetBlobResponse { size, oid: id.to_string(), data: Vec::new() };
+        send_data(first, &data[..length], |m, d| m.data = d, send);
         Ok(())
     }))
 }

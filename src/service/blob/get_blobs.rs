@@ -7,7 +7,7 @@ use tonic::Status;
 
 use crate::proto::gitaly::tree_entry::EntryType;
 use crate::proto::gitaly::{GetBlobsRequest, GetBlobsResponse, ObjectType};
-use crate::service::commit::DATA_CHUNK;
+use crate::service::chunk::send_data;
 use crate::service::Ctx;
 
 pub fn get_blobs(ctx: &Ctx, req: GetBlobsRequest) -> Result<BoxStream<GetBlobsResponse>, Status> {
@@ -66,19 +66,8 @@ pub fn get_blobs(ctx: &Ctx, req: GetBlobsRequest) -> Result<BoxStream<GetBlobsRe
             response.size = data.len() as i64;
             response.r#type = ObjectType::Blob as i32;
             let length = if req.limit < 0 || req.limit > response.size { response.size } else { req.limit } as usize;
-            if length == 0 {
-                if !send(response) {
-                    return Ok(());
-                }
-                continue;
-            }
-            let mut first = Some(response);
-            for piece in data[..length].chunks(DATA_CHUNK) {
-                let mut m = first.take().unwrap_or_default();
-                m.data = piece.to_vec();
-                if !send(m) {
-                    return Ok(());
-                }
+            if !send_data(response, &data[..length], |m, d| m.data = d, send) {
+                return Ok(());
             }
         }
         Ok(())

@@ -39,24 +39,13 @@ pub async fn list_files(ctx: &Ctx, req: ListFilesRequest) -> Result<BoxStream<Li
     if !out.exit.success() {
         return Err(Status::internal(format!("ListFiles: {}", out.stderr_text())));
     }
-    let mut responses = Vec::new();
-    let (mut batch, mut size) = (Vec::new(), 0usize);
+    let mut paths = Vec::new();
     for record in out.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
         let Some(tab) = record.iter().position(|b| *b == b'\t') else { continue };
-        if record[..tab].split(|b| *b == b' ').nth(1) != Some(b"blob") {
-            continue;
+        if record[..tab].split(|b| *b == b' ').nth(1) == Some(b"blob") {
+            paths.push(record[tab + 1..].to_vec());
         }
-        let p = record[tab + 1..].to_vec();
-        let n = prost::encoding::bytes::encoded_len(1, &p);
-        if !batch.is_empty() && size + n >= crate::service::chunk::MAX_MESSAGE_SIZE {
-            responses.push(Ok(ListFilesResponse { paths: std::mem::take(&mut batch) }));
-            size = 0;
-        }
-        size += n;
-        batch.push(p);
     }
-    if !batch.is_empty() {
-        responses.push(Ok(ListFilesResponse { paths: batch }));
-    }
-    Ok(Box::pin(futures::stream::iter(responses)))
+    let batches = crate::service::chunk::byte_batches(paths, 1);
+    Ok(Box::pin(futures::stream::iter(batches.into_iter().map(|paths| Ok(ListFilesResponse { paths })))))
 }

@@ -5,7 +5,7 @@ use tonic::codegen::BoxStream;
 use tonic::Status;
 
 use crate::proto::gitaly::{GetCommitMessagesRequest, GetCommitMessagesResponse};
-use crate::service::commit::DATA_CHUNK;
+use crate::service::chunk::send_pieces;
 use crate::service::Ctx;
 
 pub fn get_commit_messages(
@@ -28,10 +28,8 @@ pub fn get_commit_messages(
             if !send(GetCommitMessagesResponse { commit_id: id.clone(), message: Vec::new() }) {
                 return Ok(());
             }
-            for piece in message.chunks(DATA_CHUNK) {
-                if !send(GetCommitMessagesResponse { commit_id: String::new(), message: piece.to_vec() }) {
-                    return Ok(());
-                }
+            if !send_pieces(message, |message| GetCommitMessagesResponse { commit_id: String::new(), message }, send) {
+                return Ok(());
             }
         }
         Ok(())

@@ -18,8 +18,6 @@ mod stats;
 mod tree_entries;
 mod tree_entry;
 
-pub use tree_entry::DATA_CHUNK;
-
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 

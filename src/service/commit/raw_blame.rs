@@ -9,8 +9,7 @@ use tonic::Status;
 
 use crate::git::{validate_revision, Sub};
 use crate::proto::gitaly::{RawBlameRequest, RawBlameResponse};
-use crate::service::Ctx;
-use crate::streamio::{self, Output};
+use crate::service::{stream_git_output, Ctx};
 
 pub fn raw_blame(ctx: &Ctx, req: RawBlameRequest) -> Result<BoxStream<RawBlameResponse>, Status> {
     validate_revision(&req.revision).map_err(|e| Status::invalid_argument(format!("RawBlame: {e}")))?;
@@ -18,21 +17,11 @@ pub fn raw_blame(ctx: &Ctx, req: RawBlameRequest) -> Result<BoxStream<RawBlameRe
         return Err(Status::invalid_argument("RawBlame: empty Path"));
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    let child = ctx
+    let cmd = ctx
         .git
         .command(&path, Sub::Blame)
         .flag("-p")
         .user_arg(String::from_utf8_lossy(&req.revision))
-        .path_arg(OsStr::from_bytes(&req.path))
-        .spawn_no_stdin()?;
-    let (tx, out) = streamio::response_channel();
-    tokio::spawn(async move {
-        let data = |o: Output| match o {
-            Output::Stdout(data) | Output::Stderr(data) => RawBlameResponse { data },
-        };
-        if let Err(e) = streamio::run_output(child, &tx, data).await {
-            let _ = tx.send(Err(e)).await;
-        }
-    });
-    Ok(out)
+        .path_arg(OsStr::from_bytes(&req.path));
+    stream_git_output(cmd, |data| RawBlameResponse { data }, None)
 }

@@ -10,7 +10,7 @@ use crate::proto::gitaly::{
     FilterShasWithSignaturesRequest, FilterShasWithSignaturesResponse, GetCommitSignaturesRequest,
     GetCommitSignaturesResponse,
 };
-use crate::service::commit::DATA_CHUNK;
+use crate::service::chunk::send_pieces;
 use crate::service::Ctx;
 
 /// The `gpgsig` header (continuation lines unindented, last newline dropped) and the commit without it.
@@ -75,11 +75,9 @@ pub fn get_commit_signatures(
             if !send(GetCommitSignaturesResponse { commit_id: id.clone(), signature, signed_text: Vec::new() }) {
                 return Ok(());
             }
-            for piece in signed.chunks(DATA_CHUNK) {
-                let m = GetCommitSignaturesResponse { signed_text: piece.to_vec(), ..Default::default() };
-                if !send(m) {
-                    return Ok(());
-                }
+            let piece = |signed_text| GetCommitSignaturesResponse { signed_text, ..Default::default() };
+            if !send_pieces(&signed, piece, send) {
+                return Ok(());
             }
         }
         Ok(())

@@ -9,10 +9,8 @@ use crate::git::validate_revision;
 use crate::proto::gitaly::tree_entry::EntryType;
 use crate::proto::gitaly::tree_entry_response::ObjectType;
 use crate::proto::gitaly::{TreeEntryRequest, TreeEntryResponse};
+use crate::service::chunk::send_data;
 use crate::service::Ctx;
-
-/// Upstream's streamio write size for blob data.
-pub const DATA_CHUNK: usize = 128 * 1024;
 
 pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntryResponse>, Status> {
     let invalid = |m: String| Status::invalid_argument(format!("TreeEntry: {m}"));
@@ -78,24 +76,14 @@ pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntr
                     )));
                 }
                 let length = if req.limit > 0 { size.min(req.limit) } else { size } as usize;
-                let mut first = Some(TreeEntryResponse {
+                let first = TreeEntryResponse {
                     r#type: ObjectType::Blob as i32,
                     oid: entry.oid,
                     size,
                     mode: entry.mode,
                     ..Default::default()
-                });
-                if length == 0 {
-                    send(first.take().expect("first"));
-                    return Ok(());
-                }
-                for piece in data[..length].chunks(DATA_CHUNK) {
-                    let mut m = first.take().unwrap_or_default();
-                    m.data = piece.to_vec();
-                    if !send(m) {
-                        break;
-                    }
-                }
+                };
+                send_data(first, &data[..length], |m, d| m.data = d, send);
             }
         }
         Ok(())

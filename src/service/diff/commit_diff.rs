@@ -27,29 +27,37 @@ const SAFE_MAX_LINES: i64 = 25_000;
 const SAFE_MAX_BYTES: i64 = 500 * 5120;
 const MAX_PATCH_BYTES: i64 = 512_000;
 
+/// `git diff <flags> <left> <right> -- <paths>`, with git's `a/`/`b/` prefixes whatever the config says.
+async fn run_diff(
+    ctx: &Ctx,
+    repo: &std::path::Path,
+    flags: &[&str],
+    left: &str,
+    right: &str,
+    paths: &[Vec<u8>],
+) -> Result<crate::git::Output, Status> {
+    let mut cmd = ctx.git.command(repo, Sub::Diff).config("diff.noprefix", "false");
+    for f in flags {
+        cmd = cmd.flag(f);
+    }
+    cmd = cmd.user_arg(left).user_arg(right);
+    for p in paths {
+        cmd = cmd.path_arg(OsStr::from_bytes(p));
+    }
+    Ok(cmd.run_to_end().await?)
+}
+
 pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<CommitDiffResponse>, Status> {
     super::validate("CommitDiff", &req.left_commit_id, &req.right_commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    let mut cmd = ctx
-        .git
-        .command(&path, Sub::Diff)
-        .config("diff.noprefix", "false")
-        .flag("--patch")
-        .flag("--raw")
-        .flag("--abbrev=40")
-        .flag("--full-index")
-        .flag("--find-renames=30%");
+    let mut flags = vec!["--patch", "--raw", "--abbrev=40", "--full-index", "--find-renames=30%"];
     if req.ignore_whitespace_change {
-        cmd = cmd.flag("--ignore-space-change");
+        flags.push("--ignore-space-change");
     }
     if req.diff_mode == DiffMode::Worddiff as i32 {
-        cmd = cmd.flag("--word-diff=porcelain");
+        flags.push("--word-diff=porcelain");
     }
-    cmd = cmd.user_arg(&req.left_commit_id).user_arg(&req.right_commit_id);
-    for p in &req.paths {
-        cmd = cmd.path_arg(OsStr::from_bytes(p));
-    }
-    let out = cmd.run_to_end().await?;
+    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
     let limits = Limits {
         enforce: req.enforce_limits,
         max_files: if req.enforce_limits { (req.max_files as i64).min(MAX_FILES) } else { 0 },
@@ -108,20 +116,8 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
 pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStream<CommitDeltaResponse>, Status> {
     super::validate("CommitDelta", &req.left_commit_id, &req.right_commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    let mut cmd = ctx
-        .git
-        .command(&path, Sub::Diff)
-        .config("diff.noprefix", "false")
-        .flag("--raw")
-        .flag("--abbrev=40")
-        .flag("--full-index")
-        .flag("--find-renames")
-        .user_arg(&req.left_commit_id)
-        .user_arg(&req.right_commit_id);
-    for p in &req.paths {
-        cmd = cmd.path_arg(OsStr::from_bytes(p));
-    }
-    let out = cmd.run_to_end().await?;
+    let flags = ["--raw", "--abbrev=40", "--full-index", "--find-renames"];
+    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
     let mut messages = Vec::new();
     let (mut batch, mut size) = (Vec::new(), 0usize);
     let mut parser = Parser::new(&out.stdout, Limits::default());

@@ -4,26 +4,13 @@
 use tonic::codegen::BoxStream;
 use tonic::Status;
 
-use crate::git::{GitCommand, Sub};
+use crate::git::Sub;
 use crate::proto::gitaly::{RawDiffRequest, RawDiffResponse, RawPatchRequest, RawPatchResponse};
-use crate::service::Ctx;
-use crate::streamio::{self, Output};
+use crate::service::{stream_git_output, Ctx};
 
-fn stream<R: Send + 'static>(cmd: GitCommand<'_>, wrap: fn(Vec<u8>) -> R) -> Result<BoxStream<R>, Status> {
-    let child = cmd.spawn_no_stdin()?;
-    let (tx, out) = streamio::response_channel();
-    tokio::spawn(async move {
-        let data = move |o: Output| match o {
-            Output::Stdout(data) | Output::Stderr(data) => wrap(data),
-        };
-        let err = match streamio::run_output(child, &tx, data).await {
-            Ok(done) if done.exit.success() => return,
-            Ok(done) => Status::unknown(format!("exit status {}", done.exit.code)),
-            Err(e) => e,
-        };
-        let _ = tx.send(Err(err)).await;
-    });
-    Ok(out)
+/// As upstream returns git's error unwrapped: code Unknown, the exit status as the message.
+fn exit_status(code: i32) -> Status {
+    Status::unknown(format!("exit status {code}"))
 }
 
 pub fn raw_diff(ctx: &Ctx, req: RawDiffRequest) -> Result<BoxStream<RawDiffResponse>, Status> {
@@ -35,7 +22,7 @@ pub fn raw_diff(ctx: &Ctx, req: RawDiffRequest) -> Result<BoxStream<RawDiffRespo
         .flag("--full-index")
         .user_arg(&req.left_commit_id)
         .user_arg(&req.right_commit_id);
-    stream(cmd, |data| RawDiffResponse { data })
+    stream_git_output(cmd, |data| RawDiffResponse { data }, Some(exit_status))
 }
 
 pub fn raw_patch(ctx: &Ctx, req: RawPatchRequest) -> Result<BoxStream<RawPatchResponse>, Status> {
@@ -48,5 +35,5 @@ pub fn raw_patch(ctx: &Ctx, req: RawPatchRequest) -> Result<BoxStream<RawPatchRe
         .flag("--signature")
         .flag("GitLab")
         .user_arg(format!("{}..{}", req.left_commit_id, req.right_commit_id));
-    stream(cmd, |data| RawPatchResponse { data })
+    stream_git_output(cmd, |data| RawPatchResponse { data }, Some(exit_status))
 }

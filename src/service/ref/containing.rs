@@ -52,20 +52,7 @@ async fn containing(
 
 /// Names in responses of up to 1 MiB.
 fn chunked<T: Send + 'static>(names: Vec<Vec<u8>>, wrap: fn(Vec<Vec<u8>>) -> T) -> BoxStream<T> {
-    let mut out = Vec::new();
-    let (mut batch, mut size) = (Vec::new(), 0usize);
-    for n in names {
-        let len = prost::encoding::bytes::encoded_len(2, &n);
-        if !batch.is_empty() && size + len >= crate::service::chunk::MAX_MESSAGE_SIZE {
-            out.push(Ok(wrap(std::mem::take(&mut batch))));
-            size = 0;
-        }
-        size += len;
-        batch.push(n);
-    }
-    if !batch.is_empty() {
-        out.push(Ok(wrap(batch)));
-    }
+    let out: Vec<_> = crate::service::chunk::byte_batches(names, 2).into_iter().map(|b| Ok(wrap(b))).collect();
     Box::pin(futures::stream::iter(out))
 }
 

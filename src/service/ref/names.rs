@@ -9,11 +9,6 @@ use crate::proto::gitaly::{
 };
 use crate::service::Ctx;
 
-/// One name's share of a response: the bytes plus its field tag and length prefix.
-fn encoded_len(name: &[u8]) -> usize {
-    prost::encoding::bytes::encoded_len(1, &name.to_vec())
-}
-
 fn names<T: Send + 'static>(
     ctx: &Ctx,
     repository: Option<&crate::proto::gitaly::Repository>,
@@ -24,20 +19,11 @@ fn names<T: Send + 'static>(
     let c = ctx.clone();
     Ok(crate::odb::stream(move |send| {
         let repo = c.repos.open(&path)?;
-        let (mut batch, mut size) = (Vec::new(), 0usize);
-        for name in crate::odb::refs::names(&repo, prefix)? {
-            let n = encoded_len(&name);
-            if !batch.is_empty() && size + n >= crate::service::chunk::MAX_MESSAGE_SIZE {
-                if !send(wrap(std::mem::take(&mut batch))) {
-                    return Ok(());
-                }
-                size = 0;
+        let names = crate::odb::refs::names(&repo, prefix)?;
+        for batch in crate::service::chunk::byte_batches(names, 1) {
+            if !send(wrap(batch)) {
+                break;
             }
-            size += n;
-            batch.push(name);
-        }
-        if !batch.is_empty() {
-            send(wrap(batch));
         }
         Ok(())
     }))

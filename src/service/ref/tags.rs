@@ -9,8 +9,8 @@ use crate::proto::gitaly::{
     FindAllTagsRequest, FindAllTagsResponse, FindTagRequest, FindTagResponse, GetTagMessagesRequest,
     GetTagMessagesResponse, Tag,
 };
+use crate::service::chunk::send_pieces;
 use crate::service::chunk::Chunker;
-use crate::service::commit::DATA_CHUNK;
 use crate::service::Ctx;
 
 const FORMAT: &str = "--format=%(objectname) %(objecttype) %(refname:lstrip=2)";
@@ -99,10 +99,8 @@ pub fn get_tag_messages(ctx: &Ctx, req: GetTagMessagesRequest) -> Result<BoxStre
             if !send(GetTagMessagesResponse { tag_id: id.clone(), message: Vec::new() }) {
                 return Ok(());
             }
-            for piece in message.chunks(DATA_CHUNK) {
-                if !send(GetTagMessagesResponse { tag_id: String::new(), message: piece.to_vec() }) {
-                    return Ok(());
-                }
+            if !send_pieces(message, |message| GetTagMessagesResponse { tag_id: String::new(), message }, send) {
+                return Ok(());
             }
         }
         Ok(())
