@@ -301,6 +301,10 @@ async fn serve_with_pool(
     // plain SIGTERM the sockets close with the listeners.
     let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
     let mut certificates = Vec::new();
+    // Two steps at shutdown: stop accepting, then (a moment later) tell connections to finish. A client
+    // whose connection was accepted just before the stop still gets its first call served instead of a
+    // GOAWAY; during an upgrade its next connection goes to the successor.
+    let (accept_tx, accept_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
@@ -317,14 +321,14 @@ async fn serve_with_pool(
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
                 sockets.push(path);
-                let incoming = counted(UnixListenerStream::new(l), "unix");
+                let incoming = until(counted(UnixListenerStream::new(l), "unix"), accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
             Listener::Tcp(l) => {
                 tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on tcp");
-                let incoming = counted(nodelay(l), "tcp");
+                let incoming = until(counted(nodelay(l), "tcp"), accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
@@ -336,6 +340,7 @@ async fn serve_with_pool(
                 let incoming = crate::tls::incoming(l, config, || {
                     crate::metrics::CONNECTIONS.with_label_values(&["tls"]).inc();
                 });
+                let incoming = until(incoming, accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
@@ -403,6 +408,8 @@ async fn serve_with_pool(
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     }
     tracing::info!("shutting down: no new connections; waiting for in-flight calls");
+    let _ = accept_tx.send(true);
+    tokio::time::sleep(GOAWAY_DELAY).await;
     let _ = stop_tx.send(true);
     if let Some(m) = &metrics {
         // The endpoint stops with the listeners, so that after an upgrade the successor alone serves it.
@@ -422,6 +429,45 @@ async fn serve_with_pool(
         cleanup(&sockets);
     }
     Ok(())
+}
+
+/// Between no longer accepting and telling open connections to finish.
+const GOAWAY_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `incoming` until `stop` turns true: then the listener is dropped (closing this process's copy of the
+/// socket) and the stream stays pending, so the server keeps serving its open connections until told to
+/// shut down (an ended stream would make it shut them down at once).
+fn until<S, T>(incoming: S, mut stop: watch::Receiver<bool>) -> Until<S>
+where
+    S: futures::Stream<Item = std::io::Result<T>>,
+{
+    let stop = Box::pin(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    Until { inner: Some(Box::pin(incoming)), stop }
+}
+
+struct Until<S> {
+    inner: Option<std::pin::Pin<Box<S>>>,
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl<S: futures::Stream> futures::Stream for Until<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        use std::task::Poll;
+        if self.inner.is_some() && self.stop.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+        }
+        match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll_next(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 /// How often the TLS certificate and key files are checked for changes.

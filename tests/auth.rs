@@ -13,10 +13,6 @@ use rgitaly::proto::rgitaly::admin_service_client::AdminServiceClient;
 use rgitaly::proto::rgitaly::ListWorkersRequest;
 use tonic::Code;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }

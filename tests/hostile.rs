@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use common::*;
 use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::smart_http_service_client::SmartHttpServiceClient;
@@ -14,26 +11,9 @@ use rgitaly::proto::gitaly::ssh_service_client::SshServiceClient;
 use rgitaly::proto::gitaly::*;
 use tonic::Code;
 
-/// Every file under `dir` with its size and modification time.
-fn snapshot(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap();
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            out.insert(e.path().display().to_string(), (m.len(), m.modified().unwrap()));
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
-}
-
 struct Setup {
     d: Daemon,
-    outside_before: BTreeMap<String, (u64, std::time::SystemTime)>,
+    outside_before: Snapshot,
 }
 
 fn setup() -> Setup {

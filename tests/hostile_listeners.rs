@@ -28,7 +28,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -51,25 +50,6 @@ const ZERO_OID: &str = "0000000000000000000000000000000000000000";
 
 // ---------------------------------------------------------------------------------------------------------
 // Shared helpers.
-
-type Snapshot = BTreeMap<String, (u64, std::time::SystemTime)>;
-
-/// Every file under `dir` with its size and modification time.
-fn snapshot(dir: &Path) -> Snapshot {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap();
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            out.insert(e.path().display().to_string(), (m.len(), m.modified().unwrap()));
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
-}
 
 struct Setup {
     d: Daemon,
@@ -225,29 +205,8 @@ async fn raw_call(
 // ---------------------------------------------------------------------------------------------------------
 // 1. Authentication on every listener.
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A CA and a server certificate for "localhost" signed by it, as PEM files in `dir`.
-fn certificates(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
-    let (ca_path, cert_path, key_path) = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca_path, cert_path, key_path)
 }
 
 fn hmac_hex(secret: &[u8], message: &str) -> String {

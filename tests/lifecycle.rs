@@ -14,10 +14,6 @@ use rgitaly::proto::gitaly::{ServerInfoRequest, SshUploadPackRequest};
 use rgitaly::proto::rgitaly::admin_service_client::AdminServiceClient;
 use rgitaly::proto::rgitaly::ListWorkersRequest;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A `NOTIFY_SOCKET` as systemd provides one, and the messages sent to it.
 struct Notify {
     socket: UnixDatagram,
@@ -88,28 +84,6 @@ async fn systemd_is_told_ready_and_stopping() {
     assert_eq!(notify.next(), "STOPPING=1\n");
 }
 
-/// A CA and a "localhost" certificate it signs, written to `cert`/`key`; returns the CA's PEM path.
-fn issue(dir: &std::path::Path, name: &str, cert: &std::path::Path, key: &std::path::Path) -> std::path::PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let server =
-        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
-    let ca_path = dir.join(format!("{name}-ca.pem"));
-    std::fs::write(&ca_path, ca.pem()).unwrap();
-    // Written to temporary names and renamed, as certificate managers do, so the daemon never reads half a file.
-    let (tmp_cert, tmp_key) = (dir.join("cert.tmp"), dir.join("key.tmp"));
-    std::fs::write(&tmp_cert, server.pem()).unwrap();
-    std::fs::write(&tmp_key, server_key.serialize_pem()).unwrap();
-    std::fs::rename(&tmp_key, key).unwrap();
-    std::fs::rename(&tmp_cert, cert).unwrap();
-    ca_path
-}
-
 /// Whether a new TLS connection that trusts only `ca` completes a call.
 async fn tls_call_ok(port: u16, ca: &std::path::Path) -> bool {
     // This test binary's only user of SSL_CERT_FILE.
@@ -124,7 +98,7 @@ async fn tls_call_ok(port: u16, ca: &std::path::Path) -> bool {
 async fn tls_certificate_reloads_without_dropping_connections() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
-    let ca_a = issue(certs.path(), "a", &cert, &key);
+    let ca_a = issue_certificate(certs.path(), "a", &cert, &key);
     let port = free_port();
     let d = Daemon::start_with(&format!(
         "tls_listen_addr = \"127.0.0.1:{port}\"\n[tls]\ncertificate_path = {cert:?}\nkey_path = {key:?}\n"
@@ -136,7 +110,7 @@ async fn tls_certificate_reloads_without_dropping_connections() {
     established.server_info(ServerInfoRequest {}).await.unwrap();
 
     // SIGHUP: new handshakes get certificate B; the connection made with A keeps working.
-    let ca_b = issue(certs.path(), "b", &cert, &key);
+    let ca_b = issue_certificate(certs.path(), "b", &cert, &key);
     unsafe { libc::kill(d.pid(), libc::SIGHUP) };
     assert!(eventually(10, || tls_call_ok(port, &ca_b)).await, "certificate B not served after SIGHUP");
     assert!(!tls_call_ok(port, &ca_a).await, "certificate A still served after SIGHUP");
@@ -149,7 +123,7 @@ async fn tls_certificate_reloads_without_dropping_connections() {
     assert!(tls_call_ok(port, &ca_b).await, "a failed reload replaced the certificate");
 
     // Without a signal: the files change and the daemon notices.
-    let ca_c = issue(certs.path(), "c", &cert, &key);
+    let ca_c = issue_certificate(certs.path(), "c", &cert, &key);
     assert!(eventually(20, || tls_call_ok(port, &ca_c)).await, "changed certificate files were not picked up");
     established.server_info(ServerInfoRequest {}).await.expect("established connection dropped by reload");
 }

@@ -87,7 +87,7 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_port = free_port();
     let d = Daemon::start_with(&format!("prometheus_listen_addr = \"127.0.0.1:{metrics_port}\"\n"));
     let wt = history(&d.work_dir("src"));
     let bare = d.seed_repo("r.git", &wt);

@@ -289,3 +289,58 @@ macro_rules! collect_data {
         out
     }};
 }
+
+/// A TCP port free at the moment of asking (for listeners a test configures).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every file under a directory, with size and modification time: compared before and after hostile input.
+pub type Snapshot = std::collections::BTreeMap<String, (u64, std::time::SystemTime)>;
+
+/// Every file under `dir` with its size and modification time.
+pub fn snapshot(dir: &Path) -> Snapshot {
+    let mut out = Snapshot::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            out.insert(e.path().display().to_string(), (m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// A new CA and a "localhost" certificate it signs. The CA goes to `dir/<name>-ca.pem` (returned); the
+/// certificate and key are written to temporary names and renamed to `cert` and `key`, as certificate
+/// managers do, so a daemon watching them never reads half a file.
+pub fn issue_certificate(dir: &Path, name: &str, cert: &Path, key: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let ca_path = dir.join(format!("{name}-ca.pem"));
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let (tmp_cert, tmp_key) = (dir.join("cert.tmp"), dir.join("key.tmp"));
+    std::fs::write(&tmp_cert, server.pem()).unwrap();
+    std::fs::write(&tmp_key, server_key.serialize_pem()).unwrap();
+    std::fs::rename(&tmp_key, key).unwrap();
+    std::fs::rename(&tmp_cert, cert).unwrap();
+    ca_path
+}
+
+/// A CA and a "localhost" certificate, as PEM files in `dir`: (CA, certificate, key).
+pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ca = issue_certificate(dir, "test", &cert, &key);
+    (ca, cert, key)
+}
