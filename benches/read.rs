@@ -1,0 +1,416 @@
+//! Read-path benchmark (run: `cargo build --release --workspace && cargo bench --bench read`).
+//!
+//! On a generated repository (50,000 commits, 10,000 branches; cached under `target/bench-read/`), over the
+//! daemon's Unix socket, at concurrency 1 and 16: throughput and p50/p99 latency of FindCommit, TreeEntry,
+//! GetBlob, FindAllBranchNames and ListCommitsByOid, and the number of git processes the daemon started
+//! (its `rgitaly_git_processes_spawned_total`).
+//!
+//! In the same run, two FindCommit baselines served by this process on their own Unix sockets, with the same
+//! request, response and commit parsing:
+//! - spawn: one `git cat-file commit` per call (what a naive server does);
+//! - batch: persistent `git cat-file --batch` processes, one per concurrent call (what upstream does).
+//!
+//! Loopback only; every phase is bounded by a call count.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rgitaly::client::AuthChannel;
+use rgitaly::proto::gitaly::blob_service_client::BlobServiceClient;
+use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+use rgitaly::proto::gitaly::commit_service_server::{CommitService, CommitServiceServer};
+use rgitaly::proto::gitaly::ref_service_client::RefServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::{Request, Response, Status};
+
+const COMMITS: usize = 50_000;
+const BRANCHES: usize = 10_000;
+/// Bump when the generated repository changes shape.
+const REPO_VERSION: u32 = 1;
+
+fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir).env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
+    c
+}
+
+fn out(cmd: &mut Command) -> String {
+    let o = cmd.output().expect("spawn");
+    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The benchmark repository: linear history of `COMMITS` commits touching 100 files in 50 directories,
+/// `BRANCHES` branches spread over it, written with fast-import.
+fn repository(cache: &Path) -> PathBuf {
+    let repo = cache.join(format!("repo-v{REPO_VERSION}.git"));
+    if repo.join("done").exists() {
+        return repo;
+    }
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(cache).unwrap();
+    out(git(cache).args(["init", "--quiet", "--bare", "-b", "main"]).arg(&repo));
+    let started = Instant::now();
+    let mut fi = git(&repo).args(["fast-import", "--quiet"]).stdin(Stdio::piped()).spawn().unwrap();
+    {
+        let mut w = std::io::BufWriter::new(fi.stdin.take().unwrap());
+        for i in 1..=COMMITS {
+            let content = format!("file {} revision {i}\n{}\n", i % 100, "lorem ipsum dolor sit amet ".repeat(20));
+            write!(w, "blob\nmark :{}\ndata {}\n{content}\n", 2 * i, content.len()).unwrap();
+            let msg = format!("commit {i}\n\nBody of commit {i}, touching dir{}/file{}.txt.\n", i % 50, i % 100);
+            write!(
+                w,
+                "commit refs/heads/main\nmark :{}\nauthor A U Thor <author@example.com> {} +0100\ncommitter C O Mitter <committer@example.com> {} +0100\ndata {}\n{msg}",
+                2 * i + 1,
+                1_500_000_000 + i,
+                1_500_000_000 + i,
+                msg.len()
+            )
+            .unwrap();
+            if i > 1 {
+                writeln!(w, "from :{}", 2 * i - 1).unwrap();
+            }
+            write!(w, "M 100644 :{} dir{}/file{}.txt\n\n", 2 * i, i % 50, i % 100).unwrap();
+        }
+        for b in 0..BRANCHES {
+            write!(w, "reset refs/heads/branch-{b:05}\nfrom :{}\n\n", 2 * (1 + b * (COMMITS / BRANCHES)) + 1).unwrap();
+        }
+    }
+    assert!(fi.wait().unwrap().success(), "fast-import failed");
+    out(git(&repo).args(["pack-refs", "--all"]));
+    std::fs::write(repo.join("done"), "").unwrap();
+    eprintln!("generated {} in {:.1}s", repo.display(), started.elapsed().as_secs_f64());
+    repo
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Stats {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `calls` calls of `f` spread over `concurrency` tasks (each with its own connection).
+async fn measure<F, Fut>(address: &str, concurrency: usize, calls: usize, f: F) -> Stats
+where
+    F: Fn(AuthChannel, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    // Warm-up: caches, connections, first opens.
+    let ch = rgitaly::client::connect(address, None).await.unwrap();
+    for i in 0..20 {
+        f(ch.clone(), i).await;
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let f = f.clone();
+        let ch = rgitaly::client::connect(address, None).await.unwrap();
+        let n = calls / concurrency;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n);
+            for i in 0..n {
+                let s = Instant::now();
+                f(ch.clone(), t * n + i).await;
+                lat.push(s.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    Stats { rps: lat.len() as f64 / elapsed.as_secs_f64(), p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) }
+}
+
+fn row(name: &str, c: usize, s: &Stats, forks: Option<u64>) {
+    println!(
+        "| {name} | {c} | {:.0} | {:.3} | {:.3} | {} |",
+        s.rps,
+        s.p50.as_secs_f64() * 1e3,
+        s.p99.as_secs_f64() * 1e3,
+        forks.map(|f| f.to_string()).unwrap_or_else(|| "—".into())
+    );
+}
+
+fn spawned(metrics_port: u16) -> u64 {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("rgitaly_git_processes_spawned_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("spawn counter")
+}
+
+/// One persistent `git cat-file --batch`.
+struct CatFile {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl CatFile {
+    fn start(repo: &Path) -> CatFile {
+        let mut child =
+            git(repo).args(["cat-file", "--batch"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        CatFile {
+            stdin: child.stdin.take().unwrap(),
+            stdout: BufReader::new(child.stdout.take().unwrap()),
+            _child: child,
+        }
+    }
+
+    /// `(oid, data)` of `<revision>^{commit}`, or None if missing.
+    fn commit(&mut self, revision: &str) -> Option<(String, Vec<u8>)> {
+        writeln!(self.stdin, "{revision}^{{commit}}").unwrap();
+        self.stdin.flush().unwrap();
+        let mut header = String::new();
+        self.stdout.read_line(&mut header).unwrap();
+        let mut parts = header.split_whitespace();
+        let oid = parts.next()?.to_string();
+        if parts.next()? != "commit" {
+            return None;
+        }
+        let size: usize = parts.next()?.parse().ok()?;
+        let mut data = vec![0; size + 1];
+        self.stdout.read_exact(&mut data).unwrap();
+        data.pop();
+        Some((oid, data))
+    }
+}
+
+/// FindCommit served the way other servers do it.
+#[derive(Clone)]
+enum Baseline {
+    Spawn(PathBuf),
+    Batch(PathBuf, Arc<Mutex<Vec<CatFile>>>),
+}
+
+#[tonic::async_trait]
+impl CommitService for Baseline {
+    async fn find_commit(&self, r: Request<FindCommitRequest>) -> Result<Response<FindCommitResponse>, Status> {
+        let rev = String::from_utf8_lossy(&r.into_inner().revision).into_owned();
+        let this = self.clone();
+        let commit = tokio::task::spawn_blocking(move || match this {
+            Baseline::Spawn(repo) => {
+                let o = git(&repo).args(["cat-file", "commit", &format!("{rev}^{{commit}}")]).output().unwrap();
+                if !o.status.success() {
+                    return None;
+                }
+                let oid = out(git(&repo).args(["rev-parse", &format!("{rev}^{{commit}}")]));
+                Some(rgitaly::odb::commit::parse_commit(&oid, &o.stdout))
+            }
+            Baseline::Batch(repo, pool) => {
+                let mut cat = pool.lock().unwrap().pop().unwrap_or_else(|| CatFile::start(&repo));
+                let found = cat.commit(&rev).map(|(oid, data)| rgitaly::odb::commit::parse_commit(&oid, &data));
+                pool.lock().unwrap().push(cat);
+                found
+            }
+        })
+        .await
+        .unwrap();
+        Ok(Response::new(FindCommitResponse { commit }))
+    }
+}
+
+async fn serve_baseline(socket: PathBuf, b: Baseline) {
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CommitServiceServer::new(b))
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+}
+
+fn r() -> Option<Repository> {
+    Some(Repository { storage_name: "default".into(), relative_path: "bench.git".into(), ..Default::default() })
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_rgitaly")).parent().unwrap().to_path_buf();
+    if !bin_dir.join("rgitaly-worker").exists() {
+        eprintln!("build the worker first: cargo build --release --workspace");
+        std::process::exit(2);
+    }
+    let cache = bin_dir.parent().unwrap().join("bench-read");
+    let source = repository(&cache);
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let repo = storage.join("bench.git");
+    out(git(dir.path()).args(["clone", "--quiet", "--bare", "--mirror", "--no-local"]).arg(&source).arg(&repo));
+    let socket = dir.path().join("rgitaly.socket");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket_path = {socket:?}\ninternal_socket_dir = {:?}\nprometheus_listen_addr = \"127.0.0.1:{metrics_port}\"\n[[storage]]\nname = \"default\"\npath = {storage:?}\n[logging]\nlevel = \"error\"\n",
+            dir.path().join("internal")
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon(
+        Command::new(bin_dir.join("rgitaly"))
+            .arg("serve")
+            .arg(&config)
+            .env("RGITALY_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let address = format!("unix:{}", socket.display());
+    let spawn_socket = dir.path().join("spawn.socket");
+    let batch_socket = dir.path().join("batch.socket");
+    serve_baseline(spawn_socket.clone(), Baseline::Spawn(repo.clone())).await;
+    serve_baseline(batch_socket.clone(), Baseline::Batch(repo.clone(), Arc::new(Mutex::new(Vec::new())))).await;
+
+    let commits: Arc<Vec<String>> =
+        Arc::new(out(git(&repo).args(["rev-list", "main"])).lines().map(str::to_string).collect());
+    let branches = out(git(&repo).args(["for-each-ref", "--format=%(refname)", "refs/heads/"])).lines().count();
+    let blob = out(git(&repo).args(["rev-parse", "main:dir7/file7.txt"]));
+    println!(
+        "repository: {} commits, {} branches, {}",
+        commits.len(),
+        branches,
+        out(git(&repo).args(["count-objects", "-vH"])).replace('\n', ", ")
+    );
+
+    // For profiling: `READ_BENCH_PROFILE=N` runs only N FindCommit calls at concurrency 16 against the daemon.
+    if let Some(n) = std::env::var("READ_BENCH_PROFILE").ok().and_then(|v| v.parse::<usize>().ok()) {
+        println!("daemon pid {}", _daemon.0.id());
+        let commits = commits.clone();
+        let s = measure(&address, 16, n, move |ch: AuthChannel, i: usize| {
+            let rev = commits[(i * 7919) % commits.len()].clone().into_bytes();
+            async move {
+                CommitServiceClient::new(ch)
+                    .find_commit(FindCommitRequest { repository: r(), revision: rev, trailers: false })
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        row("FindCommit (rgitaly)", 16, &s, None);
+        return;
+    }
+    println!("\n| RPC | concurrency | calls/s | p50 ms | p99 ms | git processes |\n|---|---|---|---|---|---|");
+    for c in [1, 16] {
+        let find_commit = {
+            let commits = commits.clone();
+            move |ch: AuthChannel, i: usize| {
+                let rev = commits[(i * 7919) % commits.len()].clone().into_bytes();
+                async move {
+                    let resp = CommitServiceClient::new(ch)
+                        .find_commit(FindCommitRequest { repository: r(), revision: rev, trailers: false })
+                        .await
+                        .unwrap();
+                    assert!(resp.into_inner().commit.is_some());
+                }
+            }
+        };
+        let calls = if c == 1 { 3000 } else { 8000 };
+        let before = spawned(metrics_port);
+        let s = measure(&address, c, calls, find_commit.clone()).await;
+        row("FindCommit (rgitaly)", c, &s, Some(spawned(metrics_port) - before));
+        let base_calls = if c == 1 { 300 } else { 800 };
+        let s = measure(&format!("unix:{}", spawn_socket.display()), c, base_calls, find_commit.clone()).await;
+        row("FindCommit (spawn per call)", c, &s, None);
+        let s = measure(&format!("unix:{}", batch_socket.display()), c, calls, find_commit.clone()).await;
+        row("FindCommit (cat-file --batch)", c, &s, None);
+
+        let before = spawned(metrics_port);
+        let s = measure(&address, c, calls, |ch, i| async move {
+            let mut s = CommitServiceClient::new(ch)
+                .tree_entry(TreeEntryRequest {
+                    repository: r(),
+                    revision: b"main".to_vec(),
+                    path: format!("dir{}/file{}.txt", i % 50, (i % 50) + 50 * ((i / 50) % 2)).into_bytes(),
+                    limit: 0,
+                    max_size: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            while s.message().await.unwrap().is_some() {}
+        })
+        .await;
+        row("TreeEntry", c, &s, Some(spawned(metrics_port) - before));
+
+        let before = spawned(metrics_port);
+        let blob = blob.clone();
+        let s = measure(&address, c, calls, move |ch, _| {
+            let oid = blob.clone();
+            async move {
+                let mut s = BlobServiceClient::new(ch)
+                    .get_blob(GetBlobRequest { repository: r(), oid, limit: -1 })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                while s.message().await.unwrap().is_some() {}
+            }
+        })
+        .await;
+        row("GetBlob", c, &s, Some(spawned(metrics_port) - before));
+
+        let before = spawned(metrics_port);
+        let s = measure(&address, c, if c == 1 { 100 } else { 320 }, |ch, _| async move {
+            let mut s = RefServiceClient::new(ch)
+                .find_all_branch_names(FindAllBranchNamesRequest { repository: r() })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut n = 0;
+            while let Some(m) = s.message().await.unwrap() {
+                n += m.names.len();
+            }
+            assert!(n >= BRANCHES);
+        })
+        .await;
+        row("FindAllBranchNames (10k names)", c, &s, Some(spawned(metrics_port) - before));
+
+        let before = spawned(metrics_port);
+        let list = commits.clone();
+        let s = measure(&address, c, if c == 1 { 1000 } else { 3200 }, move |ch, i| {
+            let oid: Vec<String> = (0..10).map(|k| list[(i * 131 + k * 4001) % list.len()].clone()).collect();
+            async move {
+                let mut s = CommitServiceClient::new(ch)
+                    .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut n = 0;
+                while let Some(m) = s.message().await.unwrap() {
+                    n += m.commits.len();
+                }
+                assert_eq!(n, 10);
+            }
+        })
+        .await;
+        row("ListCommitsByOid (10 ids)", c, &s, Some(spawned(metrics_port) - before));
+    }
+}
