@@ -246,7 +246,9 @@ impl Drop for Daemon {
     }
 }
 
-#[tokio::main]
+// The load generator is one thread: on a 2-core machine a multi-threaded client takes CPU time slices from
+// the daemon it measures, and the p99 then shows the scheduler rather than the server.
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_rgitaly")).parent().unwrap().to_path_buf();
     if !bin_dir.join("rgitaly-worker").exists() {
