@@ -1633,3 +1633,45 @@ async fn lfs_pointers_are_found() {
     want.sort();
     assert_eq!(ids(everything.into_iter().flat_map(|m| m.lfs_pointers).collect()), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_languages_count_like_linguist() {
+    let d = Daemon::start();
+    let wt = d.work_dir("src").join("wt");
+    run(git(&wt.parent().unwrap().to_path_buf()).args(["init", "--quiet", "-b", "master"]).arg(&wt));
+    let files: &[(&str, &[u8])] = &[
+        ("src/main.rs", b"fn main() {\n    println!(\"hello\");\n}\n"),
+        ("src/lib.rs", b"pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"),
+        ("tools/run.py", b"import sys\nprint(sys.argv)\n"),
+        ("README.md", b"# prose is not counted\n"),
+        ("node_modules/dep/index.js", b"module.exports = 1;\n"),
+        ("data.json", b"{\"data\": true}\n"),
+        ("blob.c", b"int x;\0\0binary\n"),
+    ];
+    for (p, content) in files {
+        std::fs::create_dir_all(wt.join(p).parent().unwrap()).unwrap();
+        std::fs::write(wt.join(p), content).unwrap();
+    }
+    run(git(&wt).args(["add", "-A"]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "languages"]));
+    d.seed_repo("l.git", &wt);
+    let mut c = CommitServiceClient::new(d.channel().await);
+    let got = c
+        .commit_languages(CommitLanguagesRequest { repository: Some(d.repo("l.git")), revision: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .languages;
+    let rust = (files[0].1.len() + files[1].1.len()) as u64;
+    let python = files[2].1.len() as u64;
+    let names: Vec<(&str, u64)> = got.iter().map(|l| (l.name.as_str(), l.bytes)).collect();
+    assert_eq!(names, vec![("Rust", rust), ("Python", python)], "{got:?}");
+    assert!((got[0].share - 100.0 * rust as f32 / (rust + python) as f32).abs() < 0.01);
+    assert!((got.iter().map(|l| l.share).sum::<f32>() - 100.0).abs() < 0.01);
+    assert!(got.iter().all(|l| l.color.starts_with('#') && l.color.len() == 7), "{got:?}");
+    let e = c
+        .commit_languages(CommitLanguagesRequest { repository: Some(d.repo("l.git")), revision: b"--all".to_vec() })
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "revision can't start with '-'"));
+}

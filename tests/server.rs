@@ -3,13 +3,13 @@
 mod common;
 
 use common::*;
-use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+use rgitaly::proto::gitaly::diff_service_client::DiffServiceClient;
 use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
 use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
 use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
 use rgitaly::proto::gitaly::{
-    CommitLanguagesRequest, CreateRepositoryRequest, DiskStatisticsRequest, ServerInfoRequest, UserCherryPickRequest,
+    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest, UserCherryPickRequest,
     WikiFindPageRequest,
 };
 
@@ -100,7 +100,8 @@ async fn health_reflection_and_unimplemented() {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 
-    let e = CommitServiceClient::new(ch.clone()).commit_languages(CommitLanguagesRequest::default()).await.unwrap_err();
+    let e =
+        DiffServiceClient::new(ch.clone()).find_changed_paths(FindChangedPathsRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
     // Operation and Wiki RPCs not built yet are UNIMPLEMENTED too, answered by a worker through the proxy.
     let repo = Some(d.repo("u.git"));

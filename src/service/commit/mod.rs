@@ -6,6 +6,7 @@ mod by_ref_name;
 mod counts;
 mod find_commit;
 mod is_ancestor;
+mod languages;
 mod last_commit_for_path;
 mod last_commits_for_tree;
 mod list_commits_by_oid;
@@ -121,6 +122,10 @@ impl CommitService for CommitSvc {
         r: Request<ListLastCommitsForTreeRequest>,
     ) -> Streamed<ListLastCommitsForTreeResponse> {
         last_commits_for_tree::list_last_commits_for_tree(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn commit_languages(&self, r: Request<CommitLanguagesRequest>) -> Unary<CommitLanguagesResponse> {
+        languages::commit_languages(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn get_tree_entries(&self, r: Request<GetTreeEntriesRequest>) -> Streamed<GetTreeEntriesResponse> {
