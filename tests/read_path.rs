@@ -1638,7 +1638,7 @@ async fn lfs_pointers_are_found() {
 async fn commit_languages_count_like_linguist() {
     let d = Daemon::start();
     let wt = d.work_dir("src").join("wt");
-    run(git(&wt.parent().unwrap().to_path_buf()).args(["init", "--quiet", "-b", "master"]).arg(&wt));
+    run(git(wt.parent().unwrap()).args(["init", "--quiet", "-b", "master"]).arg(&wt));
     let files: &[(&str, &[u8])] = &[
         ("src/main.rs", b"fn main() {\n    println!(\"hello\");\n}\n"),
         ("src/lib.rs", b"pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n"),
