@@ -31,7 +31,7 @@ use crate::proto::gitaly::{
 use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
 use crate::service::{self, Context, Ctx};
 use crate::storage_metadata;
-use crate::upgrade::Inherited;
+use crate::upgrade::{Inherited, Upgrade};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -348,6 +348,7 @@ async fn serve_with_pool(
         }
     }
     let metrics = start_metrics(ctx, inherited, &mut handover).await?;
+    inherited.close_unused();
     tracing::info!(version = crate::VERSION, pid = std::process::id(), "rgitaly ready");
     inherited.notify_ready();
 
@@ -384,12 +385,23 @@ async fn serve_with_pool(
             _ = signals.usr2.recv() => {
                 tracing::info!(signal = "SIGUSR2", "received signal; starting successor");
                 let fds: Vec<(&'static str, RawFd)> = handover.iter().map(|(n, fd)| (*n, fd.as_raw_fd())).collect();
-                match crate::upgrade::start_successor(&fds).await {
-                    Ok(pid) => {
+                // A stop asked for while the successor starts wins: the successor is killed.
+                let cancel = async {
+                    tokio::select! {
+                        _ = signals.term.recv() => {}
+                        _ = signals.int.recv() => {}
+                    }
+                };
+                match crate::upgrade::start_successor(&fds, cancel).await {
+                    Upgrade::Ready(pid) => {
                         tracing::info!(successor_pid = pid, "upgrade: successor is serving; draining");
                         break Stop::HandedOver;
                     }
-                    Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+                    Upgrade::Cancelled => {
+                        tracing::info!("stop requested during the upgrade; successor stopped");
+                        break Stop::Terminate;
+                    }
+                    Upgrade::Failed(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
                 }
             }
             Some(r) = tasks.join_next() => {

@@ -68,6 +68,14 @@ impl Inherited {
         Some(self.fds.remove(i).1)
     }
 
+    /// Closes inherited listeners the config no longer names, so their ports stop taking connections that
+    /// nobody would accept.
+    pub fn close_unused(&mut self) {
+        for (name, _) in self.fds.drain(..) {
+            tracing::info!(listener = %name, "inherited listener is not configured any more; closed");
+        }
+    }
+
     /// True when this process was started by a predecessor's upgrade.
     pub fn is_successor(&self) -> bool {
         self.ready.is_some()
@@ -94,9 +102,34 @@ fn set_cloexec(fd: RawFd) {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
 }
 
-/// Starts the successor with `listeners` (name, descriptor) and waits until it reports ready. Returns its
-/// pid; on error the successor is gone and this daemon carries on.
-pub async fn start_successor(listeners: &[(&'static str, RawFd)]) -> Result<u32, String> {
+/// How an upgrade attempt ended.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// The successor (this pid) is serving.
+    Ready(u32),
+    /// `cancel` fired first (a stop was asked for): the successor was killed.
+    Cancelled,
+    /// The successor could not be started or did not come up; it is gone.
+    Failed(String),
+}
+
+/// Starts the successor with `listeners` (name, descriptor) and waits until it reports ready, or until
+/// `cancel` resolves. On anything but `Ready` the successor is gone and this daemon carries on.
+pub async fn start_successor(
+    listeners: &[(&'static str, RawFd)],
+    cancel: impl std::future::Future<Output = ()>,
+) -> Upgrade {
+    match start(listeners, cancel).await {
+        Ok(Some(pid)) => Upgrade::Ready(pid),
+        Ok(None) => Upgrade::Cancelled,
+        Err(e) => Upgrade::Failed(e),
+    }
+}
+
+async fn start(
+    listeners: &[(&'static str, RawFd)],
+    cancel: impl std::future::Future<Output = ()>,
+) -> Result<Option<u32>, String> {
     let exe = std::env::current_exe().map_err(|e| format!("upgrade: current executable: {e}"))?;
     // The binary may have been replaced since start; /proc/self/exe then reads "… (deleted)".
     let exe_str = exe.to_string_lossy();
@@ -130,21 +163,30 @@ pub async fn start_successor(listeners: &[(&'static str, RawFd)]) -> Result<u32,
         let _ = reader.read_to_end(&mut buf);
         buf
     });
-    match tokio::time::timeout(READY_TIMEOUT, wait).await {
-        Ok(Ok(buf)) if buf.starts_with(b"ready") => {
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(READY_TIMEOUT, wait) => Some(r),
+        _ = cancel => None,
+    };
+    match outcome {
+        Some(Ok(Ok(buf))) if buf.starts_with(b"ready") => {
             // Reaped by init once we exit; the successor is systemd's main process from now on.
             let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]);
             std::mem::forget(child);
-            Ok(pid)
+            Ok(Some(pid))
         }
-        Ok(_) => {
+        Some(Ok(_)) => {
             let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
             Err(format!("upgrade: successor exited before it was ready ({status})"))
         }
-        Err(_) => {
+        Some(Err(_)) => {
             let _ = child.kill();
             let _ = child.wait();
             Err(format!("upgrade: successor not ready within {}s", READY_TIMEOUT.as_secs()))
+        }
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Ok(None)
         }
     }
 }

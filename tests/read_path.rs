@@ -514,8 +514,8 @@ async fn refs_match_git_with_many_refs() {
     }
 
     // FindBranch and RefExists.
-    for name in ["master", "feature", "loose-after-pack", "bulk/b00042", "refs/heads/master"] {
-        let full = if name.starts_with("refs/") { name.to_string() } else { format!("refs/heads/{name}") };
+    for name in ["master", "feature", "loose-after-pack", "bulk/b00042"] {
+        let full = format!("refs/heads/{name}");
         let want = f.git_text(&["rev-parse", &full]);
         let b = refs
             .find_branch(FindBranchRequest { repository: f.repo(), name: name.as_bytes().to_vec() })
@@ -530,8 +530,11 @@ async fn refs_match_git_with_many_refs() {
             refs.ref_exists(RefExistsRequest { repository: f.repo(), r#ref: full.into_bytes() }).await.unwrap();
         assert!(exists.into_inner().value);
     }
-    let missing = refs.find_branch(FindBranchRequest { repository: f.repo(), name: b"nope".to_vec() }).await.unwrap();
-    assert_eq!(missing.into_inner().branch, None);
+    // Missing, and a full ref name (a short name is expected: upstream looks up refs/heads/refs/heads/…).
+    for name in [&b"nope"[..], b"refs/heads/master"] {
+        let missing = refs.find_branch(FindBranchRequest { repository: f.repo(), name: name.to_vec() }).await.unwrap();
+        assert_eq!(missing.into_inner().branch, None);
+    }
     let e = refs.find_branch(FindBranchRequest { repository: f.repo(), name: Vec::new() }).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "Branch name cannot be empty"));
     for (r, want) in [(&b"refs/heads/nope"[..], false), (b"refs/tags/v1.0", true), (b"refs/heads/bulk", false)] {
@@ -1024,6 +1027,11 @@ async fn ref_listings_match_git() {
     assert_eq!(t.tag.unwrap().id, v1.id);
     let e = refs.find_tag(FindTagRequest { repository: f.repo(), tag_name: b"nope".to_vec() }).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Internal, "no tag found"));
+    // `git tag -l v1` does not list v1/rc: only the whole name matches.
+    run(git(&f.bare).args(["tag", "v1/rc", "master"]));
+    let e = refs.find_tag(FindTagRequest { repository: f.repo(), tag_name: b"v1".to_vec() }).await.unwrap_err();
+    assert_eq!(e.message(), "no tag found");
+    run(git(&f.bare).args(["tag", "-d", "v1/rc"]));
 
     // GetTagMessages: the whole message, as git stores it.
     let msgs =

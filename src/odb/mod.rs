@@ -70,8 +70,13 @@ impl std::fmt::Debug for RepoCache {
 /// so a repeated read finds its pack and object caches warm instead of starting cold each call.
 const PER_THREAD: usize = 16;
 
+/// Every this many opens a thread drops its handles to repositories that were reopened or evicted, so a
+/// handle (and the packs it maps, deleted by a repack) does not outlive its use.
+const SWEEP_EVERY: u32 = 64;
+
 thread_local! {
     static LOCAL: std::cell::RefCell<HashMap<PathBuf, (u64, gix::Repository)>> = Default::default();
+    static OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// A repository handle for this thread; goes back to the thread's cache when dropped.
@@ -111,6 +116,14 @@ impl RepoCache {
         let now = stamp(path);
         let shared = {
             let mut cache = self.inner.lock().expect("not poisoned");
+            if OPENS.with(|n| {
+                n.set(n.get().wrapping_add(1));
+                n.get() % SWEEP_EVERY == 0
+            }) {
+                LOCAL.with(|l| {
+                    l.borrow_mut().retain(|p, (g, _)| cache.entries.get(p).is_some_and(|e| e.generation == *g))
+                });
+            }
             cache.clock += 1;
             let clock = cache.clock;
             match cache.entries.get_mut(path) {
@@ -197,6 +210,12 @@ pub fn inline<T>(f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
     f()
 }
 
+/// Whether resolving `revision` is a point lookup (an object id or a ref name): then it may run
+/// [`inline`]. Navigation (`^`, `~`, `@{…}`, `^{/regex}`) can walk history and goes to [`blocking`].
+pub fn is_point_lookup(revision: &[u8]) -> bool {
+    !revision.iter().any(|b| b"^~@{:".contains(b))
+}
+
 /// A server stream fed from a blocking producer. The producer's `send` returns false once the client has
 /// gone, so it can stop early; an error it returns ends the stream with that status.
 pub fn stream<T, F>(f: F) -> tonic::codegen::BoxStream<T>
@@ -249,6 +268,17 @@ pub fn read(repo: &gix::Repository, id: ObjectId) -> Result<Option<(gix::object:
         Ok(None) => Ok(None),
         Err(e) => Err(Status::internal(format!("read object {id}: {e}"))),
     }
+}
+
+/// The data of blob `id` cut to `limit` bytes, read only when there is something to send: the header
+/// (kind, size) is checked first, so a metadata-only request never loads a large blob.
+pub fn blob_prefix(repo: &gix::Repository, id: ObjectId, size: u64, limit: u64) -> Result<Vec<u8>, Status> {
+    if limit == 0 || size == 0 {
+        return Ok(Vec::new());
+    }
+    let Some((_, mut data)) = read(repo, id)? else { return Err(Status::internal(format!("object not found: {id}"))) };
+    data.truncate(limit.min(size) as usize);
+    Ok(data)
 }
 
 /// The `GitCommit` for `revision^{commit}`; `None` when it does not resolve to a commit.

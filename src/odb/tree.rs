@@ -85,6 +85,9 @@ pub fn root_tree(repo: &gix::Repository, revision: &str) -> Option<ObjectId> {
     object.peel_to_tree().ok().map(|t| t.id)
 }
 
+/// The entries under `path`, depth first in upstream's order (each tree followed by its contents), walked
+/// with an explicit stack of open directories: a tree nested thousands deep costs one read per tree and no
+/// call stack.
 fn collect(
     repo: &gix::Repository,
     revision: &str,
@@ -94,11 +97,18 @@ fn collect(
     recursive: bool,
     out: &mut Vec<TreeEntry>,
 ) -> Result<(), Status> {
-    let Some(tree) = tree_at(repo, root, path)? else { return Ok(()) };
-    let Some(entries) = entries_of(repo, tree)? else { return Ok(()) };
-    for (mode, name, oid) in entries {
+    let Some(start) = tree_at(repo, root, path)? else { return Ok(()) };
+    let Some(entries) = entries_of(repo, start)? else { return Ok(()) };
+    // (directory path, its entries, next one to emit)
+    let mut stack: Vec<(Vec<u8>, Vec<RawEntry>, usize)> = vec![(path.to_vec(), entries, 0)];
+    while let Some((dir, entries, next)) = stack.last_mut() {
+        let Some((mode, name, oid)) = entries.get(*next).cloned() else {
+            stack.pop();
+            continue;
+        };
+        *next += 1;
         let kind = entry_type(mode);
-        let entry_path = join(path, &name);
+        let entry_path = join(dir, &name);
         out.push(TreeEntry {
             oid: oid.to_string(),
             root_oid: root_oid.to_string(),
@@ -109,25 +119,28 @@ fn collect(
             flat_path: Vec::new(),
         });
         if recursive && kind == EntryType::Tree {
-            collect(repo, revision, root_oid, root, &entry_path, true, out)?;
+            if let Some(children) = entries_of(repo, oid)? {
+                stack.push((entry_path, children, 0));
+            }
         }
     }
     Ok(())
 }
 
 /// Sets `flat_path`: for a tree, the path down a chain of trees that each hold only one tree.
-pub fn populate_flat_paths(repo: &gix::Repository, root: ObjectId, entries: &mut [TreeEntry]) -> Result<(), Status> {
+pub fn populate_flat_paths(repo: &gix::Repository, entries: &mut [TreeEntry]) -> Result<(), Status> {
     for entry in entries.iter_mut() {
         entry.flat_path = entry.path.clone();
         if entry.r#type != EntryType::Tree as i32 {
             continue;
         }
+        let Ok(mut tree) = ObjectId::from_hex(entry.oid.as_bytes()) else { continue };
         for _ in 1..FLAT_PATH_DEPTH {
-            let Some(tree) = tree_at(repo, root, &entry.flat_path)? else { break };
             let Some(children) = entries_of(repo, tree)? else { break };
             match children.as_slice() {
-                [(mode, name, _)] if entry_type(*mode) == EntryType::Tree => {
+                [(mode, name, oid)] if entry_type(*mode) == EntryType::Tree => {
                     entry.flat_path = join(&entry.flat_path, name);
+                    tree = *oid;
                 }
                 _ => break,
             }

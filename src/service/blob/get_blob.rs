@@ -17,19 +17,20 @@ pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobRespo
     let c = ctx.clone();
     Ok(crate::odb::stream(move |send| {
         let repo = c.repos.open(&path)?;
-        let object = crate::odb::resolve(&repo, req.oid.as_bytes()).map(|id| (id, crate::odb::read(&repo, id)));
-        let (id, data) = match object {
-            Some((id, Ok(Some((gix::object::Kind::Blob, data))))) => (id, data),
+        let object = crate::odb::resolve(&repo, req.oid.as_bytes()).map(|id| (id, crate::odb::header(&repo, id)));
+        let (id, size) = match object {
+            Some((id, Ok(Some((gix::object::Kind::Blob, size))))) => (id, size as i64),
             Some((_, Err(e))) => return Err(Status::internal(format!("GetBlob: {}", e.message()))),
             _ => {
                 send(GetBlobResponse::default());
                 return Ok(());
             }
         };
-        let size = data.len() as i64;
-        let length = if req.limit >= 0 && req.limit < size { req.limit } else { size } as usize;
+        let length = if req.limit >= 0 && req.limit < size { req.limit } else { size };
+        let data = crate::odb::blob_prefix(&repo, id, size as u64, length as u64)
+            .map_err(|e| Status::internal(format!("GetBlob: {}", e.message())))?;
         let first = GetBlobResponse { size, oid: id.to_string(), data: Vec::new() };
-        send_data(first, &data[..length], |m, d| m.data = d, send);
+        send_data(first, &data, |m, d| m.data = d, send);
         Ok(())
     }))
 }

@@ -60,13 +60,14 @@ pub fn get_blobs(ctx: &Ctx, req: GetBlobsRequest) -> Result<BoxStream<GetBlobsRe
                 }
                 continue;
             }
-            let Some((_, data)) = crate::odb::read(&repo, oid)? else {
+            let Some((_, size)) = crate::odb::header(&repo, oid)? else {
                 return Err(Status::internal(format!("GetBlobs: object not found: {oid}")));
             };
-            response.size = data.len() as i64;
+            response.size = size as i64;
             response.r#type = ObjectType::Blob as i32;
-            let length = if req.limit < 0 || req.limit > response.size { response.size } else { req.limit } as usize;
-            if !send_data(response, &data[..length], |m, d| m.data = d, send) {
+            let length = if req.limit < 0 || req.limit > response.size { response.size } else { req.limit };
+            let data = crate::odb::blob_prefix(&repo, oid, size, length as u64)?;
+            if !send_data(response, &data, |m, d| m.data = d, send) {
                 return Ok(());
             }
         }

@@ -13,8 +13,10 @@ use crate::proto::gitaly::{
 use crate::service::Ctx;
 
 const PER_MESSAGE: usize = 100;
-/// Pointers are small: larger blobs are not looked at (upstream's `lfsPointerMaxSize`).
+/// Pointers are small: larger blobs are not looked at when listing (upstream's `lfsPointerMaxSize`).
 const MAX_POINTER_SIZE: u64 = 200;
+/// No blob larger than this is read to test it: a pointer, even with extension lines, is far smaller.
+const MAX_READ: u64 = 1024;
 
 /// Upstream's test: the spec line first, then an `oid sha256:<64 hex>` line and a `size <digits>` line.
 pub fn is_lfs_pointer(data: &[u8]) -> bool {
@@ -45,15 +47,16 @@ fn stream_pointers<T: Send + 'static>(
         let repo = c.repos.open(&path)?;
         let (mut batch, mut found) = (Vec::new(), 0);
         for id in &ids {
-            let object = crate::odb::resolve(&repo, id.as_bytes()).map(|oid| (oid, crate::odb::read(&repo, oid)));
-            let (oid, data) = match object {
-                Some((oid, Ok(Some((gix::object::Kind::Blob, data))))) => (oid, data),
+            let object = crate::odb::resolve(&repo, id.as_bytes()).map(|oid| (oid, crate::odb::header(&repo, oid)));
+            let oid = match object {
+                Some((oid, Ok(Some((gix::object::Kind::Blob, size))))) if size <= MAX_READ => oid,
                 Some((_, Err(e))) => return Err(e),
                 None | Some((_, Ok(None))) if missing_is_error => {
                     return Err(Status::unknown("could not get LFS pointer info: object not found"))
                 }
                 _ => continue,
             };
+            let Some((_, data)) = crate::odb::read(&repo, oid)? else { continue };
             if !is_lfs_pointer(&data) {
                 continue;
             }

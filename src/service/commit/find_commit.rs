@@ -13,10 +13,15 @@ pub async fn find_commit(ctx: &Ctx, req: FindCommitRequest) -> Result<FindCommit
     let c = ctx.clone();
     let read_path = path.clone();
     let revision = req.revision.clone();
-    let commit = crate::odb::inline(move || {
+    let lookup = move || {
         let repo = c.repos.open(&read_path)?;
         crate::odb::find_commit(&repo, &revision)
-    })?;
+    };
+    let commit = if crate::odb::is_point_lookup(&req.revision) {
+        crate::odb::inline(lookup)?
+    } else {
+        crate::odb::blocking(lookup).await?
+    };
     let Some(mut commit) = commit else { return Ok(FindCommitResponse::default()) };
     if req.trailers {
         // Trailer parsing is git's own (folding, separators, configured keys): asked of git itself.

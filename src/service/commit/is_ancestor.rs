@@ -13,9 +13,6 @@ pub async fn commit_is_ancestor(ctx: &Ctx, req: CommitIsAncestorRequest) -> Resu
     if req.child_id.is_empty() {
         return Err(Status::invalid_argument("Bad Request (empty child sha)"));
     }
-    for rev in [&req.ancestor_id, &req.child_id] {
-        crate::git::validate_revision(rev.as_bytes()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
     let value = crate::odb::blocking(move || {

@@ -90,7 +90,7 @@ pub async fn find_commits(ctx: &Ctx, req: FindCommitsRequest) -> Result<BoxStrea
     if req.offset > 0 && !skip_here {
         cmd = cmd.flag(format!("--skip={}", req.offset));
     }
-    let limit = if skip_here { req.limit + req.offset } else { req.limit };
+    let limit = if skip_here { req.limit.saturating_add(req.offset) } else { req.limit };
     cmd = cmd.flag(format!("--max-count={limit}"));
     if follow {
         cmd = cmd.flag("--follow");

@@ -21,9 +21,7 @@ pub fn get_tree_entries(ctx: &Ctx, req: GetTreeEntriesRequest) -> Result<BoxStre
         let revision = String::from_utf8_lossy(&req.revision);
         let mut entries = crate::odb::tree::tree_entries(&repo, &revision, &req.path, req.recursive)?;
         if !req.recursive {
-            if let Some(root) = crate::odb::tree::root_tree(&repo, &revision) {
-                crate::odb::tree::populate_flat_paths(&repo, root, &mut entries)?;
-            }
+            crate::odb::tree::populate_flat_paths(&repo, &mut entries)?;
         }
         let mut chunker = Chunker::default();
         for e in entries {

@@ -60,7 +60,7 @@ pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntr
                 });
             }
             EntryType::Blob => {
-                let Some((kind, data)) = crate::odb::read(&repo, oid)? else {
+                let Some((kind, size)) = crate::odb::header(&repo, oid)? else {
                     return Err(Status::internal(format!("TreeEntry: object not found: {oid}")));
                 };
                 if kind != gix::object::Kind::Blob {
@@ -68,14 +68,15 @@ pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntr
                         "TreeEntry: mismatched object type: tree-oid={oid} object-oid={oid} entry-type=BLOB object-type={kind}"
                     )));
                 }
-                let size = data.len() as i64;
+                let size = size as i64;
                 if req.max_size > 0 && size > req.max_size {
                     return Err(Status::failed_precondition(format!(
                         "TreeEntry: object size ({size}) is bigger than the maximum allowed size ({})",
                         req.max_size
                     )));
                 }
-                let length = if req.limit > 0 { size.min(req.limit) } else { size } as usize;
+                let length = if req.limit > 0 { size.min(req.limit) } else { size } as u64;
+                let data = crate::odb::blob_prefix(&repo, oid, size as u64, length)?;
                 let first = TreeEntryResponse {
                     r#type: ObjectType::Blob as i32,
                     oid: entry.oid,
@@ -83,7 +84,7 @@ pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntr
                     mode: entry.mode,
                     ..Default::default()
                 };
-                send_data(first, &data[..length], |m, d| m.data = d, send);
+                send_data(first, &data, |m, d| m.data = d, send);
             }
         }
         Ok(())

@@ -16,12 +16,10 @@ pub async fn find_ref_name(ctx: &Ctx, req: FindRefNameRequest) -> Result<FindRef
     if req.commit_id.is_empty() {
         return Err(Status::invalid_argument("empty commit sha"));
     }
-    if req.commit_id.starts_with('-') || req.commit_id.contains('\0') {
-        return Err(Status::invalid_argument(format!("invalid object ID: {:?}", req.commit_id)));
-    }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let flags = ["--format=%(refname)".to_string(), "--count=1".into(), format!("--contains={}", req.commit_id)];
-    // As upstream, git failing (an unknown commit) is an empty name, not an error.
+    // As upstream, git failing (an unknown commit, a NUL) is an empty name, not an error. The id travels
+    // inside `--contains=<id>`, one argument, so it can never be an option of its own.
     let patterns: Vec<Vec<u8>> = if req.prefix.is_empty() { Vec::new() } else { vec![req.prefix.clone()] };
     let name = match for_each_ref(ctx, &path, &flags, &patterns).await {
         Ok(lines) => lines.into_iter().next().unwrap_or_default(),

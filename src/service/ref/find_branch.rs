@@ -1,5 +1,4 @@
-//! FindBranch: a branch by short name (or `refs/heads/…`) with its commit; a missing branch is an empty
-//! response.
+//! FindBranch: a branch by short name with its commit; a missing branch is an empty response.
 
 use tonic::Status;
 
@@ -14,14 +13,10 @@ pub async fn find_branch(ctx: &Ctx, req: FindBranchRequest) -> Result<FindBranch
     let c = ctx.clone();
     crate::odb::inline(move || {
         let repo = c.repos.open(&path)?;
-        let full = if req.name.starts_with(b"refs/heads/") {
-            req.name.clone()
-        } else {
-            [b"refs/heads/".as_slice(), &req.name].concat()
-        };
+        // Always a short name, as upstream: `refs/heads/x` looks up `refs/heads/refs/heads/x`.
+        let full = [b"refs/heads/".as_slice(), &req.name].concat();
         let Some(target) = crate::odb::refs::target(&repo, &full)? else { return Ok(FindBranchResponse::default()) };
         let commit = crate::odb::read_commit(&repo, target)?;
-        let name = full.strip_prefix(b"refs/heads/").unwrap_or(&full).to_vec();
-        Ok(FindBranchResponse { branch: Some(Branch { name, target_commit: commit }) })
+        Ok(FindBranchResponse { branch: Some(Branch { name: req.name, target_commit: commit }) })
     })
 }

@@ -72,8 +72,12 @@ pub async fn find_tag(ctx: &Ctx, req: FindTagRequest) -> Result<FindTagResponse,
         return Err(Status::invalid_argument("tag name is empty"));
     }
     let pattern = [b"refs/tags/".as_slice(), &req.tag_name].concat();
-    let lines = for_each_ref(ctx, &path, &[FORMAT.into(), "--count=1".into()], &[pattern]).await?;
-    let Some(line) = lines.into_iter().next() else { return Err(Status::internal("no tag found")) };
+    let lines = for_each_ref(ctx, &path, &[FORMAT.into()], &[pattern]).await?;
+    // for-each-ref also matches below a `/` (`v1` finds `v1/rc`); upstream's `git tag -l` takes the whole
+    // name, so only an exact match counts unless the name is a pattern.
+    let glob = req.tag_name.iter().any(|b| b"*?[".contains(b));
+    let exact = |line: &Vec<u8>| glob || line.splitn(3, |b| *b == b' ').nth(2) == Some(req.tag_name.as_slice());
+    let Some(line) = lines.into_iter().find(exact) else { return Err(Status::internal("no tag found")) };
     let c = ctx.clone();
     let tag = crate::odb::blocking(move || tag_for_line(&*c.repos.open(&path)?, &line)).await?;
     Ok(FindTagResponse { tag: Some(tag) })
