@@ -235,6 +235,10 @@ impl Capture {
         if self.buf.len() < 5 {
             return false;
         }
+        if self.buf[0] != 0 {
+            // A compressed message: nothing to read the repository from.
+            return true;
+        }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         let have = self.buf.len() - 5;
         if have < len.min(CAPTURE_LIMIT) {

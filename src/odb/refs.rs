@@ -13,8 +13,8 @@ pub fn names(repo: &gix::Repository, prefix: &str) -> Result<Vec<Vec<u8>>, Statu
     let platform = repo.references().map_err(internal("list refs"))?;
     let iter = platform.prefixed(prefix.as_bytes().as_bstr()).map_err(internal("list refs"))?;
     let mut out = Vec::new();
-    for r in iter {
-        let r = r.map_err(internal("list refs"))?;
+    // A ref that does not parse is skipped, as `for-each-ref` skips it (with a warning).
+    for r in iter.flatten() {
         out.push(r.name().as_bstr().to_vec());
     }
     out.sort();

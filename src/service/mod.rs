@@ -79,3 +79,18 @@ pub fn stream_git_output<R: Send + 'static>(
     });
     Ok(out)
 }
+
+/// The default branch (full ref name, empty when there are no branches), by upstream's rule.
+pub async fn default_branch(ctx: &Ctx, repo: &std::path::Path) -> Result<Vec<u8>, tonic::Status> {
+    let (c, p) = (ctx.clone(), repo.to_path_buf());
+    crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&p)?)).await
+}
+
+/// Upstream's object id check: 40 lower-case hex digits, no abbreviation.
+pub fn validate_object_id(id: &str) -> Result<(), tonic::Status> {
+    if crate::git::repo::is_oid(id) {
+        Ok(())
+    } else {
+        Err(tonic::Status::invalid_argument(format!("invalid object ID: {id:?}")))
+    }
+}

@@ -15,8 +15,7 @@ pub async fn list_files(ctx: &Ctx, req: ListFilesRequest) -> Result<BoxStream<Li
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let mut revision = String::from_utf8_lossy(&req.revision).into_owned();
     if revision.is_empty() {
-        let (c, p) = (ctx.clone(), path.clone());
-        let default = crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&p)?)).await?;
+        let default = crate::service::default_branch(ctx, &path).await?;
         if default.is_empty() {
             return Err(Status::failed_precondition("repository does not have a default branch"));
         }

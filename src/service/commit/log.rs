@@ -4,7 +4,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use tonic::codegen::BoxStream;
 use tonic::Status;
@@ -24,11 +23,6 @@ fn check_revision(rev: &[u8]) -> Result<(), Status> {
         return Ok(());
     }
     validate_revision(rev).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-async fn default_branch(ctx: &Ctx, path: &Path) -> Result<Vec<u8>, Status> {
-    let (c, p) = (ctx.clone(), path.to_path_buf());
-    crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&p)?)).await
 }
 
 /// The lines `git log` printed; its exit status is not checked, as upstream.
@@ -81,7 +75,7 @@ pub async fn find_commits(ctx: &Ctx, req: FindCommitsRequest) -> Result<BoxStrea
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let mut revision = String::from_utf8_lossy(&req.revision).into_owned();
     if revision.is_empty() && !req.all {
-        revision = String::from_utf8_lossy(&default_branch(ctx, &path).await?).into_owned();
+        revision = String::from_utf8_lossy(&crate::service::default_branch(ctx, &path).await?).into_owned();
     }
     let format = if req.trailers { "--format=%H%x00%(trailers:unfold,separator=%x00)" } else { "--format=%H" };
     let mut cmd = ctx.git.command(&path, Sub::Log).flag(format);
@@ -171,7 +165,7 @@ pub async fn commits_by_message(
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let mut revision = String::from_utf8_lossy(&req.revision).into_owned();
     if revision.is_empty() {
-        revision = String::from_utf8_lossy(&default_branch(ctx, &path).await?).into_owned();
+        revision = String::from_utf8_lossy(&crate::service::default_branch(ctx, &path).await?).into_owned();
     }
     if revision.is_empty() {
         return Ok(Box::pin(futures::stream::empty()));

@@ -5,7 +5,6 @@ use futures::StreamExt;
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use crate::git::repo::is_oid;
 use crate::proto::gitaly::{
     FilterShasWithSignaturesRequest, FilterShasWithSignaturesResponse, GetCommitSignaturesRequest,
     GetCommitSignaturesResponse,
@@ -61,8 +60,9 @@ pub fn get_commit_signatures(
     if req.commit_ids.is_empty() {
         return Err(Status::invalid_argument("GetCommitSignatures: empty CommitIds"));
     }
-    if let Some(bad) = req.commit_ids.iter().find(|id| !is_oid(id)) {
-        return Err(Status::invalid_argument(format!("GetCommitSignatures: invalid object ID: {bad:?}")));
+    for id in &req.commit_ids {
+        crate::service::validate_object_id(id)
+            .map_err(|e| Status::invalid_argument(format!("GetCommitSignatures: {}", e.message())))?;
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();

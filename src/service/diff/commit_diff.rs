@@ -69,6 +69,22 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
         safe_max_lines: (req.safe_max_lines as i64).min(SAFE_MAX_LINES),
         safe_max_bytes: (req.safe_max_bytes as i64).min(SAFE_MAX_BYTES),
     };
+    // Parsing is CPU work proportional to the diff: off the async threads.
+    let messages = crate::odb::blocking(move || Ok(diff_messages(&out, limits))).await?;
+    Ok(Box::pin(futures::stream::iter(messages)))
+}
+
+pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStream<CommitDeltaResponse>, Status> {
+    super::validate("CommitDelta", &req.left_commit_id, &req.right_commit_id)?;
+    let path = ctx.locator.repo_path(req.repository.as_ref())?;
+    let flags = ["--raw", "--abbrev=40", "--full-index", "--find-renames"];
+    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
+    let messages = crate::odb::blocking(move || Ok(delta_messages(&out))).await?;
+    Ok(Box::pin(futures::stream::iter(messages)))
+}
+
+/// The CommitDiff responses for git's output: patches cut into 5 KiB pieces, git's failure last.
+fn diff_messages(out: &crate::git::Output, limits: Limits) -> Vec<Result<CommitDiffResponse, Status>> {
     let mut messages = Vec::new();
     let mut parser = Parser::new(&out.stdout, limits);
     while let Some(diff) = parser.next_diff() {
@@ -76,7 +92,7 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
             Ok(d) => d,
             Err(e) => {
                 messages.push(Err(Status::internal(format!("CommitDiff: parse failure: {e}"))));
-                return Ok(Box::pin(futures::stream::iter(messages)));
+                return messages;
             }
         };
         let mut first = CommitDiffResponse {
@@ -110,14 +126,11 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
     if !out.exit.success() {
         messages.push(Err(Status::unavailable(format!("CommitDiff: exit status {}", out.exit.code))));
     }
-    Ok(Box::pin(futures::stream::iter(messages)))
+    messages
 }
 
-pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStream<CommitDeltaResponse>, Status> {
-    super::validate("CommitDelta", &req.left_commit_id, &req.right_commit_id)?;
-    let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    let flags = ["--raw", "--abbrev=40", "--full-index", "--find-renames"];
-    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
+/// The CommitDelta responses for git's `--raw` output, batched at 5 KiB.
+fn delta_messages(out: &crate::git::Output) -> Vec<Result<CommitDeltaResponse, Status>> {
     let mut messages = Vec::new();
     let (mut batch, mut size) = (Vec::new(), 0usize);
     let mut parser = Parser::new(&out.stdout, Limits::default());
@@ -126,7 +139,7 @@ pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStrea
             Ok(d) => d,
             Err(e) => {
                 messages.push(Err(Status::internal(format!("CommitDelta: parse failure: {e}"))));
-                return Ok(Box::pin(futures::stream::iter(messages)));
+                return messages;
             }
         };
         size += d.from_id.len() + d.to_id.len() + 8 + d.from_path.len() + d.to_path.len();
@@ -149,5 +162,5 @@ pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStrea
     if !out.exit.success() {
         messages.push(Err(Status::unavailable(format!("CommitDelta: exit status {}", out.exit.code))));
     }
-    Ok(Box::pin(futures::stream::iter(messages)))
+    messages
 }

@@ -100,8 +100,7 @@ pub async fn find_all_branches(
     let mut flags = vec![FORMAT.to_string()];
     let mut patterns = vec![b"refs/heads".to_vec(), b"refs/remotes".to_vec()];
     if req.merged_only {
-        let (c, p) = (ctx.clone(), path.clone());
-        let default = crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&p)?)).await?;
+        let default = crate::service::default_branch(ctx, &path).await?;
         flags.push(format!("--merged={}", String::from_utf8_lossy(&default)));
         if !req.merged_branches.is_empty() {
             patterns = req.merged_branches.clone();

@@ -5,7 +5,6 @@ use tonic::codegen::BoxStream;
 use tonic::Status;
 
 use super::util::for_each_ref;
-use crate::git::repo::is_oid;
 use crate::proto::gitaly::{
     FindRefNameRequest, FindRefNameResponse, ListBranchNamesContainingCommitRequest,
     ListBranchNamesContainingCommitResponse, ListTagNamesContainingCommitRequest, ListTagNamesContainingCommitResponse,
@@ -35,9 +34,7 @@ async fn containing(
     limit: u32,
     prefix: &str,
 ) -> Result<Vec<Vec<u8>>, Status> {
-    if !is_oid(commit) {
-        return Err(Status::invalid_argument(format!("invalid object ID: {commit:?}")));
-    }
+    crate::service::validate_object_id(commit)?;
     let path = ctx.locator.repo_path(repository)?;
     let mut flags = vec!["--format=%(refname)".to_string(), format!("--contains={commit}")];
     if limit != 0 {

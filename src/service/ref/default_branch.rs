@@ -11,7 +11,6 @@ pub async fn find_default_branch_name(
     req: FindDefaultBranchNameRequest,
 ) -> Result<FindDefaultBranchNameResponse, Status> {
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    let c = ctx.clone();
-    let name = crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&path)?)).await?;
+    let name = crate::service::default_branch(ctx, &path).await?;
     Ok(FindDefaultBranchNameResponse { name })
 }

@@ -3,7 +3,6 @@
 use tonic::codegen::BoxStream;
 use tonic::Status;
 
-use crate::git::repo::is_oid;
 use crate::git::Sub;
 use crate::proto::gitaly::{
     ListNewBlobsRequest, ListNewBlobsResponse, ListNewCommitsRequest, ListNewCommitsResponse, NewBlobObject,
@@ -13,19 +12,11 @@ use crate::service::Ctx;
 const COMMITS_PER_MESSAGE: usize = 10;
 const BLOBS_PER_MESSAGE: usize = 1000;
 
-fn check_oid(id: &str) -> Result<(), Status> {
-    if is_oid(id) {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!("invalid object ID: {id:?}")))
-    }
-}
-
 pub async fn list_new_commits(
     ctx: &Ctx,
     req: ListNewCommitsRequest,
 ) -> Result<BoxStream<ListNewCommitsResponse>, Status> {
-    check_oid(&req.commit_id)?;
+    crate::service::validate_object_id(&req.commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let out = ctx
         .git
@@ -58,7 +49,7 @@ pub async fn list_new_commits(
 }
 
 pub async fn list_new_blobs(ctx: &Ctx, req: ListNewBlobsRequest) -> Result<BoxStream<ListNewBlobsResponse>, Status> {
-    check_oid(&req.commit_id)?;
+    crate::service::validate_object_id(&req.commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let mut cmd = ctx.git.command(&path, Sub::RevList).flag("--objects").flag("--not").flag("--all");
     if req.limit > 0 {
