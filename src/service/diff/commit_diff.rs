@@ -28,14 +28,14 @@ const SAFE_MAX_BYTES: i64 = 500 * 5120;
 const MAX_PATCH_BYTES: i64 = 512_000;
 
 /// `git diff <flags> <left> <right> -- <paths>`, with git's `a/`/`b/` prefixes whatever the config says.
-async fn run_diff(
-    ctx: &Ctx,
+fn diff_command<'a>(
+    ctx: &'a Ctx,
     repo: &std::path::Path,
     flags: &[&str],
     left: &str,
     right: &str,
     paths: &[Vec<u8>],
-) -> Result<crate::git::Output, Status> {
+) -> crate::git::GitCommand<'a> {
     let mut cmd = ctx.git.command(repo, Sub::Diff).config("diff.noprefix", "false");
     for f in flags {
         cmd = cmd.flag(f);
@@ -44,7 +44,7 @@ async fn run_diff(
     for p in paths {
         cmd = cmd.path_arg(OsStr::from_bytes(p));
     }
-    Ok(cmd.run_to_end().await?)
+    cmd
 }
 
 pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<CommitDiffResponse>, Status> {
@@ -57,7 +57,13 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
     if req.diff_mode == DiffMode::Worddiff as i32 {
         flags.push("--word-diff=porcelain");
     }
-    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
+    let mut child =
+        diff_command(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).spawn_no_stdin()?;
+    let stdout = child.stdout.take().expect("piped").into_blocking_fd().map_err(|e| Status::internal(e.to_string()))?;
+    if let Some(mut stderr) = child.stderr.take() {
+        // Drained so git never blocks on a full stderr pipe.
+        tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
+    }
     let limits = Limits {
         enforce: req.enforce_limits,
         max_files: if req.enforce_limits { (req.max_files as i64).min(MAX_FILES) } else { 0 },
@@ -69,71 +75,82 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
         safe_max_lines: (req.safe_max_lines as i64).min(SAFE_MAX_LINES),
         safe_max_bytes: (req.safe_max_bytes as i64).min(SAFE_MAX_BYTES),
     };
-    // Parsing is CPU work proportional to the diff: off the async threads.
-    let messages = crate::odb::blocking(move || Ok(diff_messages(&out, limits))).await?;
-    Ok(Box::pin(futures::stream::iter(messages)))
+    // git's output is parsed as it arrives, on a blocking thread, and git is stopped (the child dropped)
+    // once the overflow marker has gone out: memory stays bounded by one file's patch.
+    Ok(crate::odb::stream(move |send| {
+        let parse_failure = |e: String| Status::internal(format!("CommitDiff: parse failure: {e}"));
+        let mut parser = Parser::new(std::fs::File::from(stdout), limits).map_err(parse_failure)?;
+        while let Some(diff) = parser.next_diff() {
+            for m in responses(diff.map_err(parse_failure)?) {
+                if !send(m) {
+                    return Ok(());
+                }
+            }
+        }
+        if parser.finished() {
+            return Ok(());
+        }
+        let exit = tokio::runtime::Handle::current()
+            .block_on(child.wait())
+            .map_err(|e| Status::internal(format!("CommitDiff: {e}")))?;
+        if !exit.success() {
+            return Err(Status::unavailable(format!("CommitDiff: exit status {}", exit.code)));
+        }
+        Ok(())
+    }))
 }
 
 pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStream<CommitDeltaResponse>, Status> {
     super::validate("CommitDelta", &req.left_commit_id, &req.right_commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let flags = ["--raw", "--abbrev=40", "--full-index", "--find-renames"];
-    let out = run_diff(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).await?;
+    let out =
+        diff_command(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).run_to_end().await?;
     let messages = crate::odb::blocking(move || Ok(delta_messages(&out))).await?;
     Ok(Box::pin(futures::stream::iter(messages)))
 }
 
-/// The CommitDiff responses for git's output: patches cut into 5 KiB pieces, git's failure last.
-fn diff_messages(out: &crate::git::Output, limits: Limits) -> Vec<Result<CommitDiffResponse, Status>> {
-    let mut messages = Vec::new();
-    let mut parser = Parser::new(&out.stdout, limits);
-    while let Some(diff) = parser.next_diff() {
-        let d = match diff {
-            Ok(d) => d,
-            Err(e) => {
-                messages.push(Err(Status::internal(format!("CommitDiff: parse failure: {e}"))));
-                return messages;
-            }
-        };
-        let mut first = CommitDiffResponse {
-            from_path: d.from_path,
-            to_path: d.to_path,
-            from_id: d.from_id,
-            to_id: d.to_id,
-            old_mode: d.old_mode,
-            new_mode: d.new_mode,
-            binary: d.binary,
-            overflow_marker: d.overflow_marker,
-            collapsed: d.collapsed,
-            too_large: d.too_large,
-            ..Default::default()
-        };
-        if d.patch.len() <= MESSAGE_SIZE {
-            first.raw_patch_data = d.patch;
-            first.end_of_patch = true;
-            messages.push(Ok(first));
-            continue;
-        }
-        let pieces: Vec<&[u8]> = d.patch.chunks(MESSAGE_SIZE).collect();
-        let last = pieces.len() - 1;
-        for (i, piece) in pieces.into_iter().enumerate() {
-            let mut m = if i == 0 { std::mem::take(&mut first) } else { CommitDiffResponse::default() };
-            m.raw_patch_data = piece.to_vec();
-            m.end_of_patch = i == last;
-            messages.push(Ok(m));
-        }
+/// The responses for one diff: the whole patch in one message when it fits 5 KiB, else metadata with the
+/// first piece and then pieces alone; the last says `end_of_patch`.
+fn responses(d: super::parser::Diff) -> Vec<CommitDiffResponse> {
+    let mut first = CommitDiffResponse {
+        from_path: d.from_path,
+        to_path: d.to_path,
+        from_id: d.from_id,
+        to_id: d.to_id,
+        old_mode: d.old_mode,
+        new_mode: d.new_mode,
+        binary: d.binary,
+        overflow_marker: d.overflow_marker,
+        collapsed: d.collapsed,
+        too_large: d.too_large,
+        ..Default::default()
+    };
+    if d.patch.len() <= MESSAGE_SIZE {
+        first.raw_patch_data = d.patch;
+        first.end_of_patch = true;
+        return vec![first];
     }
-    if !out.exit.success() {
-        messages.push(Err(Status::unavailable(format!("CommitDiff: exit status {}", out.exit.code))));
+    let pieces: Vec<&[u8]> = d.patch.chunks(MESSAGE_SIZE).collect();
+    let last = pieces.len() - 1;
+    let mut out = Vec::with_capacity(pieces.len());
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let mut m = if i == 0 { std::mem::take(&mut first) } else { CommitDiffResponse::default() };
+        m.raw_patch_data = piece.to_vec();
+        m.end_of_patch = i == last;
+        out.push(m);
     }
-    messages
+    out
 }
 
 /// The CommitDelta responses for git's `--raw` output, batched at 5 KiB.
 fn delta_messages(out: &crate::git::Output) -> Vec<Result<CommitDeltaResponse, Status>> {
     let mut messages = Vec::new();
     let (mut batch, mut size) = (Vec::new(), 0usize);
-    let mut parser = Parser::new(&out.stdout, Limits::default());
+    let mut parser = match Parser::new(&out.stdout[..], Limits::default()) {
+        Ok(p) => p,
+        Err(e) => return vec![Err(Status::internal(format!("CommitDelta: parse failure: {e}")))],
+    };
     while let Some(diff) = parser.next_diff() {
         let d = match diff {
             Ok(d) => d,

@@ -137,10 +137,74 @@ fn header_from_path(line: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-pub struct Parser<'a> {
+/// git's output, read as the parser needs it: whole lines, and a peek of up to 10 bytes.
+struct Source<R> {
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+}
+
+impl<R: std::io::Read> Source<R> {
+    /// Makes at least `n` unread bytes available, unless the output ends first.
+    fn fill(&mut self, n: usize) -> Result<(), String> {
+        while !self.eof && self.buf.len() - self.start < n {
+            if self.start > 0 && self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.reader.read(&mut chunk) {
+                Ok(0) => self.eof = true,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("read diff: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn peek(&mut self, n: usize) -> Result<&[u8], String> {
+        self.fill(n)?;
+        let end = (self.start + n).min(self.buf.len());
+        Ok(&self.buf[self.start..end])
+    }
+
+    /// The next line with its newline (the last may lack one); `None` at the end.
+    fn line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(i) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+                let line = self.buf[self.start..self.start + i + 1].to_vec();
+                self.start += i + 1;
+                return Ok(Some(line));
+            }
+            if self.eof {
+                if self.start == self.buf.len() {
+                    return Ok(None);
+                }
+                let line = self.buf[self.start..].to_vec();
+                self.start = self.buf.len();
+                return Ok(Some(line));
+            }
+            // Keep what is unread, then read more.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            let want = self.buf.len() + 1;
+            self.fill(want)?;
+        }
+    }
+
+    /// Everything left (fewer than 10 bytes, when called).
+    fn rest(&mut self) -> Vec<u8> {
+        let rest = self.buf[self.start..].to_vec();
+        self.start = self.buf.len();
+        rest
+    }
+}
+
+pub struct Parser<R> {
     raw: std::collections::VecDeque<Vec<u8>>,
-    patches: &'a [u8],
-    pos: usize,
+    source: Source<R>,
     pending: Option<Vec<u8>>,
     limits: Limits,
     files: i64,
@@ -149,32 +213,26 @@ pub struct Parser<'a> {
     finished: bool,
 }
 
-impl<'a> Parser<'a> {
-    pub fn new(output: &'a [u8], limits: Limits) -> Parser<'a> {
+impl<R: std::io::Read> Parser<R> {
+    /// Reads the raw lines (all of them come first) and stands at the first patch.
+    pub fn new(output: R, limits: Limits) -> Result<Parser<R>, String> {
+        let mut source = Source { reader: output, buf: Vec::new(), start: 0, eof: false };
         let mut raw = std::collections::VecDeque::new();
-        let mut pos = 0;
-        while pos < output.len() && output[pos] == b':' {
-            let end = output[pos..].iter().position(|b| *b == b'\n').map(|e| pos + e).unwrap_or(output.len());
-            raw.push_back(output[pos..end].to_vec());
-            pos = (end + 1).min(output.len());
+        while source.peek(1)? == b":" {
+            let mut line = source.line()?.unwrap_or_default();
+            if line.ends_with(b"\n") {
+                line.pop();
+            }
+            raw.push_back(line);
         }
         // The line after the raw lines (blank) is dropped.
-        if pos < output.len() {
-            let end = output[pos..].iter().position(|b| *b == b'\n').map(|e| pos + e + 1).unwrap_or(output.len());
-            pos = end;
-        }
-        Parser { raw, patches: output, pos, pending: None, limits, files: 0, lines: 0, bytes: 0, finished: false }
+        source.line()?;
+        Ok(Parser { raw, source, pending: None, limits, files: 0, lines: 0, bytes: 0, finished: false })
     }
 
-    fn next_line(&mut self) -> Option<&'a [u8]> {
-        if self.pos >= self.patches.len() {
-            return None;
-        }
-        let start = self.pos;
-        let end =
-            self.patches[start..].iter().position(|b| *b == b'\n').map(|e| start + e + 1).unwrap_or(self.patches.len());
-        self.pos = end;
-        Some(&self.patches[start..end])
+    /// Whether the parser stopped at an overflow marker: git's further output is not needed.
+    pub fn finished(&self) -> bool {
+        self.finished
     }
 
     /// The next diff, `Err` on output upstream could not parse.
@@ -198,15 +256,16 @@ impl<'a> Parser<'a> {
         }
         self.files += 1;
         if self.pending.is_none() {
-            match self.next_line() {
-                Some(header) => {
-                    let header = header.strip_suffix(b"\n").unwrap_or(header);
+            match self.source.line() {
+                Ok(Some(header)) => {
+                    let header = header.strip_suffix(b"\n").unwrap_or(&header);
                     match header_from_path(header) {
                         Some(p) => self.pending = Some(p),
                         None => return Some(Err("diff header regexp mismatch".into())),
                     }
                 }
-                None => return Some(Ok(diff)),
+                Ok(None) => return Some(Ok(diff)),
+                Err(e) => return Some(Err(e)),
             }
         }
         if self.pending.as_deref() != Some(diff.from_path.as_slice()) {
@@ -214,17 +273,25 @@ impl<'a> Parser<'a> {
         }
         self.pending = None;
         loop {
-            let remaining = &self.patches[self.pos.min(self.patches.len())..];
-            if remaining.is_empty() || remaining.starts_with(b"diff --git") {
+            let ahead = match self.source.peek(10) {
+                Ok(a) => a,
+                Err(e) => return Some(Err(e)),
+            };
+            if ahead.is_empty() || ahead.starts_with(b"diff --git") {
                 break;
             }
-            if remaining.len() < 10 {
+            if ahead.len() < 10 {
                 // Upstream peeks 10 bytes for the next header: a shorter tail is taken whole, as one line.
-                self.count(&mut diff, remaining);
-                self.pos = self.patches.len();
+                let rest = self.source.rest();
+                self.count(&mut diff, &rest);
                 break;
             }
-            let line = self.next_line().expect("not at the end");
+            let line = match self.source.line() {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                Err(e) => return Some(Err(e)),
+            };
+            let line = line.as_slice();
             if line.starts_with(b"@@") {
                 diff.patch.extend_from_slice(line);
             } else if diff.patch.is_empty() && (line.starts_with(b"---") || line.starts_with(b"+++")) {
@@ -271,6 +338,42 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that hands out one byte at a time, to cross every buffer boundary.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else { return Ok(0) };
+            buf[0] = *first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    fn all(mut p: Parser<impl std::io::Read>) -> Vec<Diff> {
+        std::iter::from_fn(|| p.next_diff()).map(|d| d.unwrap()).collect()
+    }
+
+    #[test]
+    fn parses_the_same_however_the_output_arrives() {
+        let z = "0".repeat(40);
+        let (a, b) = ("1".repeat(40), "2".repeat(40));
+        let out = format!(
+            ":100644 100644 {a} {b} M\tf.txt\n:000000 100644 {z} {b} A\t\"caf\\303\\251\"\n\n\
+             diff --git a/f.txt b/f.txt\nindex 1..2 100644\n--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-old\n+new\n\
+             diff --git \"a/caf\\303\\251\" \"b/caf\\303\\251\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/caf\\303\\251\"\n@@ -0,0 +1 @@\n+x\n"
+        );
+        let whole = all(Parser::new(out.as_bytes(), Limits::default()).unwrap());
+        let trickled = all(Parser::new(Trickle(out.as_bytes()), Limits::default()).unwrap());
+        assert_eq!(whole, trickled);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[0].patch, b"@@ -1 +1 @@\n-old\n+new\n");
+        assert_eq!(
+            (whole[1].to_path.as_slice(), whole[1].patch.as_slice()),
+            (&b"caf\xc3\xa9"[..], &b"@@ -0,0 +1 @@\n+x\n"[..])
+        );
+    }
 
     #[test]
     fn unescapes_like_git_quotes() {
