@@ -283,8 +283,11 @@ pub fn blob_prefix(repo: &gix::Repository, id: ObjectId, size: u64, limit: u64) 
 
 /// The `GitCommit` for `revision^{commit}`; `None` when it does not resolve to a commit.
 pub fn find_commit(repo: &gix::Repository, revision: &[u8]) -> Result<Option<crate::proto::gitaly::GitCommit>, Status> {
-    let Some(id) = resolve_commit(repo, revision) else { return Ok(None) };
-    read_commit(repo, id)
+    // One read: the peeled commit's own bytes are parsed (no second lookup by id).
+    let Some(id) = resolve(repo, revision) else { return Ok(None) };
+    let Ok(object) = repo.find_object(id) else { return Ok(None) };
+    let Ok(commit) = object.peel_to_commit() else { return Ok(None) };
+    Ok(Some(commit::parse_commit(&commit.id.to_string(), &commit.data)))
 }
 
 /// The `GitCommit` for a commit id; `None` when there is no such commit.
