@@ -124,42 +124,9 @@ where
             // Trailers-only responses (errors) carry the status in the headers.
             log.observe(resp.headers());
             let (parts, body) = resp.into_parts();
-            let body = tonic::body::Body::new(Counted::new(body, sent));
-            Ok(Response::from_parts(parts, tonic::body::Body::new(LoggedBody { inner: body, log })))
+            let body = Counted::new(body, sent).logging(log);
+            Ok(Response::from_parts(parts, tonic::body::Body::new(body)))
         })
-    }
-}
-
-/// The response body, watched for its trailers.
-struct LoggedBody {
-    inner: tonic::body::Body,
-    log: CallLog,
-}
-
-impl http_body::Body for LoggedBody {
-    type Data = bytes::Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &frame {
-            if let Some(trailers) = f.trailers_ref() {
-                this.log.observe(trailers);
-            }
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -199,17 +166,25 @@ impl MessageCounter {
 }
 
 /// A body whose gRPC messages are counted into `grpc_server_msg_received_total` or `_sent_total` as they
-/// pass, so long streams are counted while they run.
+/// pass, so long streams are counted while they run. On the request side it also captures the
+/// repository; on the response side it carries the call's log line and watches for the trailers.
 struct Counted<B> {
     inner: B,
     counter: MessageCounter,
     metric: prometheus::IntCounter,
     capture: Option<Capture>,
+    log: Option<CallLog>,
 }
 
 impl<B> Counted<B> {
     fn new(inner: B, metric: prometheus::IntCounter) -> Self {
-        Counted { inner, counter: MessageCounter::default(), metric, capture: None }
+        Counted { inner, counter: MessageCounter::default(), metric, capture: None, log: None }
+    }
+
+    /// The response body: written out as the call's log line when it ends (or is dropped).
+    fn logging(mut self, log: CallLog) -> Self {
+        self.log = Some(log);
+        self
     }
 
     fn capturing_repository(mut self, slot: Arc<Mutex<Option<Repository>>>) -> Self {
@@ -303,6 +278,9 @@ where
                 if this.capture.as_mut().is_some_and(|c| c.feed(data)) {
                     this.capture = None;
                 }
+            }
+            if let (Some(trailers), Some(log)) = (f.trailers_ref(), this.log.as_mut()) {
+                log.observe(trailers);
             }
         }
         frame
