@@ -319,15 +319,18 @@ pub fn snapshot(dir: &Path) -> Snapshot {
 /// certificate and key are written to temporary names and renamed to `cert` and `key`, as certificate
 /// managers do, so a daemon watching them never reads half a file.
 pub fn issue_certificate(dir: &Path, name: &str, cert: &Path, key: &Path) -> PathBuf {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Distinct names: with rcgen's default for both, BoringSSL (gRPC C-core) takes the leaf for self-signed.
+    ca_params.distinguished_name.push(DnType::CommonName, format!("rgitaly test CA {name}"));
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let server_key = KeyPair::generate().unwrap();
-    let server =
-        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server_params.distinguished_name.push(DnType::CommonName, "localhost");
+    let server = server_params.signed_by(&server_key, &issuer).unwrap();
     let ca_path = dir.join(format!("{name}-ca.pem"));
     std::fs::write(&ca_path, ca.pem()).unwrap();
     let (tmp_cert, tmp_key) = (dir.join("cert.tmp"), dir.join("key.tmp"));
