@@ -55,7 +55,7 @@ pub fn unix_channel_lazy(path: &std::path::Path) -> Channel {
 
 /// The same HTTP/2 sizes the server uses, so bulk streams are not throttled by default windows.
 fn tuned(ep: Endpoint) -> Endpoint {
-    use crate::server::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
+    use crate::transport::{CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
     ep.initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod git;
 pub mod layers;
 pub mod locator;
@@ -15,12 +16,14 @@ pub mod odb;
 pub mod pktline;
 pub mod pool;
 pub mod proto;
+pub mod registry;
 pub mod server;
 pub mod service;
 pub mod ssh_client;
 pub mod storage_metadata;
 pub mod streamio;
 pub mod tls;
+pub mod transport;
 pub mod upgrade;
 
 /// The version reported by ServerInfo and `--version`.

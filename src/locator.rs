@@ -87,12 +87,27 @@ impl Locator {
 
     /// The path a repository has or would have, validated but not required to exist (for creation).
     pub fn target_path(&self, repo: Option<&Repository>) -> Result<PathBuf, LocateError> {
+        self.checked(repo).map(|(path, _)| path)
+    }
+
+    /// The canonical path of an existing repository: every spelling of one repository (`p.git`, `./p.git`,
+    /// `p.git/`, a symlink inside the storage) gives the same path, so it can key per-repository state.
+    pub fn resolve(&self, repo: &Repository) -> Result<PathBuf, LocateError> {
+        let (path, canonical) = self.checked(Some(repo))?;
+        if !is_git_directory(&path) {
+            return Err(LocateError::NotARepository(path.display().to_string()));
+        }
+        canonical.ok_or_else(|| LocateError::NotARepository(path.display().to_string()))
+    }
+
+    /// The validated path, and its canonical form when it exists.
+    fn checked(&self, repo: Option<&Repository>) -> Result<(PathBuf, Option<PathBuf>), LocateError> {
         let repo = repo.ok_or(LocateError::MissingRepository)?;
         let root = self.storage_path(&repo.storage_name)?;
         let rel = validate_relative_path(&repo.relative_path, &repo.storage_name)?;
         let path = root.join(rel);
-        ensure_inside(root, &path)?;
-        Ok(path)
+        let canonical = ensure_inside(root, &path)?;
+        Ok((path, canonical))
     }
 
     /// Where a repository is moved before it is deleted: in the storage's scratch area, never visible at a
@@ -141,14 +156,19 @@ fn validate_relative_path(rel: &str, storage: &str) -> Result<PathBuf, LocateErr
     Ok(out)
 }
 
-/// Follows symlinks on the existing part of `path` and checks the result stays under `root`.
+/// Follows symlinks on the existing part of `path` and checks the result stays under `root`; returns the
+/// canonical path when `path` exists.
 ///
 /// The existing part is found walking down from the top, so the work is bounded by what exists on disk
 /// (never deeper than PATH_MAX), not by how long a client made the path.
-fn ensure_inside(root: &Path, path: &Path) -> Result<(), LocateError> {
+fn ensure_inside(root: &Path, path: &Path) -> Result<Option<PathBuf>, LocateError> {
     // The common case, an existing repository: one realpath settles it.
     if let Ok(canonical) = std::fs::canonicalize(path) {
-        return if canonical.starts_with(root) && canonical != root { Ok(()) } else { Err(LocateError::Escapes) };
+        return if canonical.starts_with(root) && canonical != root {
+            Ok(Some(canonical))
+        } else {
+            Err(LocateError::Escapes)
+        };
     }
     let mut existing = PathBuf::new();
     let mut missing = false;
@@ -169,7 +189,7 @@ fn ensure_inside(root: &Path, path: &Path) -> Result<(), LocateError> {
     if !canonical.starts_with(root) || canonical == root && !missing {
         return Err(LocateError::Escapes);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Upstream's test for a git directory: `objects`, `refs` and `HEAD` exist.

@@ -1,12 +1,11 @@
 //! Prometheus metrics, registered in one registry with upstream's names so dashboards carry over, and the
 //! `/metrics` endpoint on `prometheus_listen_addr` that serves them.
 
-use std::sync::LazyLock;
-
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::registry::Method;
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -113,35 +112,6 @@ pub fn enable_latency_histogram(buckets: &[f64]) {
     }
 }
 
-/// unary, client_stream, server_stream or bidi_stream, for each full method name, from our descriptors.
-fn method_types() -> &'static HashMap<String, &'static str> {
-    static TYPES: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
-    TYPES.get_or_init(|| {
-        use prost::Message;
-        let mut map = HashMap::new();
-        if let Ok(set) = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET) {
-            for file in set.file {
-                for svc in &file.service {
-                    for m in &svc.method {
-                        let kind = match (m.client_streaming(), m.server_streaming()) {
-                            (false, false) => "unary",
-                            (true, false) => "client_stream",
-                            (false, true) => "server_stream",
-                            (true, true) => "bidi_stream",
-                        };
-                        map.insert(format!("{}.{}/{}", file.package(), svc.name(), m.name()), kind);
-                    }
-                }
-            }
-        }
-        map
-    })
-}
-
-pub fn grpc_type(service: &str, method: &str) -> &'static str {
-    method_types().get(&format!("{service}/{method}")).copied().unwrap_or("unknown")
-}
-
 pub static GRPC_SERVER_MSG_RECEIVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
         "grpc_server_msg_received_total",
@@ -158,21 +128,26 @@ pub static GRPC_SERVER_MSG_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// grpc-prometheus' labels of a method: its registry entry, so a label is never a client-chosen string.
+fn labels(m: &Method) -> [&'static str; 3] {
+    [m.grpc_type(), m.service, m.name]
+}
+
 /// The received and sent message counters of one method, looked up once per call.
-pub fn message_counters(service: &str, method: &str) -> (prometheus::IntCounter, prometheus::IntCounter) {
-    let labels = [grpc_type(service, method), service, method];
+pub fn message_counters(m: &Method) -> (prometheus::IntCounter, prometheus::IntCounter) {
+    let labels = labels(m);
     (GRPC_SERVER_MSG_RECEIVED.with_label_values(&labels), GRPC_SERVER_MSG_SENT.with_label_values(&labels))
 }
 
-pub fn record_started(service: &str, method: &str) {
-    GRPC_SERVER_STARTED.with_label_values(&[grpc_type(service, method), service, method]).inc();
+pub fn record_started(m: &Method) {
+    GRPC_SERVER_STARTED.with_label_values(&labels(m)).inc();
 }
 
-pub fn record_handled(service: &str, method: &str, code: &str, seconds: f64) {
-    let kind = grpc_type(service, method);
+pub fn record_handled(m: &Method, code: &str, seconds: f64) {
+    let [kind, service, method] = labels(m);
     GRPC_SERVER_HANDLED.with_label_values(&[kind, service, method, code]).inc();
     if let Some(h) = HANDLING_SECONDS.get() {
-        h.with_label_values(&[kind, service, method]).observe(seconds);
+        h.with_label_values(&labels(m)).observe(seconds);
     }
 }
 

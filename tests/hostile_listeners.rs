@@ -31,7 +31,6 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
 use common::*;
 use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
 use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
@@ -127,42 +126,6 @@ fn code_of<T>(r: &Result<T, Status>) -> Code {
 
 fn message_of<T>(r: &Result<T, Status>) -> String {
     r.as_ref().err().map(|e| e.message().to_string()).unwrap_or_default()
-}
-
-// A codec that sends and receives message bytes as they are, to put on the wire what a generated
-// client never would (invalid UTF-8 in string fields, broken protobuf).
-
-#[derive(Clone, Copy, Default)]
-struct Raw;
-
-impl tonic::codec::Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-impl tonic::codec::Encoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for Raw {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
 }
 
 /// A length-delimited protobuf field.
@@ -415,7 +378,7 @@ async fn messages_above_the_size_limit() {
     let mut s = setup();
     let ch = s.channel();
     let before = refs(&s.good_path());
-    let big = rgitaly::server::MAX_MESSAGE + 1024 * 1024;
+    let big = rgitaly::transport::MAX_MESSAGE + 1024 * 1024;
     let huge = || "a".repeat(big);
     let client_limit = 64 * 1024 * 1024;
     let mut ssh = SshServiceClient::new(ch.clone()).max_encoding_message_size(client_limit);
@@ -1339,7 +1302,7 @@ async fn unauthenticated_stream_is_refused_before_its_first_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relative_path_just_under_the_size_limit_is_answered_quickly() {
     let s = setup();
-    let long = "a/".repeat((rgitaly::server::MAX_MESSAGE - 4096) / 2);
+    let long = "a/".repeat((rgitaly::transport::MAX_MESSAGE - 4096) / 2);
     let mut r = RepositoryServiceClient::new(s.channel()).max_encoding_message_size(64 << 20);
     let call = r.repository_exists(RepositoryExistsRequest { repository: Some(s.d.repo(&long)) });
     let res = tokio::time::timeout(Duration::from_secs(10), call).await.expect("no answer within 10 s");

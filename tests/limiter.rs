@@ -92,3 +92,88 @@ async fn slots_queue_and_refusals() {
         assert!(body.contains(want), "missing {want}\n{body}");
     }
 }
+
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Every spelling of one repository is one repository to the limiter: with one slot and no queue, each
+/// alias is refused while `p.git` holds the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_of_one_repository_share_its_slots() {
+    let d = Daemon::start_with(
+        "[[concurrency]]\nrpc = \"/gitaly.SSHService/SSHUploadPack\"\nmax_per_repo = 1\nmax_queue_size = 0\n",
+    );
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    let _held = hold(&d, "p.git").await.unwrap();
+    for alias in ["./p.git", "p.git/", "././p.git", "p.git//", "./p.git/.", "p.git"] {
+        let e = hold(&d, alias).await.expect_err(alias);
+        assert_eq!((e.code(), e.message()), (Code::ResourceExhausted, "maximum queue size reached"), "{alias}");
+    }
+    // A symlink inside the storage names the same repository too.
+    std::os::unix::fs::symlink(d.repo_path("p.git"), d.repo_path("link.git")).unwrap();
+    let e = hold(&d, "link.git").await.expect_err("symlink");
+    assert_eq!(e.code(), Code::ResourceExhausted);
+}
+
+/// A client that cancels while queued gives its place back at once: the queue gauge returns to 0 and the
+/// queue has room again, however many cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_waiters_release_their_queue_place() {
+    let port = free_port();
+    let d = Daemon::start_with(&format!(
+        "prometheus_listen_addr = \"127.0.0.1:{port}\"\n[[concurrency]]\nrpc = \"/gitaly.SSHService/SSHUploadPack\"\nmax_per_repo = 1\nmax_queue_size = 3\n"
+    ));
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    let held = hold(&d, "p.git").await.unwrap();
+    let queued = "gitaly_rate_limiting_queued{grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\",system=\"gitaly\"}";
+    for round in 0..20 {
+        // Three waiters fill the queue, then their clients give up.
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let (addr, repo) = (d.address(), d.repo("p.git"));
+            waiters.push(tokio::spawn(async move {
+                let ch = rgitaly::client::connect(&addr, None).await.unwrap();
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tx.send(SshUploadPackRequest { repository: Some(repo), ..Default::default() }).await.unwrap();
+                let r =
+                    SshServiceClient::new(ch).ssh_upload_pack(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+                (r.map(|_| ()), tx)
+            }));
+        }
+        assert!(
+            eventually(10, || async { scrape(port).contains(&format!("{queued} 3")) }).await,
+            "round {round}: three waiters never queued"
+        );
+        for w in &waiters {
+            w.abort();
+        }
+        assert!(
+            eventually(10, || async { scrape(port).contains(&format!("{queued} 0")) }).await,
+            "round {round}: cancelled waiters kept their places:\n{}",
+            scrape(port).lines().filter(|l| l.contains("rate_limiting")).collect::<Vec<_>>().join("\n")
+        );
+    }
+    // The queue has room: a new waiter queues (and gets the slot when the holder ends) instead of being
+    // refused with "maximum queue size reached".
+    let waiter = tokio::spawn({
+        let (addr, repo) = (d.address(), d.repo("p.git"));
+        async move {
+            let ch = rgitaly::client::connect(&addr, None).await.unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(SshUploadPackRequest { repository: Some(repo), ..Default::default() }).await.unwrap();
+            let r = SshServiceClient::new(ch).ssh_upload_pack(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+            r.map(|_| ())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(held);
+    tokio::time::timeout(Duration::from_secs(10), waiter).await.expect("waiter never served").unwrap().unwrap();
+}

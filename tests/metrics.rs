@@ -67,3 +67,31 @@ async fn metrics_endpoint_serves_upstream_families() {
     }
     assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
 }
+
+/// Calls on made-up method names, without a token, cost one `unknown` label set: a client-chosen path never
+/// becomes a metric label, and every such call is answered Unimplemented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_methods_are_one_label() {
+    let port = free_port();
+    let d = Daemon::start_with(&format!("prometheus_listen_addr = \"127.0.0.1:{port}\"\n[auth]\ntoken = \"secret\"\n"));
+    let ch = rgitaly::client::unix_channel_lazy(&d.socket);
+    let before = get(port, "/metrics").len();
+    for i in 0..2_000 {
+        let path = format!("/gitaly.Made{i}Service/Up{i}");
+        let e = raw_call(ch.clone(), &path, None, vec![vec![]]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{path}: {e:?}");
+    }
+    // A known service with an unknown method, and a path that is no gRPC method at all.
+    for path in ["/gitaly.CommitService/NoSuchMethod", "/x", "/gitaly.CommitService/FindCommit/extra"] {
+        let e = raw_call(ch.clone(), path, None, vec![vec![]]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{path}");
+    }
+    let body = get(port, "/metrics");
+    assert!(!body.contains("Made") && !body.contains("NoSuchMethod"), "client-chosen names in the metrics");
+    assert!(
+        body.contains("grpc_server_handled_total{grpc_code=\"Unimplemented\",grpc_method=\"unknown\",grpc_service=\"unknown\",grpc_type=\"unary\"} 2003"),
+        "{body}"
+    );
+    // The exposition grew by a handful of lines, not by one set per name.
+    assert!(body.len() < before + 4096, "metrics grew from {before} to {} bytes", body.len());
+}

@@ -1,11 +1,13 @@
 //! The concurrency limiter (`[[concurrency]] rpc, max_per_repo, max_queue_size, max_queue_wait`).
 //!
-//! Per RPC (full method name) per repository, at most `max_per_repo` calls run; the rest wait in a bounded
-//! queue. A slot is held for the whole life of the call, streams included: it is released when the
-//! response body ends, not when the handler returns. A full queue and a queue timeout are
+//! Per RPC (full method name) per repository (its canonical path, from the resolve layer), at most
+//! `max_per_repo` calls run; the rest wait in a bounded queue. A slot is held for the whole life of the
+//! call, streams included: it is released when the response body ends or the client goes away, not when the
+//! handler returns; a call cancelled while it waits gives its queue place back at once. A full queue and a queue timeout are
 //! `ResourceExhausted` with distinct messages and counted by reason.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -19,9 +21,11 @@ use tonic::body::Body;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use super::peek::{self, HoldUntilEnd, Replay};
+use super::call::{Call, Resolved};
+use super::peek::HoldUntilEnd;
 use crate::config::Concurrency;
 use crate::metrics::REGISTRY;
+use crate::registry::Method;
 
 pub const QUEUE_FULL: &str = "maximum queue size reached";
 pub const QUEUE_TIMEOUT: &str = "maximum time in concurrency queue reached";
@@ -85,9 +89,12 @@ struct Slot {
     queued: AtomicU32,
 }
 
+/// One method (full name) on one repository (canonical path).
+type Key = (&'static str, PathBuf);
+
 struct Limits {
     by_rpc: HashMap<String, Limit>,
-    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    slots: Mutex<HashMap<Key, Arc<Slot>>>,
 }
 
 #[derive(Clone)]
@@ -131,30 +138,24 @@ pub struct Limiter<S> {
 /// A held slot: released (and the gauges updated) when dropped.
 struct Held {
     _permit: OwnedSemaphorePermit,
-    labels: [String; 3],
-    cleanup: Option<(Arc<Limits>, (String, String))>,
+    labels: [&'static str; 3],
+    cleanup: Option<(Arc<Limits>, Key)>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        IN_PROGRESS.with_label_values(&self.label_refs()).dec();
+        IN_PROGRESS.with_label_values(&self.labels).dec();
         if let Some((limits, key)) = self.cleanup.take() {
             forget_idle(&limits, &key, 1);
         }
     }
 }
 
-impl Held {
-    fn label_refs(&self) -> [&str; 3] {
-        [self.labels[0].as_str(), self.labels[1].as_str(), self.labels[2].as_str()]
-    }
-}
-
 /// Drops the slot for a key once nobody holds or waits for it (`held` = permits about to be returned).
-fn forget_idle(limits: &Limits, key: &(String, String), held: usize) {
+fn forget_idle(limits: &Limits, key: &Key, held: usize) {
     let mut slots = limits.slots.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(slot) = slots.get(key) {
-        let max = limits.by_rpc.get(&key.0).map(|l| l.max_per_repo).unwrap_or(0);
+        let max = limits.by_rpc.get(key.0).map(|l| l.max_per_repo).unwrap_or(0);
         if slot.queued.load(Ordering::SeqCst) == 0 && slot.permits.available_permits() + held >= max {
             slots.remove(key);
         }
@@ -178,25 +179,19 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let path = req.uri().path().to_string();
-        let Some(limit) = self.limits.by_rpc.get(&path).cloned() else {
+        let method = Call::of(&req);
+        let Some(limit) = self.limits.by_rpc.get(method.full).cloned() else {
+            return Box::pin(async move { inner.call(req).await });
+        };
+        // The canonical path: every spelling of one repository is one key. A call whose repository does
+        // not resolve is not limited; its handler refuses it.
+        let Some(repo) = req.extensions().get::<Resolved>().and_then(|r| r.target()?.path.clone().ok()) else {
             return Box::pin(async move { inner.call(req).await });
         };
         let limits = self.limits.clone();
         Box::pin(async move {
-            let (parts, mut body) = req.into_parts();
-            let (first, repo) = match peek::first_message(&mut body).await {
-                Ok(p) => (p.bytes.clone(), peek::repository_field(&p.message())),
-                // Nothing to key on: let the handler answer the malformed call itself.
-                Err((_, read)) => (read, None),
-            };
-            let req = Request::from_parts(parts, Body::new(Replay { first: Some(first), rest: body }));
-            let Some(repo) = repo else { return inner.call(req).await };
-            let trimmed = path.trim_start_matches('/');
-            let (service, method) = trimmed.split_once('/').unwrap_or((trimmed, ""));
-            let labels = ["gitaly".to_string(), service.to_string(), method.to_string()];
-            let key = (path.clone(), format!("{}/{}", repo.storage_name, repo.relative_path));
-            let held = match acquire(&limits, &limit, key, labels).await {
+            let key = (method.full, repo);
+            let held = match acquire(&limits, &limit, key, method).await {
                 Ok(h) => h,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -207,13 +202,38 @@ where
     }
 }
 
-async fn acquire(
-    limits: &Arc<Limits>,
-    limit: &Limit,
-    key: (String, String),
-    labels: [String; 3],
-) -> Result<Held, Status> {
-    let refs = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
+/// A place in a slot's queue, given back when dropped: also when the caller gives up waiting or the client
+/// cancels the call while it waits.
+struct QueuePlace<'a> {
+    slot: &'a Slot,
+    labels: [&'static str; 3],
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.slot.queued.fetch_sub(1, Ordering::SeqCst);
+        QUEUED.with_label_values(&self.labels).dec();
+    }
+}
+
+/// Unless disarmed, forgets a key's slot when dropped if nobody holds or waits for it any more: a waiter
+/// that leaves without a permit (timed out, or cancelled by its client) may be the slot's last user.
+struct ForgetIdle<'a> {
+    limits: &'a Limits,
+    key: &'a Key,
+    armed: bool,
+}
+
+impl Drop for ForgetIdle<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            forget_idle(self.limits, self.key, 0);
+        }
+    }
+}
+
+async fn acquire(limits: &Arc<Limits>, limit: &Limit, key: Key, method: &'static Method) -> Result<Held, Status> {
+    let labels = ["gitaly", method.service, method.name];
     let started = Instant::now();
     // Taking a permit or a queue place happens under the map lock, so an idle slot is never forgotten
     // while someone is about to use it.
@@ -229,10 +249,11 @@ async fn acquire(
             Ok(p) => (slot, Some(p)),
             Err(_) => {
                 if limit.max_queue_size.is_some_and(|max| slot.queued.load(Ordering::SeqCst) >= max) {
-                    DROPPED.with_label_values(&[refs[0], refs[1], refs[2], "max_size"]).inc();
+                    DROPPED.with_label_values(&[labels[0], labels[1], labels[2], "max_size"]).inc();
                     return Err(Status::resource_exhausted(QUEUE_FULL));
                 }
                 slot.queued.fetch_add(1, Ordering::SeqCst);
+                QUEUED.with_label_values(&labels).inc();
                 (slot, None)
             }
         }
@@ -240,33 +261,36 @@ async fn acquire(
     let permit = match immediate {
         Some(p) => p,
         None => {
-            QUEUED.with_label_values(&refs).inc();
+            // Declared first, dropped last: the slot is forgotten only after the queue place is given back.
+            let mut forget = ForgetIdle { limits, key: &key, armed: true };
+            let place = QueuePlace { slot: &slot, labels };
             let waited = match limit.max_queue_wait {
                 Some(max) => tokio::time::timeout(max, slot.permits.clone().acquire_owned()).await.ok(),
                 None => Some(slot.permits.clone().acquire_owned().await),
             };
-            slot.queued.fetch_sub(1, Ordering::SeqCst);
-            QUEUED.with_label_values(&refs).dec();
+            drop(place);
             match waited {
-                Some(Ok(p)) => p,
+                Some(Ok(p)) => {
+                    forget.armed = false;
+                    p
+                }
                 _ => {
-                    DROPPED.with_label_values(&[refs[0], refs[1], refs[2], "max_time"]).inc();
-                    forget_idle(limits, &key, 0);
+                    DROPPED.with_label_values(&[labels[0], labels[1], labels[2], "max_time"]).inc();
                     return Err(Status::resource_exhausted(QUEUE_TIMEOUT));
                 }
             }
         }
     };
     let waited = started.elapsed();
-    ACQUIRING.with_label_values(&refs).observe(waited.as_secs_f64());
+    ACQUIRING.with_label_values(&labels).observe(waited.as_secs_f64());
     if waited > LOG_WAIT {
         tracing::info!(
-            grpc.service = refs[1],
-            grpc.method = refs[2],
+            grpc.service = labels[1],
+            grpc.method = labels[2],
             acquire_ms = waited.as_millis() as u64,
             "concurrency queue wait"
         );
     }
-    IN_PROGRESS.with_label_values(&refs).inc();
+    IN_PROGRESS.with_label_values(&labels).inc();
     Ok(Held { _permit: permit, labels, cleanup: Some((limits.clone(), key)) })
 }

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use http::{HeaderMap, Request, Response};
 
-use std::sync::{Arc, Mutex};
-
-use crate::proto::gitaly::Repository;
 use tower::{Layer, Service};
+
+use super::call::{Call, RepositorySlot};
+use crate::registry::Method;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogLayer;
@@ -30,13 +30,12 @@ pub struct LogService<S> {
 
 /// What is known about a call when it ends.
 struct CallLog {
-    service: String,
-    method: String,
+    method: &'static Method,
     correlation_id: String,
     started: Instant,
     code: Option<tonic::Code>,
-    /// Filled in when the first request message has passed.
-    repository: Option<Arc<Mutex<Option<Repository>>>>,
+    /// Filled in by the resolve layer, after authentication, for repository-scoped calls.
+    repository: RepositorySlot,
 }
 
 impl CallLog {
@@ -62,11 +61,11 @@ impl Drop for CallLog {
         let code = code_label(self.code);
         let seconds = self.started.elapsed().as_secs_f64();
         let time_ms = seconds * 1000.0;
-        crate::metrics::record_handled(&self.service, &self.method, &code, seconds);
-        let repo = self.repository.as_ref().and_then(|r| r.lock().ok().and_then(|r| r.clone())).unwrap_or_default();
+        crate::metrics::record_handled(self.method, &code, seconds);
+        let repo = self.repository.0.lock().ok().and_then(|mut r| r.take()).unwrap_or_default();
         tracing::info!(
-            grpc.service = %self.service,
-            grpc.method = %self.method,
+            grpc.service = self.method.service,
+            grpc.method = self.method.name,
             grpc.code = %code,
             grpc.time_ms = time_ms,
             grpc.request.repoStorage = %repo.storage_name,
@@ -91,34 +90,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
-        let path = req.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    fn call(&mut self, mut req: Request<tonic::body::Body>) -> Self::Future {
+        let method = Call::of(&req);
         let correlation_id = req
             .headers()
             .get("x-gitlab-correlation-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-        crate::metrics::record_started(service, method);
-        let (received, sent) = crate::metrics::message_counters(service, method);
-        let mut log = CallLog {
-            service: service.to_string(),
-            method: method.to_string(),
-            correlation_id,
-            started: Instant::now(),
-            code: None,
-            repository: None,
-        };
+        crate::metrics::record_started(method);
+        let (received, sent) = crate::metrics::message_counters(method);
+        let repository = RepositorySlot::default();
+        req.extensions_mut().insert(repository.clone());
+        let mut log = CallLog { method, correlation_id, started: Instant::now(), code: None, repository };
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        // The repository for the log line is read from the first request message as it passes on to the
-        // handler: nothing waits for it here, so the layers inside (auth first) see the call at once.
-        let repository = Arc::new(Mutex::new(None));
-        log.repository = Some(repository.clone());
         let (parts, body) = req.into_parts();
-        let tap = Counted::new(body, received).capturing_repository(repository);
-        let req = Request::from_parts(parts, tonic::body::Body::new(tap));
+        let req = Request::from_parts(parts, tonic::body::Body::new(Counted::new(body, received)));
         Box::pin(async move {
             let resp = inner.call(req).await?;
             // Trailers-only responses (errors) carry the status in the headers.
@@ -166,19 +154,18 @@ impl MessageCounter {
 }
 
 /// A body whose gRPC messages are counted into `grpc_server_msg_received_total` or `_sent_total` as they
-/// pass, so long streams are counted while they run. On the request side it also captures the
-/// repository; on the response side it carries the call's log line and watches for the trailers.
+/// pass, so long streams are counted while they run. On the response side it also carries the call's log
+/// line and watches for the trailers.
 struct Counted<B> {
     inner: B,
     counter: MessageCounter,
     metric: prometheus::IntCounter,
-    capture: Option<Capture>,
     log: Option<CallLog>,
 }
 
 impl<B> Counted<B> {
     fn new(inner: B, metric: prometheus::IntCounter) -> Self {
-        Counted { inner, counter: MessageCounter::default(), metric, capture: None, log: None }
+        Counted { inner, counter: MessageCounter::default(), metric, log: None }
     }
 
     /// The response body: written out as the call's log line when it ends (or is dropped).
@@ -186,74 +173,6 @@ impl<B> Counted<B> {
         self.log = Some(log);
         self
     }
-
-    fn capturing_repository(mut self, slot: Arc<Mutex<Option<Repository>>>) -> Self {
-        self.capture = Some(Capture { buf: Vec::new(), slot });
-        self
-    }
-}
-
-/// How much of the first message is kept to find its repository: Gitaly clients encode it first, and it
-/// is a few hundred bytes.
-const CAPTURE_LIMIT: usize = 64 * 1024;
-
-/// The start of the first request message, until its repository can be read.
-struct Capture {
-    buf: Vec<u8>,
-    slot: Arc<Mutex<Option<Repository>>>,
-}
-
-impl Capture {
-    /// Adds `data`; true once done (found, or no more worth reading).
-    fn feed(&mut self, data: &[u8]) -> bool {
-        self.buf.extend_from_slice(&data[..data.len().min(CAPTURE_LIMIT + 5 - self.buf.len().min(CAPTURE_LIMIT + 5))]);
-        if self.buf.len() < 5 {
-            return false;
-        }
-        if self.buf[0] != 0 {
-            // A compressed message: nothing to read the repository from.
-            return true;
-        }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        let have = self.buf.len() - 5;
-        if have < len.min(CAPTURE_LIMIT) {
-            return false;
-        }
-        let message = &self.buf[5..5 + have.min(len)];
-        if let Ok(mut slot) = self.slot.lock() {
-            *slot = repository_in_prefix(message);
-        }
-        true
-    }
-}
-
-/// Field 1 (the repository, in nearly every Gitaly request) from the start of an encoded message, skipping
-/// fields before it; `None` when it is not within `prefix`.
-fn repository_in_prefix(mut prefix: &[u8]) -> Option<Repository> {
-    use prost::encoding::{decode_varint, WireType};
-    use prost::Message;
-    while !prefix.is_empty() {
-        let key = decode_varint(&mut prefix).ok()?;
-        let (field, wire) = (key >> 3, WireType::try_from(key & 7).ok()?);
-        let len = match wire {
-            WireType::Varint => {
-                decode_varint(&mut prefix).ok()?;
-                0
-            }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => decode_varint(&mut prefix).ok()? as usize,
-            _ => return None,
-        };
-        if len > prefix.len() {
-            return None;
-        }
-        if field == 1 && wire == WireType::LengthDelimited {
-            return Repository::decode(&prefix[..len]).ok();
-        }
-        prefix = &prefix[len..];
-    }
-    None
 }
 
 impl<B> http_body::Body for Counted<B>
@@ -275,9 +194,6 @@ where
                 if n > 0 {
                     this.metric.inc_by(n);
                 }
-                if this.capture.as_mut().is_some_and(|c| c.feed(data)) {
-                    this.capture = None;
-                }
             }
             if let (Some(trailers), Some(log)) = (f.trailers_ref(), this.log.as_mut()) {
                 log.observe(trailers);
@@ -297,25 +213,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{repository_in_prefix, MessageCounter};
-    use crate::proto::gitaly::{FindCommitRequest, Repository};
-
-    #[test]
-    fn finds_the_repository_in_a_message_prefix() {
-        use prost::Message;
-        let repo = Repository { storage_name: "default".into(), relative_path: "a/b.git".into(), ..Default::default() };
-        let msg = FindCommitRequest { repository: Some(repo.clone()), revision: vec![b'x'; 100_000], trailers: true };
-        let bytes = msg.encode_to_vec();
-        assert_eq!(repository_in_prefix(&bytes), Some(repo.clone()));
-        assert_eq!(repository_in_prefix(&bytes[..60]), Some(repo));
-        assert_eq!(repository_in_prefix(&bytes[..10]), None);
-        // Fields before it are skipped: a varint (trailers = 4) first.
-        let mut reordered = vec![0x20, 1];
-        reordered.extend_from_slice(
-            &FindCommitRequest { repository: msg.repository.clone(), ..Default::default() }.encode_to_vec(),
-        );
-        assert_eq!(repository_in_prefix(&reordered), msg.repository);
-    }
+    use super::MessageCounter;
 
     fn message(len: usize) -> Vec<u8> {
         let mut m = vec![0u8];

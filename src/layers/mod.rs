@@ -3,6 +3,7 @@
 //! Authentication, the concurrency limiter and metrics join this stack.
 
 pub mod auth;
+pub mod call;
 pub mod limiter;
 pub mod logging;
 pub mod peek;

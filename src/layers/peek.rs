@@ -35,7 +35,7 @@ pub async fn first_message(body: &mut Body) -> Result<Peeked, (Status, Bytes)> {
                 return Err((Status::unimplemented("compressed request messages are not supported"), buf.freeze()));
             }
             let len = (&buf[1..5]).get_u32() as usize;
-            if len > crate::server::MAX_MESSAGE {
+            if len > crate::transport::MAX_MESSAGE {
                 return Err((Status::resource_exhausted("request message too large"), buf.freeze()));
             }
             if buf.len() >= 5 + len {

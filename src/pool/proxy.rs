@@ -23,13 +23,14 @@ use tonic::Status;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Lease, Pool};
-use crate::layers::peek::{self, Replay, RepositoryField};
+use crate::context::Ctx;
+use crate::layers::call::{Call, Resolved};
+use crate::layers::peek::{self, Replay};
 use crate::metrics;
 use crate::proto::gitaly::{
-    user_apply_patch_request, user_commit_files_request, OperationBranchUpdate, Repository, UserApplyPatchRequest,
-    UserCommitFilesRequest, UserMergeBranchRequest, UserMergeBranchResponse,
+    OperationBranchUpdate, Repository, UserCommitFilesRequest, UserMergeBranchRequest, UserMergeBranchResponse,
 };
-use crate::service::Ctx;
+use crate::registry::{Method, Op};
 
 /// Metadata the daemon sets for workers; anything a client sends under these names is dropped.
 pub const REPO_PATH: &str = "x-rgitaly-repo-path-bin";
@@ -40,16 +41,6 @@ const RESERVED_PREFIX: &str = "x-rgitaly-";
 /// Attempts for a replayable call whose worker is unreachable, and the pause between them.
 const MAX_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Methods whose clients send more than one message; every other proxied call carries exactly one.
-const CLIENT_STREAMING: &[&str] = &[
-    "UserCommitFiles",
-    "UserApplyPatch",
-    "UserMergeBranch",
-    "UserRebaseConfirmable",
-    "WikiWritePage",
-    "WikiUpdatePage",
-];
 
 /// The services whose calls go to workers.
 pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService"];
@@ -94,40 +85,40 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let path = req.uri().path().trim_start_matches('/').to_string();
-        let (service, method) = path.split_once('/').unwrap_or((&path, ""));
-        if !PROXIED_SERVICES.contains(&service) {
+        let method = Call::of(&req);
+        if !PROXIED_SERVICES.contains(&method.service) {
             // Keep the readied service for this call, as tower requires.
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return Box::pin(async move { inner.call(req).await });
         }
-        let (service, method) = (service.to_string(), method.to_string());
         let (pool, ctx) = (self.pool.clone(), self.ctx.clone());
-        Box::pin(async move {
-            Ok(forward(pool, ctx, &service, &method, req).await.unwrap_or_else(|status| status.into_http()))
-        })
+        Box::pin(async move { Ok(forward(pool, ctx, method, req).await.unwrap_or_else(|status| status.into_http())) })
     }
 }
 
-async fn forward(
-    pool: Pool,
-    ctx: Ctx,
-    service: &str,
-    method: &str,
-    req: Request<Body>,
-) -> Result<Response<Body>, Status> {
+async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Body>) -> Result<Response<Body>, Status> {
     let (mut parts, mut body) = req.into_parts();
+    // The resolve layer read the first message and resolved its repositories; the body still starts with
+    // that message, which is kept to be sent again to another worker.
+    let resolved = parts.extensions.remove::<Resolved>();
+    let (target, additional) = match resolved {
+        Some(Resolved::Read { target, additional }) => (target, additional),
+        Some(Resolved::Unreadable(status)) => return Err(status),
+        None => return Err(Status::internal("proxied call without a resolved repository")),
+    };
     let peeked = peek::first_message(&mut body).await.map_err(|(status, _)| status)?;
     let first_msg = peeked.message();
     let first = peeked.bytes;
-    let (repo, start_repo) = repositories(method, &first_msg)?;
-
-    let repo_path = ctx.locator.repo_path(repo.as_ref())?;
-    let storage = repo.as_ref().map(|r| r.storage_name.as_str()).unwrap_or_default();
-    let storage_path = ctx.locator.storage_path(storage)?.to_path_buf();
-    let start_path = match start_repo.as_ref() {
-        Some(r) => Some(ctx.locator.repo_path(Some(r))?),
+    let target = target.ok_or(crate::locator::LocateError::MissingRepository)?;
+    let repo_path = target.path?;
+    let storage_path = ctx.locator.storage_path(&target.repository.storage_name)?.to_path_buf();
+    // The repository a write starts from (upstream leaves it unannotated): the registry's additional
+    // repository where there is one, else UserCommitFiles' start repository. One that is the target itself
+    // needs no second path.
+    let start = additional.map(|a| a.repository).or_else(|| start_repository(method, &first_msg));
+    let start_path = match start.filter(|s| *s != target.repository) {
+        Some(s) => Some(ctx.locator.resolve(&s)?),
         None => None,
     };
 
@@ -146,7 +137,7 @@ async fn forward(
     parts.headers = md.into_headers();
 
     // UserMergeBranch must never report failure for a merge that landed: watch its exchange.
-    let merge = if method == "UserMergeBranch" {
+    let merge = if method.full == "/gitaly.OperationService/UserMergeBranch" {
         let req = UserMergeBranchRequest::decode(first_msg.clone())
             .map_err(|e| Status::invalid_argument(format!("decode request: {e}")))?;
         Some(MergeWatch {
@@ -161,11 +152,11 @@ async fn forward(
         None
     };
 
-    let labels = [service.to_string(), method.to_string()];
-    // When the whole request is in hand (unary and server-streaming calls: one request message), a worker
-    // that is found dead before it answered is replaced by another one: the request can be sent again.
-    let replayable = !CLIENT_STREAMING.contains(&method);
-    if replayable {
+    // When the whole request is in hand (unary and server-streaming calls: one request message), it can be
+    // sent again: to another worker when this one cannot be reached, and — for a call that only reads —
+    // when it died before answering. A write that may have reached a dead worker is never repeated blindly.
+    let whole = !method.client_streaming;
+    if whole {
         while let Some(frame) = body.frame().await {
             if frame?.into_data().is_ok_and(|d| !d.is_empty()) {
                 return Err(Status::invalid_argument("more than one request message for a unary call"));
@@ -180,7 +171,7 @@ async fn forward(
         let lease = pool.lease_excluding(&tried).ok_or_else(|| Status::unavailable("no worker available"))?;
         // The scan sees every request message, the first (which never says apply) included.
         let apply_scan = merge.as_ref().map(|m| (Frames::default(), m.apply_sent.clone()));
-        let rest = if replayable { Body::empty() } else { body.take().unwrap_or_default() };
+        let rest = if whole { Body::empty() } else { body.take().unwrap_or_default() };
         let replay = Replay { first: Some(first.clone()), rest };
         let request_body = Body::new(Prefixed { replay, apply_scan });
         let mut request = Request::new(request_body);
@@ -189,11 +180,13 @@ async fn forward(
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
         let mut channel = lease.worker.channel.clone();
-        let result = match channel.ready().await {
-            Ok(ch) => ch.call(request).await,
-            Err(e) => Err(e),
+        // Not ready: the request was never sent, so any call may go elsewhere.
+        let (result, sent) = match channel.ready().await {
+            Ok(ch) => (ch.call(request).await, true),
+            Err(e) => (Err(e), false),
         };
-        if result.is_err() && replayable && attempt < MAX_ATTEMPTS {
+        let retry = whole && (!sent || method.op == Op::Accessor);
+        if result.is_err() && retry && attempt < MAX_ATTEMPTS {
             tracing::warn!(worker = %lease.worker.name, attempt, "worker unreachable; retrying on another");
             tried.push(lease.worker.pid);
             drop(lease);
@@ -207,38 +200,27 @@ async fn forward(
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let mut watched =
-                Watched { inner: body, lease: Some(lease), labels, code: None, ended: false, merge, recovery: None };
+                Watched { inner: body, lease: Some(lease), method, code: None, ended: false, merge, recovery: None };
             watched.observe(&parts.headers);
             Ok(Response::from_parts(parts, Body::new(watched)))
         }
         Err(e) => {
             let status = Status::unavailable(format!("worker {}: {e}", lease.worker.name));
-            record(&labels, status.code());
+            record(method, status.code());
             Err(status)
         }
     }
 }
 
-/// The target repository (and, for UserCommitFiles, the start repository) of a request message.
-fn repositories(method: &str, msg: &[u8]) -> Result<(Option<Repository>, Option<Repository>), Status> {
-    let bad = |e: prost::DecodeError| Status::invalid_argument(format!("decode request: {e}"));
-    match method {
-        "UserCommitFiles" => {
-            match UserCommitFilesRequest::decode(msg).map_err(bad)?.user_commit_files_request_payload {
-                Some(user_commit_files_request::UserCommitFilesRequestPayload::Header(h)) => {
-                    // A start repository that is the target itself needs no second path.
-                    let start = h.start_repository.filter(|s| Some(s) != h.repository.as_ref());
-                    Ok((h.repository, start))
-                }
-                _ => Err(Status::invalid_argument("empty UserCommitFilesRequestHeader")),
-            }
-        }
-        "UserApplyPatch" => match UserApplyPatchRequest::decode(msg).map_err(bad)?.user_apply_patch_request_payload {
-            Some(user_apply_patch_request::UserApplyPatchRequestPayload::Header(h)) => Ok((h.repository, None)),
-            _ => Err(Status::invalid_argument("empty UserApplyPatch_Header")),
-        },
-        _ => Ok((RepositoryField::decode(msg).map_err(bad)?.repository, None)),
-        // (field 1: where nearly every Operation and Wiki request keeps its repository)
+/// UserCommitFiles' `start_repository`, from its header.
+fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
+    use crate::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload;
+    if method.full != "/gitaly.OperationService/UserCommitFiles" {
+        return None;
+    }
+    match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
+        UserCommitFilesRequestPayload::Header(h) => h.start_repository,
+        _ => None,
     }
 }
 
@@ -319,7 +301,7 @@ impl http_body::Body for Prefixed {
 struct Watched {
     inner: Body,
     lease: Option<Lease>,
-    labels: [String; 2],
+    method: &'static Method,
     code: Option<tonic::Code>,
     /// The worker failed mid-call and we ended the stream ourselves.
     ended: bool,
@@ -434,7 +416,7 @@ impl http_body::Body for Watched {
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        record(&self.labels, self.code.unwrap_or(tonic::Code::Cancelled));
+        record(self.method, self.code.unwrap_or(tonic::Code::Cancelled));
         self.lease.take();
     }
 }
@@ -457,8 +439,8 @@ fn grpc_frame(msg: &impl Message) -> Bytes {
     out.freeze()
 }
 
-fn record(labels: &[String; 2], code: tonic::Code) {
+fn record(method: &Method, code: tonic::Code) {
     metrics::GRPC_CLIENT_HANDLED
-        .with_label_values(&["unknown", labels[0].as_str(), labels[1].as_str(), &format!("{code:?}")])
+        .with_label_values(&[method.grpc_type(), method.service, method.name, &format!("{code:?}")])
         .inc();
 }

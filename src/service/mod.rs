@@ -3,11 +3,7 @@
 //! Handlers only validate requests and shape responses: repositories come from the [`Locator`], processes
 //! from the [`GitCmdFactory`], byte pumping from [`crate::streamio`].
 
-use std::sync::Arc;
-
-use crate::config::Config;
-use crate::git::GitCmdFactory;
-use crate::locator::Locator;
+pub use crate::context::{Context, Ctx};
 
 pub mod admin;
 pub mod blob;
@@ -20,18 +16,6 @@ pub mod server;
 pub mod smarthttp;
 pub mod ssh;
 pub mod unbuilt;
-
-/// What every handler needs; built once at boot.
-#[derive(Debug)]
-pub struct Context {
-    pub config: Config,
-    pub locator: Locator,
-    pub git: GitCmdFactory,
-    /// Open repositories for in-process reads.
-    pub repos: crate::odb::RepoCache,
-}
-
-pub type Ctx = Arc<Context>;
 
 /// Reads the first request of a client stream; a stream that ends at once has no first request.
 pub async fn first_request<T>(stream: &mut tonic::Streaming<T>) -> Result<T, tonic::Status> {

@@ -347,3 +347,63 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca = issue_certificate(dir, "test", &cert, &key);
     (ca, cert, key)
 }
+
+// A codec that sends and receives message bytes as they are, to put on the wire what a generated
+// client never would (invalid UTF-8 in string fields, broken protobuf).
+
+#[derive(Clone, Copy, Default)]
+pub struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `path` with raw message bytes (any shape) and returns the raw answers.
+pub async fn raw_call(
+    ch: tonic::transport::Channel,
+    path: &str,
+    token: Option<&str>,
+    messages: Vec<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut req = tonic::Request::new(futures::stream::iter(messages));
+    if let Some(secret) = token {
+        let v = rgitaly::auth::bearer_now(secret);
+        req.metadata_mut().insert("authorization", v.parse().unwrap());
+    }
+    let path = http::uri::PathAndQuery::try_from(path).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let mut stream = grpc.streaming(req, path, Raw).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await? {
+        out.push(m);
+    }
+    Ok(out)
+}
