@@ -301,6 +301,10 @@ impl Config {
         if self.storage.is_empty() {
             return Err("storage: at least one [[storage]] must be configured".into());
         }
+        // Previous tokens without a current one would leave authentication off while looking rotated.
+        if self.auth.token.is_empty() && self.auth.previous_tokens.iter().any(|t| !t.is_empty()) {
+            return Err("auth.token: empty while auth.previous_tokens are set".into());
+        }
         let mut names = BTreeSet::new();
         for (i, s) in self.storage.iter().enumerate() {
             if s.name.is_empty() {
@@ -504,6 +508,10 @@ rugged_option = 1
                 "storage[1].name",
             ),
             (format!("socket_path = \"/x\"\n[[storage]]\nname = \"a\"\npath = \"{p}/missing\""), "storage[0].path"),
+            (
+                format!("socket_path = \"/x\"\n[[storage]]\nname = \"a\"\npath = \"{p}\"\n[auth]\nprevious_tokens = [\"old\"]"),
+                "auth.token",
+            ),
         ];
         for (text, key) in bad {
             let (cfg, _) = Config::parse(&text).unwrap();

@@ -534,3 +534,83 @@ async fn commit_files_start_points_and_empty_repository() {
     );
     d.assert_outside_untouched();
 }
+
+/// `ls-tree -r -z` of a revision, as raw (mode, type, id, path) entries.
+fn tree_entries(repo: &Path, rev: &str) -> Vec<Vec<u8>> {
+    let out = run(git(repo).args(["ls-tree", "-r", "-z", "--full-tree", rev])).stdout;
+    out.split(|b| *b == 0).filter(|e| !e.is_empty()).map(<[u8]>::to_vec).collect()
+}
+
+/// Paths are bytes end to end: a commit that only adds a file keeps every other entry exactly, non-UTF-8
+/// names included, and a new non-UTF-8 name is stored as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_files_keeps_non_utf8_paths() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    for name in [&b"caf\xe8.txt"[..], b"caf\xe9.txt"] {
+        std::fs::write(wt.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+    }
+    run(git(&wt).args(["add", "-A"]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "latin-1 names"]));
+    let bare = d.seed_repo("p.git", &wt);
+    let mut ops = OperationServiceClient::new(d.channel().await);
+    let before = tree_entries(&bare, "main");
+    let r = commit_files(&mut ops, header(&d, "main"), vec![action(ActionType::Create, "unrelated.txt", b"x\n")])
+        .await
+        .unwrap();
+    assert!(r.index_error.is_empty(), "{}", r.index_error);
+    let after = tree_entries(&bare, "main");
+    assert_eq!(after.len(), before.len() + 1);
+    for e in &before {
+        assert!(after.contains(e), "entry changed or lost: {}", String::from_utf8_lossy(e));
+    }
+    // A new name that is not UTF-8 is stored as those bytes.
+    let h = UserCommitFilesActionHeader {
+        action: ActionType::Create as i32,
+        file_path: b"na\xefve.txt".to_vec(),
+        ..Default::default()
+    };
+    commit_files(&mut ops, header(&d, "main"), vec![action_full(h, b"y\n")]).await.unwrap();
+    let paths: Vec<Vec<u8>> = tree_entries(&bare, "main")
+        .into_iter()
+        .map(|e| e[e.iter().position(|b| *b == b'\t').unwrap() + 1..].to_vec())
+        .collect();
+    assert!(paths.contains(&b"na\xefve.txt".to_vec()) && paths.contains(&b"caf\xe8.txt".to_vec()));
+    run(git(&bare).args(["fsck", "--strict"]));
+}
+
+/// A NUL or a line break in a path would end one index entry and start another (a gitlink to any id, a
+/// symlink to any blob): refused with InvalidArgument, and the branch is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_files_refuses_nul_and_line_breaks_in_paths() {
+    let (d, _wt, bare, mut ops) = setup().await;
+    let main = rev(&bare, "main");
+    let blob = stdout(git(&bare).args(["rev-parse", "main:file1.txt"]));
+    let injected = format!("x\u{0}160000 {main}\tsub\u{0}120000 {blob}\tlink").into_bytes();
+    let moves = [
+        (injected.clone(), b"file3.txt".to_vec()),
+        (b"moved.txt".to_vec(), [&b"file3.txt\0"[..], b"100644 x\tfile1.txt"].concat()),
+        (b"a\nb.txt".to_vec(), b"file3.txt".to_vec()),
+        (b"a\rb.txt".to_vec(), b"file3.txt".to_vec()),
+    ];
+    for (to, from) in moves {
+        let h = UserCommitFilesActionHeader {
+            action: ActionType::Move as i32,
+            file_path: to.clone(),
+            previous_path: from,
+            infer_content: true,
+            ..Default::default()
+        };
+        let e = commit_files(&mut ops, header(&d, "main"), vec![action_full(h, b"")]).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{:?}: {e:?}", String::from_utf8_lossy(&to));
+    }
+    for kind in [ActionType::Create, ActionType::Update, ActionType::Delete, ActionType::Chmod, ActionType::CreateDir] {
+        let h = UserCommitFilesActionHeader { action: kind as i32, file_path: injected.clone(), ..Default::default() };
+        let e = commit_files(&mut ops, header(&d, "main"), vec![action_full(h, b"z")]).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{kind:?}: {e:?}");
+    }
+    assert_eq!(rev(&bare, "main"), main);
+    let modes: Vec<Vec<u8>> = tree_entries(&bare, "main").into_iter().map(|e| e[..6].to_vec()).collect();
+    assert!(modes.iter().all(|m| m == b"100644" || m == b"100755"), "a gitlink or symlink appeared");
+}

@@ -283,6 +283,8 @@ async fn bundle_round_trip() {
     assert_eq!(show(&imported), show(&d.repo_path("p.git")));
     assert!(!stdout(git(&imported).args(["config", "--list"])).contains("remote.origin"));
     assert_eq!(stdout(git(&imported).args(["rev-parse", "main"])), stdout(git(&wt).args(["rev-parse", "main"])));
+    assert_eq!(stdout(git(&imported).args(["symbolic-ref", "HEAD"])), "refs/heads/main");
+    run(git(&imported).args(["fsck", "--strict"]));
 
     // A non-empty target is refused and left alone.
     let reqs = vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo("imported.git")), data: data.clone() }];
@@ -297,7 +299,18 @@ async fn bundle_round_trip() {
         data: b"not a bundle".to_vec(),
     }];
     let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
-    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "CreateRepositoryFromBundle: not a v2 or v3 git bundle")
+    );
+    assert!(!d.repo_path("garbage.git").exists());
+    // A bundle signature over garbage gets as far as git, which refuses it.
+    let reqs = vec![CreateRepositoryFromBundleRequest {
+        repository: Some(d.repo("garbage.git")),
+        data: b"# v2 git bundle\ngitdir: ../p.git\n".to_vec(),
+    }];
+    let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
     assert!(!d.repo_path("garbage.git").exists());
     let e = c.create_bundle(CreateBundleRequest { repository: None }).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CreateBundle: empty Repository"));
@@ -372,5 +385,53 @@ async fn get_archive_formats_and_paths() {
         let e = c.get_archive(r).await.unwrap_err();
         assert_eq!((e.code(), e.message()), (code, msg));
     }
+    d.assert_outside_untouched();
+}
+
+/// A "bundle" that is a `gitdir:` file naming another repository — of the host or of the storage — is
+/// refused before git sees it: the new repository would otherwise be a clone of that repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_naming_another_repository_is_refused() {
+    let (d, _wt, mut c) = setup().await;
+    let host = d.outside.join("host.git");
+    run(git(d.dir.path()).args(["clone", "--bare", "--quiet"]).arg(d.repo_path("p.git")).arg(&host));
+    let before = snapshot(&d.outside);
+    for (name, data) in [
+        ("absolute gitdir", format!("gitdir: {}\n", host.display())),
+        ("relative gitdir into the storage", "gitdir: ../../../p.git\n".to_string()),
+        ("relative gitdir", "gitdir: p.git\n".to_string()),
+    ] {
+        let reqs =
+            vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo("stolen.git")), data: data.into_bytes() }];
+        let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}");
+        assert!(!d.repo_path("stolen.git").exists(), "{name}: a repository was created");
+    }
+    assert_eq!(snapshot(&d.outside), before);
+}
+
+/// RemoveRepository removes repositories and nothing else: not a plain directory, not a file, not a
+/// namespace holding other repositories. A repository that is already gone is not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_repository_acts_only_on_repositories() {
+    let (d, wt, mut c) = setup().await;
+    std::fs::create_dir_all(d.storage.join("plain/sub")).unwrap();
+    std::fs::write(d.storage.join("plain/sub/data"), "keep").unwrap();
+    std::fs::write(d.storage.join("file.txt"), "keep").unwrap();
+    d.seed_repo("ns/inner.git", &wt);
+    let before = snapshot(&d.storage);
+    for path in ["plain", "plain/sub", "file.txt", "ns", "ns/", "./ns"] {
+        let e = c.remove_repository(RemoveRepositoryRequest { repository: Some(d.repo(path)) }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{path}: {e:?}");
+    }
+    assert!(d.repo_path("ns/inner.git/HEAD").exists() && d.storage.join("plain/sub/data").exists());
+    assert!(d.storage.join("file.txt").exists());
+    assert_eq!(
+        snapshot(&d.storage).keys().filter(|k| !k.contains("+gitaly")).count(),
+        before.keys().filter(|k| !k.contains("+gitaly")).count()
+    );
+    c.remove_repository(RemoveRepositoryRequest { repository: Some(d.repo("missing.git")) }).await.unwrap();
+    c.remove_repository(RemoveRepositoryRequest { repository: Some(d.repo("ns/inner.git")) }).await.unwrap();
+    assert!(!d.repo_path("ns/inner.git").exists());
     d.assert_outside_untouched();
 }

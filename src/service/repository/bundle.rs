@@ -67,49 +67,92 @@ pub async fn create_repository_from_bundle(
         .tempdir_in(ctx.locator.temp_dir(&repository.storage_name)?)
         .map_err(|e| Status::internal(format!("CreateRepositoryFromBundle: tmp dir failed: {e}")))?;
 
-    // Stream the bundle to disk.
+    // Stream the bundle to disk, keeping its first bytes to check what it is.
     let bundle_path = scratch.path().join("repo.bundle");
     let mut file = tokio::fs::File::create(&bundle_path)
         .await
         .map_err(|e| Status::internal(format!("CreateRepositoryFromBundle: new bundle file failed: {e}")))?;
     let write_err = |e: std::io::Error| Status::internal(format!("CreateRepositoryFromBundle: write bundle: {e}"));
+    let mut head = Vec::with_capacity(BUNDLE_SIGNATURE_LEN);
+    let mut keep = |data: &[u8]| {
+        let n = (BUNDLE_SIGNATURE_LEN - head.len()).min(data.len());
+        head.extend_from_slice(&data[..n]);
+    };
+    keep(&first.data);
     file.write_all(&first.data).await.map_err(write_err)?;
     while let Some(msg) = stream.message().await? {
+        keep(&msg.data);
         file.write_all(&msg.data).await.map_err(write_err)?;
     }
     file.flush().await.map_err(write_err)?;
     drop(file);
+    // Only a bundle reaches git: a `gitdir:` file or a repository path would make a clone read another
+    // repository of the host.
+    if !is_bundle(&head) {
+        return Err(Status::invalid_argument("CreateRepositoryFromBundle: not a v2 or v3 git bundle"));
+    }
 
     let staged = scratch.path().join("repo.git");
     let redact = |s: String| {
         s.replace(&*staged.to_string_lossy(), "[REPO PATH]").replace(&*bundle_path.to_string_lossy(), "[BUNDLE]")
     };
+    let failed = |what: &str, e: crate::git::GitError| {
+        Status::internal(redact(format!("CreateRepositoryFromBundle: {what}: {e}")))
+    };
     ctx.git
-        .bare(Sub::Clone)
+        .bare(Sub::Init)
         .flag("--bare")
         .flag("--quiet")
-        .path_arg(&bundle_path)
         .path_arg(&staged)
-        .current_dir(scratch.path())
         .output()
         .await
-        .map_err(|e| Status::internal(redact(format!("CreateRepositoryFromBundle: cmd wait failed: {e}"))))?;
-    // Clone copies only branches and tags; fetch everything else the bundle carries, checked.
+        .map_err(|e| failed("init", e))?;
+    // `bundle unbundle` reads only the pack inside the file (no transport, so nothing else can be named)
+    // and lists the bundle's refs; objects are checked before any ref points at them.
+    let listed = ctx
+        .git
+        .command(&staged, Sub::Bundle)
+        .flag("unbundle")
+        .path_arg(&bundle_path)
+        .output()
+        .await
+        .map_err(|e| failed("cmd wait failed", e))?;
     ctx.git
-        .command(&staged, Sub::Fetch)
-        .config("fetch.fsckObjects", "true")
-        .config("fetch.fsck.badTimezone", "ignore")
-        .flag("--quiet")
-        .flag("--update-head-ok")
-        .trusted_arg(&bundle_path)
-        .trusted_arg("refs/*:refs/*")
+        .command(&staged, Sub::Fsck)
+        .config("fsck.badTimezone", "ignore")
+        .flag("--no-dangling")
+        .flag("--no-progress")
         .output()
         .await
-        .map_err(|e| {
-            Status::internal(redact(format!("CreateRepositoryFromBundle: cmd wait failed fetching refs: {e}")))
-        })?;
-    // The bundle was a transport, not a remote to remember.
-    ctx.git.command(&staged, Sub::Config).flag("--remove-section").trusted_arg("remote.origin").run_to_end().await?;
+        .map_err(|e| failed("fsck", e))?;
+    let heads = bundle_heads(&listed.stdout);
+    let mut updates = Vec::new();
+    for (oid, name) in heads.iter().filter(|(_, name)| name.starts_with(b"refs/")) {
+        updates.extend_from_slice(b"create ");
+        updates.extend_from_slice(name);
+        updates.push(0);
+        updates.extend_from_slice(oid.as_bytes());
+        updates.push(0);
+    }
+    if !updates.is_empty() {
+        ctx.git
+            .command(&staged, Sub::UpdateRef)
+            .flag("-z")
+            .flag("--stdin")
+            .output_with_stdin(updates)
+            .await
+            .map_err(|e| failed("update refs", e))?;
+    }
+    // HEAD as clone sets it: the branch the bundle's HEAD points at, the default branch names first.
+    if let Some(branch) = head_branch(&heads) {
+        ctx.git
+            .command(&staged, Sub::SymbolicRef)
+            .trusted_arg("HEAD")
+            .trusted_arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&branch))
+            .output()
+            .await
+            .map_err(|e| failed("set HEAD", e))?;
+    }
 
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Status::internal(format!("create directories: {e}")))?;
@@ -119,4 +162,66 @@ pub async fn create_repository_from_bundle(
     std::fs::rename(&staged, &target)
         .map_err(|e| Status::internal(format!("CreateRepositoryFromBundle: move into place: {e}")))?;
     Ok(CreateRepositoryFromBundleResponse {})
+}
+
+/// Length of a bundle's signature line.
+const BUNDLE_SIGNATURE_LEN: usize = 16;
+
+/// Whether `head` starts a v2 or v3 git bundle.
+fn is_bundle(head: &[u8]) -> bool {
+    head == b"# v2 git bundle\n" || head == b"# v3 git bundle\n"
+}
+
+/// `<oid> <refname>` lines as `bundle unbundle` and `bundle list-heads` print them.
+fn bundle_heads(out: &[u8]) -> Vec<(String, Vec<u8>)> {
+    out.split(|b| *b == b'\n')
+        .filter_map(|line| {
+            let sp = line.iter().position(|b| *b == b' ')?;
+            let oid = std::str::from_utf8(&line[..sp]).ok().filter(|o| crate::git::repo::is_oid(o))?;
+            Some((oid.to_string(), line[sp + 1..].to_vec()))
+        })
+        .collect()
+}
+
+/// The branch HEAD names in a bundle's heads: the one at HEAD's commit, `main` or `master` preferred.
+fn head_branch(heads: &[(String, Vec<u8>)]) -> Option<Vec<u8>> {
+    let (head, _) = heads.iter().find(|(_, name)| name == b"HEAD")?;
+    let at_head: Vec<&Vec<u8>> =
+        heads.iter().filter(|(oid, name)| oid == head && name.starts_with(b"refs/heads/")).map(|(_, n)| n).collect();
+    for preferred in [&b"refs/heads/main"[..], b"refs/heads/master"] {
+        if let Some(n) = at_head.iter().find(|n| n.as_slice() == preferred) {
+            return Some(n.to_vec());
+        }
+    }
+    at_head.first().map(|n| n.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_signatures() {
+        assert!(is_bundle(b"# v2 git bundle\n"));
+        assert!(is_bundle(b"# v3 git bundle\n"));
+        for bad in [&b"gitdir: /any/repo.git\n"[..], b"# v2 git bundle", b"", b"# v4 git bundle\n", b"PACK\0\0\0\x02"] {
+            assert!(!is_bundle(&bad[..bad.len().min(BUNDLE_SIGNATURE_LEN)]), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn head_follows_the_bundle() {
+        let a = "a".repeat(40);
+        let b = "b".repeat(40);
+        let heads = vec![
+            (a.clone(), b"refs/heads/feature".to_vec()),
+            (b.clone(), b"refs/heads/other".to_vec()),
+            (a.clone(), b"refs/heads/main".to_vec()),
+            (a.clone(), b"HEAD".to_vec()),
+        ];
+        assert_eq!(head_branch(&heads), Some(b"refs/heads/main".to_vec()));
+        assert_eq!(head_branch(&heads[..1]), None);
+        let lines = format!("{a} refs/heads/x\n{b} HEAD\nnot a line\n");
+        assert_eq!(bundle_heads(lines.as_bytes()).len(), 2);
+    }
 }

@@ -12,6 +12,12 @@ pub async fn remove_repository(
 ) -> Result<RemoveRepositoryResponse, Status> {
     let repo = req.repository.as_ref();
     let path = ctx.locator.target_path(repo)?;
+    if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        // Already gone: removal is idempotent, as upstream's.
+        return Ok(RemoveRepositoryResponse {});
+    }
+    // Only a repository is removed: not a plain directory, a file, or a namespace holding repositories.
+    let path = ctx.locator.repo_path(repo)?;
     let storage = repo.map(|r| r.storage_name.as_str()).unwrap_or_default();
     let aside = ctx.locator.removal_path(storage, &path)?;
     match std::fs::rename(&path, &aside) {

@@ -3,10 +3,13 @@
 //!
 //! The parent's tree is read into a path map, the actions are applied to it, and the result is written
 //! through a private index file (`update-index --index-info`, `write-tree`): no worktree, no checkout, and
-//! nothing is visible until the compare-and-swap ref update.
+//! nothing is visible until the compare-and-swap ref update. Paths are bytes end to end (git's own paths
+//! need not be UTF-8), and a client path with NUL or a line break is refused: in the `-z` index info it
+//! would end one entry and start another.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 use base64::Engine;
 use rgitaly::git::repo::{is_oid, Repo, Signature, ZERO_OID};
@@ -28,6 +31,21 @@ struct Action {
 
 /// An index problem the client caused: reported in `index_error`, not as a gRPC error.
 struct IndexError(String);
+
+/// Why an action cannot be applied: the client's index problem, or a request no commit may come from.
+enum Refused {
+    Index(IndexError),
+    Invalid(Status),
+}
+
+impl From<IndexError> for Refused {
+    fn from(e: IndexError) -> Self {
+        Refused::Index(e)
+    }
+}
+
+/// path → (mode, object id) for every entry of a tree, paths as git stores them.
+type Tree = BTreeMap<Vec<u8>, (String, String)>;
 
 pub async fn commit_files(
     git: &GitCmdFactory,
@@ -83,7 +101,10 @@ pub async fn commit_files(
     for action in actions {
         match apply(&repo, &mut tree, action).await? {
             Ok(()) => {}
-            Err(IndexError(e)) => return Ok(UserCommitFilesResponse { index_error: e, ..Default::default() }),
+            Err(Refused::Index(IndexError(e))) => {
+                return Ok(UserCommitFilesResponse { index_error: e, ..Default::default() })
+            }
+            Err(Refused::Invalid(status)) => return Err(status),
         }
     }
     let tree_id = write_tree(&repo, &tree).await?;
@@ -168,8 +189,8 @@ async fn resolve_parent(
     Ok(Some(parent))
 }
 
-/// path → (mode, blob id) for every file of a commit's tree.
-async fn read_tree(repo: &Repo<'_>, commit: &str) -> Result<BTreeMap<String, (String, String)>, Status> {
+/// Every file of a commit's tree.
+async fn read_tree(repo: &Repo<'_>, commit: &str) -> Result<Tree, Status> {
     let out = repo
         .git
         .command(repo.path, Sub::LsTree)
@@ -182,21 +203,22 @@ async fn read_tree(repo: &Repo<'_>, commit: &str) -> Result<BTreeMap<String, (St
         .map_err(internal)?;
     let mut map = BTreeMap::new();
     for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-        let entry = String::from_utf8_lossy(entry);
-        let Some((meta, path)) = entry.split_once('\t') else { continue };
+        let Some(tab) = entry.iter().position(|b| *b == b'\t') else { continue };
+        let (meta, path) = (String::from_utf8_lossy(&entry[..tab]), &entry[tab + 1..]);
         let mut parts = meta.split(' ');
         let (mode, _kind, oid) = (parts.next().unwrap_or(""), parts.next(), parts.next().unwrap_or(""));
-        map.insert(path.to_string(), (mode.to_string(), oid.to_string()));
+        map.insert(path.to_vec(), (mode.to_string(), oid.to_string()));
     }
     Ok(map)
 }
 
-async fn write_tree(repo: &Repo<'_>, tree: &BTreeMap<String, (String, String)>) -> Result<String, Status> {
+async fn write_tree(repo: &Repo<'_>, tree: &Tree) -> Result<String, Status> {
     let dir = tempfile::tempdir().map_err(internal)?;
     let index = dir.path().join("index");
     let mut info = Vec::new();
     for (path, (mode, oid)) in tree {
-        info.extend_from_slice(format!("{mode} {oid}\t{path}").as_bytes());
+        info.extend_from_slice(format!("{mode} {oid}\t").as_bytes());
+        info.extend_from_slice(path);
         info.push(0);
     }
     repo.git
@@ -212,59 +234,65 @@ async fn write_tree(repo: &Repo<'_>, tree: &BTreeMap<String, (String, String)>) 
     Ok(out.stdout_text())
 }
 
-async fn write_blob(repo: &Repo<'_>, path: &str, content: Vec<u8>) -> Result<String, Status> {
+async fn write_blob(repo: &Repo<'_>, path: &[u8], content: Vec<u8>) -> Result<String, Status> {
     let out = repo
         .git
         .command(repo.path, Sub::HashObject)
         .flag("-w")
         .flag("--stdin")
-        .flag(format!("--path={path}"))
+        .flag(OsStr::from_bytes(&[&b"--path="[..], path].concat()))
         .output_with_stdin(content)
         .await
         .map_err(internal)?;
     Ok(out.stdout_text())
 }
 
-/// Upstream's path rules; returns the cleaned path.
-fn clean_path(raw: &[u8]) -> Result<String, IndexError> {
-    let p = text(raw);
-    if p.is_empty() {
-        return Err(IndexError("You must provide a file path".into()));
+/// Upstream's path rules, on bytes; returns the cleaned path. NUL and line breaks are refused outright.
+fn clean_path(raw: &[u8]) -> Result<Vec<u8>, Refused> {
+    let shown = String::from_utf8_lossy(raw);
+    if raw.iter().any(|b| matches!(b, 0 | b'\n' | b'\r')) {
+        return Err(Refused::Invalid(Status::invalid_argument(format!("UserCommitFiles: invalid path: {shown:?}"))));
     }
-    if p.contains("//") {
-        return Err(IndexError(format!("invalid path: '{p}'")));
+    if raw.is_empty() {
+        return Err(IndexError("You must provide a file path".into()).into());
     }
-    let mut parts: Vec<String> = Vec::new();
-    for c in Path::new(p.trim_start_matches('/')).components() {
+    if raw.windows(2).any(|w| w == b"//") {
+        return Err(IndexError(format!("invalid path: '{shown}'")).into());
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
         match c {
-            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir if parts.pop().is_none() => {
-                return Err(IndexError("Path cannot include directory traversal".into()));
+            b"" | b"." => {}
+            b".." => {
+                if parts.pop().is_none() {
+                    return Err(IndexError("Path cannot include directory traversal".into()).into());
+                }
             }
-            _ => {}
+            n => parts.push(n),
         }
     }
     if parts.is_empty() {
-        return Err(IndexError("You must provide a file path".into()));
+        return Err(IndexError("You must provide a file path".into()).into());
     }
-    if parts.iter().any(|c| c.eq_ignore_ascii_case(".git")) {
-        return Err(IndexError(format!("invalid path: '{p}'")));
+    if parts.iter().any(|c| c.eq_ignore_ascii_case(b".git")) {
+        return Err(IndexError(format!("invalid path: '{shown}'")).into());
     }
-    Ok(parts.join("/"))
+    Ok(parts.join(&b'/'))
+}
+
+/// `path` followed by `/`.
+fn dir_of(path: &[u8]) -> Vec<u8> {
+    [path, b"/"].concat()
 }
 
 /// Puts a file at `path`, replacing a directory there and files where its parents would go.
-fn put(tree: &mut BTreeMap<String, (String, String)>, path: &str, mode: &str, oid: String) {
-    let dir_prefix = format!("{path}/");
-    tree.retain(|p, _| !p.starts_with(&dir_prefix) && !path.starts_with(&format!("{p}/")));
-    tree.insert(path.to_string(), (mode.to_string(), oid));
+fn put(tree: &mut Tree, path: &[u8], mode: &str, oid: String) {
+    let dir_prefix = dir_of(path);
+    tree.retain(|p, _| !p.starts_with(&dir_prefix) && !path.starts_with(&dir_of(p)));
+    tree.insert(path.to_vec(), (mode.to_string(), oid));
 }
 
-async fn apply(
-    repo: &Repo<'_>,
-    tree: &mut BTreeMap<String, (String, String)>,
-    action: Action,
-) -> Result<Result<(), IndexError>, Status> {
+async fn apply(repo: &Repo<'_>, tree: &mut Tree, action: Action) -> Result<Result<(), Refused>, Status> {
     let h = &action.header;
     let kind = ActionType::try_from(h.action)
         .map_err(|_| Status::unknown(format!("NoMethodError: undefined method `downcase' for {}:Integer", h.action)))?;
@@ -272,8 +300,8 @@ async fn apply(
         Ok(p) => p,
         Err(e) => return Ok(Err(e)),
     };
-    let exists = || IndexError("A file with this name already exists".into());
-    let missing = || IndexError("A file with this name doesn't exist".into());
+    let exists = || Refused::Index(IndexError("A file with this name already exists".into()));
+    let missing = || Refused::Index(IndexError("A file with this name doesn't exist".into()));
     let mode_for = |exec: bool| if exec { "100755" } else { "100644" };
     let content = || -> Result<Vec<u8>, Status> {
         if h.base64_content {
@@ -296,13 +324,14 @@ async fn apply(
             if tree.contains_key(&path) {
                 return Ok(Err(exists()));
             }
-            let prefix = format!("{path}/");
+            let prefix = dir_of(&path);
             if tree.keys().any(|p| p.starts_with(&prefix)) {
-                return Ok(Err(IndexError("A directory with this name already exists".into())));
+                return Ok(Err(IndexError("A directory with this name already exists".into()).into()));
             }
-            let oid = write_blob(repo, &format!("{path}/.gitkeep"), Vec::new()).await?;
+            let keep = [&prefix[..], b".gitkeep"].concat();
+            let oid = write_blob(repo, &keep, Vec::new()).await?;
             debug_assert_eq!(oid, EMPTY_BLOB);
-            put(tree, &format!("{path}/.gitkeep"), "100644", oid);
+            put(tree, &keep, "100644", oid);
         }
         ActionType::Update => {
             let Some((mode, _)) = tree.get(&path).cloned() else { return Ok(Err(missing())) };
