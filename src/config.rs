@@ -48,6 +48,41 @@ pub struct Config {
     pub daily_maintenance: toml::Table,
     pub cgroups: toml::Table,
     pub workers: GitalyRuby,
+    pub connections: Connections,
+}
+
+/// rgitaly's own: what a client connection may hold (not in upstream, whose grpc-go has no such caps).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Connections {
+    /// Open connections per listener; one more is closed on accept. Default 4096.
+    pub max_per_listener: Option<usize>,
+    /// Concurrent HTTP/2 streams (calls) per connection. Default 1024.
+    pub max_streams: Option<u32>,
+    /// A connection that sends no request within this is closed. Default "10s".
+    pub first_request_timeout: Option<GoDuration>,
+    /// HTTP/2 PING to a connection idle this long. Default "30s".
+    pub keepalive_interval: Option<GoDuration>,
+    /// A connection that does not answer a PING within this is closed. Default "20s".
+    pub keepalive_timeout: Option<GoDuration>,
+}
+
+impl Connections {
+    pub fn max_per_listener(&self) -> usize {
+        self.max_per_listener.unwrap_or(4096).max(1)
+    }
+    pub fn max_streams(&self) -> u32 {
+        self.max_streams.unwrap_or(1024).max(1)
+    }
+    pub fn first_request_timeout(&self) -> Duration {
+        self.first_request_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10))
+    }
+    pub fn keepalive_interval(&self) -> Duration {
+        self.keepalive_interval.map(|d| d.0).unwrap_or(Duration::from_secs(30))
+    }
+    pub fn keepalive_timeout(&self) -> Duration {
+        self.keepalive_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(20))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -226,6 +261,11 @@ const KNOWN_KEYS: &[&str] = &[
     "workers.health_failure_timeout",
     "workers.crash_threshold",
     "workers.crash_wait_time",
+    "connections.max_per_listener",
+    "connections.max_streams",
+    "connections.first_request_timeout",
+    "connections.keepalive_interval",
+    "connections.keepalive_timeout",
     "gitlab-shell.dir",
     "gitlab.url",
     "gitlab.relative_url_root",

@@ -49,6 +49,7 @@ async fn serve(path: &std::path::Path, inherited: rgitaly::upgrade::Inherited) -
         eprintln!("rgitaly: logging: {e}");
         return 2;
     }
+    rgitaly::server::raise_nofile_limit();
     let ctx = match rgitaly::server::build_context(cfg) {
         Ok(c) => c,
         Err(e) => {

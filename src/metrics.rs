@@ -72,6 +72,15 @@ pub static CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter("gitaly_connections_total", "Total number of connections accepted by this Gitaly process", &["type"])
 });
 
+/// Ours: connections closed at once because their listener was at `connections.max_per_listener`.
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "rgitaly_connections_refused_total",
+        "Connections closed on accept because the listener was at its connection limit",
+        &["type"],
+    )
+});
+
 pub static COMMANDS_RUNNING: LazyLock<IntGauge> = LazyLock::new(|| {
     let g = IntGauge::new("gitaly_commands_running", "Total number of processes currently being executed")
         .expect("valid metric");
@@ -178,6 +187,7 @@ pub fn register_all() {
     LazyLock::force(&GRPC_SERVER_STARTED);
     LazyLock::force(&GRPC_SERVER_HANDLED);
     LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&COMMANDS_RUNNING);
     LazyLock::force(&BUILD_INFO);
     LazyLock::force(&GIT_SPAWNED);

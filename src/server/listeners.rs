@@ -104,11 +104,15 @@ pub(super) fn tcp_listener(inherited: &mut Inherited, name: &str, addr: &str) ->
     std_tcp(addr)
 }
 
-/// A server builder with the transport's window and frame sizes.
-pub(super) fn tuned(b: Server) -> Server {
+/// A server builder with the transport's window and frame sizes, the per-connection stream cap and
+/// HTTP/2 keepalive, which closes a connection whose peer stopped answering.
+pub(super) fn tuned(b: Server, c: &crate::config::Connections) -> Server {
     b.initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(Some(c.max_streams()))
+        .http2_keepalive_interval(Some(c.keepalive_interval()))
+        .http2_keepalive_timeout(Some(c.keepalive_timeout()))
 }
 
 fn std_tcp(addr: &str) -> std::io::Result<TcpListener> {

@@ -2,6 +2,7 @@
 //! stack, serves them on each configured listener (`listeners`) until a shutdown signal, then drains
 //! (`shutdown`). Nothing below this module imports it.
 
+mod conn;
 mod listeners;
 mod routes;
 mod shutdown;
@@ -67,6 +68,20 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
     Ok(Arc::new(Context { config, locator, git, repos: Default::default() }))
 }
 
+/// Raises the soft open-file limit to the hard one: every connection, git child and pipe costs
+/// descriptors, and systemd's default soft limit (1024) runs out under ordinary load.
+pub fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::info!(from = soft, to = hard, "raised the open file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open file limit"),
+        },
+        Ok((soft, _)) => tracing::info!(limit = soft, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read the open file limit"),
+    }
+}
+
 fn set_private(dir: &Path) -> Result<(), ServeError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -99,6 +114,10 @@ async fn serve_with_pool(
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
     let limiter = LimiterLayer::new(&ctx.config.concurrency);
     let resolve = ResolveLayer::new(ctx.locator.clone());
+    let limits = conn::ConnLimits {
+        max_per_listener: ctx.config.connections.max_per_listener(),
+        first_request_timeout: ctx.config.connections.first_request_timeout(),
+    };
     let auth = AuthLayer::new(AuthConfig {
         token: ctx.config.auth.token.clone(),
         previous_tokens: ctx.config.auth.previous_tokens.clone(),
@@ -124,7 +143,7 @@ async fn serve_with_pool(
         };
         // Outermost first: the registry entry, the log line and metrics (every call), authentication, then
         // for authenticated calls the repository resolution, the limiter and the worker proxy.
-        let mut builder = tuned(Server::builder())
+        let mut builder = tuned(Server::builder(), &ctx.config.connections)
             .layer(CallLayer)
             .layer(LogLayer)
             .layer(auth.clone())
@@ -135,14 +154,17 @@ async fn serve_with_pool(
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
                 sockets.push(path);
-                let incoming = until(counted(UnixListenerStream::new(l), "unix"), accept_rx.clone());
+                let incoming = until(
+                    conn::limited(counted(UnixListenerStream::new(l), "unix"), limits, "unix"),
+                    accept_rx.clone(),
+                );
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
             }
             Listener::Tcp(l) => {
                 tracing::info!(address = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening on tcp");
-                let incoming = until(counted(nodelay(l), "tcp"), accept_rx.clone());
+                let incoming = until(conn::limited(counted(nodelay(l), "tcp"), limits, "tcp"), accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
@@ -154,7 +176,7 @@ async fn serve_with_pool(
                 let incoming = crate::tls::incoming(l, config, || {
                     crate::metrics::CONNECTIONS.with_label_values(&["tls"]).inc();
                 });
-                let incoming = until(incoming, accept_rx.clone());
+                let incoming = until(conn::limited(incoming, limits, "tls"), accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );

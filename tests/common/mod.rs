@@ -33,6 +33,15 @@ impl Daemon {
 
     /// As `start_with`, with extra environment for the daemon (and so its workers).
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::spawn(extra, env, None)
+    }
+
+    /// As `start_with`, the daemon started with a soft open-file limit of `soft`.
+    pub fn start_with_nofile(extra: &str, soft: u64) -> Daemon {
+        Self::spawn(extra, &[], Some(soft))
+    }
+
+    fn spawn(extra: &str, env: &[(&str, &str)], soft_nofile: Option<u64>) -> Daemon {
         let split = extra.find("\n[").map(|i| i + 1).unwrap_or(if extra.starts_with('[') { 0 } else { extra.len() });
         let (top, tables) = extra.split_at(split);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -51,15 +60,29 @@ impl Daemon {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rgitaly"))
-            .arg("serve")
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rgitaly"));
+        cmd.arg("serve")
             .arg(&config)
             .env("RGITALY_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start rgitaly");
+            .stderr(Stdio::inherit());
+        if let Some(soft) = soft_nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                    libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("start rgitaly");
         let d = Daemon { dir, socket, storage, outside, child: Some(child) };
         d.wait_ready();
         d
