@@ -24,6 +24,21 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 pub static SUPERVISOR_STARTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("gitaly_supervisor_starts_total", "Number of starts of supervised processes.", &["name"]));
 
+/// Ours: attempts to start a supervised process that failed (each is retried with back-off).
+pub static SUPERVISOR_SPAWN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("rgitaly_supervisor_spawn_failures_total", "Failed attempts to start a supervised process.", &["name"])
+});
+
+/// Ours: how calls that lost their worker mid-call were settled (`retried`, `not_applied`, `recovered`,
+/// `unknown`).
+pub static WORKER_CALLS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "rgitaly_worker_calls_lost_total",
+        "Calls whose worker died before answering, by how the daemon settled them.",
+        &["grpc_method", "outcome"],
+    )
+});
+
 pub static SUPERVISOR_RSS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge("gitaly_supervisor_rss_bytes", "Resident set size of supervised processes, in bytes.", &["name"])
 });
@@ -179,6 +194,8 @@ pub static GIT_PROTOCOL_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// Forces registration of every family (so a scrape lists them before first use).
 pub fn register_all() {
     LazyLock::force(&SUPERVISOR_STARTS);
+    LazyLock::force(&SUPERVISOR_SPAWN_FAILURES);
+    LazyLock::force(&WORKER_CALLS_LOST);
     LazyLock::force(&SUPERVISOR_RSS);
     LazyLock::force(&SUPERVISOR_HEALTH_CHECKS);
     LazyLock::force(&MEMORY_TERMINATIONS);

@@ -217,7 +217,8 @@ async fn crash_loop_opens_the_circuit_breaker() {
                 async move {
                     let ws = workers(&ch).await;
                     let n = ws.iter().find(|x| x.name == name).unwrap();
-                    n.pid > 0 && n.pid != w.pid && n.crashes == i
+                    // Ready again (a kill while it starts is a failed start, not a crash).
+                    n.pid > 0 && n.pid != w.pid && n.crashes == i && n.health == worker::Health::Ok as i32
                 }
             })
             .await;
@@ -376,4 +377,193 @@ async fn no_worker_outlives_the_daemon() {
     })
     .await;
     assert!(gone, "workers survived a killed daemon");
+}
+
+/// A write whose worker dies is never repeated once it may have landed, and is repeated (on another worker)
+/// when it is proven that it did not: the answer always matches the repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_repeated_only_when_proven_not_applied() {
+    let once = tempfile::NamedTempFile::new().unwrap();
+    let once_path = once.path().to_str().unwrap().to_string();
+    let arm = || std::fs::write(&once_path, "").unwrap();
+    for (point, expect_ok) in [("create-branch-after-update", false), ("create-branch-before-update", true)] {
+        let d = setup_env(FAST, &[("RGITALY_FAILPOINT", point), ("RGITALY_FAILPOINT_ONCE", &once_path)]);
+        let ch = d.channel().await;
+        arm();
+        let r = create_branch(&d, &ch, "landed").await;
+        assert!(!std::path::Path::new(&once_path).exists(), "{point}: the failpoint fired");
+        let bare = d.repo_path("p.git");
+        let exists = stdout(git(&bare).args(["branch", "--list", "landed"])).contains("landed");
+        if expect_ok {
+            // Died before the update: proven unchanged, so the call went to another worker and succeeded.
+            r.unwrap_or_else(|e| panic!("{point}: {e:?}"));
+            assert!(exists, "{point}");
+        } else {
+            // Died after the update: not repeated (which would answer "already exists"), and not OK either.
+            let e = r.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::Unavailable, "{point}: {e:?}");
+            assert!(e.message().contains("outcome is unknown"), "{point}: {e:?}");
+            assert!(exists, "{point}: the update landed");
+        }
+        // Nothing of the dead worker is left holding a ref lock.
+        assert!(!bare.join("refs/heads/landed.lock").exists());
+    }
+}
+
+/// Workers killed with SIGKILL at random moments during 2,000 mixed writes: every answer matches the
+/// repository afterwards, the repository is intact, and the pool is back at full strength.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_during_mixed_writes() {
+    use futures::StreamExt as _;
+    const WRITES: usize = 2_000;
+    let d = setup("[workers]\nnum_workers = 3\nmemory_check_interval = \"100ms\"\nhealth_check_interval = \"200ms\"\nhealth_failure_timeout = \"1s\"\ngraceful_restart_timeout = \"5s\"\ncrash_threshold = 100000\ncrash_wait_time = \"1s\"\n");
+    let ch = d.channel().await;
+    let bare = d.repo_path("p.git");
+    let main = stdout(git(&bare).args(["rev-parse", "main"]));
+    let old = stdout(git(&bare).args(["rev-parse", "main~1"]));
+    // Branches to delete and to move, one per write that needs one.
+    let mut setup_refs = String::new();
+    for i in 0..WRITES {
+        setup_refs.push_str(&format!("create refs/heads/del-{i} {main}\ncreate refs/heads/upd-{i} {old}\n"));
+    }
+    let mut c = git(&bare);
+    c.args(["update-ref", "--stdin"]).stdin(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(setup_refs.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = tokio::spawn({
+        let (ch, stop) = (ch.clone(), stop.clone());
+        async move {
+            let mut kills = 0u32;
+            let mut n = 1u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                tokio::time::sleep(Duration::from_millis(50 + (n >> 33) % 250)).await;
+                let ws = workers(&ch).await;
+                let busy: Vec<_> = ws.iter().filter(|w| w.pid > 0 && w.in_flight > 0).collect();
+                if let Some(w) = busy.get((n as usize >> 7) % busy.len().max(1)) {
+                    kill(w.pid, libc::SIGKILL);
+                    kills += 1;
+                }
+            }
+            kills
+        }
+    });
+
+    // Each write touches its own ref, so its answer alone says what the repository must show.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Outcome {
+        Applied,
+        NotApplied,
+        Refused,
+        Unknown,
+    }
+    let calls = futures::stream::iter(0..WRITES).map(|i| {
+        let (ch, repo) = (ch.clone(), d.repo("p.git"));
+        let main = main.clone();
+        let old = old.clone();
+        async move {
+            let mut ops = OperationServiceClient::new(ch);
+            let r = match i % 4 {
+                0 => ops
+                    .user_create_branch(UserCreateBranchRequest {
+                        repository: Some(repo),
+                        branch_name: format!("new-{i}").into_bytes(),
+                        user: user(),
+                        start_point: b"main".to_vec(),
+                    })
+                    .await
+                    .map(|_| ()),
+                1 => ops
+                    .user_delete_branch(UserDeleteBranchRequest {
+                        repository: Some(repo),
+                        branch_name: format!("del-{i}").into_bytes(),
+                        user: user(),
+                    })
+                    .await
+                    .map(|_| ()),
+                2 => ops
+                    .user_update_branch(UserUpdateBranchRequest {
+                        repository: Some(repo),
+                        branch_name: format!("upd-{i}").into_bytes(),
+                        user: user(),
+                        newrev: main.into_bytes(),
+                        oldrev: old.into_bytes(),
+                    })
+                    .await
+                    .map(|_| ()),
+                _ => ops
+                    .user_create_tag(UserCreateTagRequest {
+                        repository: Some(repo),
+                        tag_name: format!("tag-{i}").into_bytes(),
+                        user: user(),
+                        target_revision: b"main".to_vec(),
+                        message: if i % 8 == 3 { b"annotated".to_vec() } else { Vec::new() },
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            };
+            let outcome = match &r {
+                Ok(()) => Outcome::Applied,
+                Err(e) if e.code() == tonic::Code::Unavailable && e.message().contains("nothing was written") => {
+                    Outcome::NotApplied
+                }
+                Err(e) if e.code() == tonic::Code::Unavailable && e.message().contains("outcome is unknown") => {
+                    Outcome::Unknown
+                }
+                Err(e) if e.code() == tonic::Code::Unavailable && e.message().contains("no worker available") => {
+                    Outcome::NotApplied
+                }
+                // Any other error (a ref lock held by a write in flight, say) means nothing was done.
+                Err(e) if e.code() != tonic::Code::Unavailable => Outcome::Refused,
+                Err(e) => panic!("write {i}: Unavailable without saying what was written: {e:?}"),
+            };
+            (i, outcome)
+        }
+    });
+    let results: Vec<(usize, Outcome)> = calls.buffer_unordered(8).collect().await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let kills = killer.await.unwrap();
+
+    let refs = stdout(git(&bare).args(["for-each-ref", "--format=%(refname) %(objectname)"]));
+    let refs: std::collections::HashMap<&str, &str> = refs.lines().filter_map(|l| l.split_once(' ')).collect();
+    let mut tally = std::collections::HashMap::new();
+    for (i, outcome) in results {
+        *tally.entry(format!("{outcome:?}")).or_insert(0) += 1;
+        let applied = match i % 4 {
+            0 => refs.contains_key(format!("refs/heads/new-{i}").as_str()),
+            1 => !refs.contains_key(format!("refs/heads/del-{i}").as_str()),
+            2 => refs.get(format!("refs/heads/upd-{i}").as_str()) == Some(&main.as_str()),
+            _ => refs.contains_key(format!("refs/tags/tag-{i}").as_str()),
+        };
+        match outcome {
+            Outcome::Applied => assert!(applied, "write {i} answered OK but did not land"),
+            Outcome::NotApplied => assert!(!applied, "write {i} answered 'nothing was written' but landed"),
+            Outcome::Refused => assert!(!applied, "write {i} was refused but landed"),
+            Outcome::Unknown => {}
+        }
+    }
+    eprintln!("chaos: {kills} workers killed; outcomes {tally:?}");
+    assert!(kills >= 5, "the chaos killed only {kills} workers");
+    let fsck = git(&bare).args(["fsck", "--no-progress"]).output().unwrap();
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    let locks = stdout(std::process::Command::new("find").arg(&bare).args(["-name", "*.lock"]));
+    assert!(locks.is_empty(), "lock files left: {locks}");
+    // Back to full strength: every slot running and healthy, two active and one standby.
+    let full = eventually(20, || {
+        let ch = ch.clone();
+        async move {
+            let ws = workers(&ch).await;
+            ws.len() == 3
+                && ws.iter().all(|w| w.pid > 0 && process_alive(w.pid))
+                && count(&ws, worker::Role::Active) == 2
+                && count(&ws, worker::Role::Standby) == 1
+        }
+    })
+    .await;
+    assert!(full, "{:?}", workers(&ch).await);
 }

@@ -122,6 +122,18 @@ impl<'a> Repo<'a> {
         Ok(!out.stdout.is_empty())
     }
 
+    /// A digest of the refs matching `patterns` (all refs when empty) and their values: equal digests mean
+    /// none of them moved in between (what the daemon checks after a worker died mid-write).
+    pub async fn refs_digest(&self, patterns: &[String]) -> Result<[u8; 32], GitError> {
+        use sha2::Digest;
+        let mut cmd = self.git.command(self.path, Sub::ForEachRef).flag("--format=%(objectname) %(refname)");
+        for p in patterns {
+            cmd = cmd.user_arg(p);
+        }
+        let out = cmd.output().await?;
+        Ok(sha2::Sha256::digest(&out.stdout).into())
+    }
+
     /// Compare-and-swap: sets `reference` to `new` only if it currently is `old` (ZERO_OID: must not
     /// exist). `new` = ZERO_OID deletes. `old` = None updates unconditionally.
     pub async fn update_ref(&self, reference: &str, new: &str, old: Option<&str>) -> Result<(), UpdateRefError> {

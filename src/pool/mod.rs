@@ -69,6 +69,8 @@ pub struct Worker {
     planned_stop: AtomicBool,
     exited: AtomicBool,
     exit_notify: Notify,
+    /// Whether every process of the worker's session (its git children) was gone after it exited.
+    settled: tokio::sync::OnceCell<bool>,
 }
 
 impl Worker {
@@ -104,6 +106,42 @@ impl Worker {
                 return self.has_exited();
             }
         }
+    }
+
+    /// After the worker has exited, waits for what it left behind: its session's processes (git children
+    /// that may be about to move a ref) are let finish — they hold all their input, and one writing to the
+    /// dead worker gets EPIPE — since a signal can leave a ref lock behind; any still running after
+    /// `SETTLE_WAIT` is killed. True once none is left, so the repository can no longer change on this
+    /// worker's behalf; false when the worker did not exit or its processes would not go. Computed once;
+    /// every caller gets the same answer.
+    pub async fn settle(&self) -> bool {
+        *self
+            .settled
+            .get_or_init(|| async {
+                if !self.wait_exit(SETTLE_EXIT_WAIT).await {
+                    return false;
+                }
+                let started = Instant::now();
+                loop {
+                    let left = session_members(self.pid);
+                    if left.is_empty() {
+                        return true;
+                    }
+                    if started.elapsed() > SETTLE_GIVE_UP {
+                        tracing::error!(worker = %self.name, pid = self.pid, left = left.len(), "processes of a dead worker would not exit");
+                        return false;
+                    }
+                    if started.elapsed() > SETTLE_WAIT {
+                        tracing::warn!(worker = %self.name, pid = self.pid, left = ?left, "killing processes a dead worker left running");
+                        for pid in &left {
+                            // SAFETY: plain kill(2) of a member of the dead worker's session, seen a moment ago.
+                            unsafe { libc::kill(*pid, libc::SIGKILL) };
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
     }
 
     fn signal(&self, sig: i32) {
@@ -207,6 +245,35 @@ fn remove_stale_socket_dirs(ours: &std::path::Path) {
     }
 }
 
+/// How long `settle` waits for a worker that failed a call to exit, and for what it left to go.
+const SETTLE_EXIT_WAIT: Duration = Duration::from_secs(5);
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
+const SETTLE_GIVE_UP: Duration = Duration::from_secs(7);
+
+/// Live (not zombie) processes of session `sid`, from /proc. A worker leads its own session, and its git
+/// children (each in its own process group) stay in it after the worker is gone.
+fn session_members(sid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid pgrp session …; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().take(4).collect();
+        if let [state, _ppid, _pgrp, session] = fields[..] {
+            if session.parse() == Ok(sid) && !matches!(state, "Z" | "X") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Pauses between failed attempts to start a slot's worker.
+const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// Longest wait between SIGTERM and SIGKILL for a stopped worker.
 const TERM_GRACE: Duration = Duration::from_secs(10);
 
@@ -300,6 +367,12 @@ impl Pool {
             .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(false);
+        // Its own session: a terminal's Ctrl-C reaches the daemon, which stops workers in order, not the
+        // workers directly; and what a dead worker leaves behind can be found by session (see `settle`).
+        // SAFETY: setsid(2) is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| if libc::setsid() == -1 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+        }
         let mut child = cmd.spawn().map_err(|source| PoolError::Spawn {
             name: name.into(),
             bin: cfg.worker_bin.display().to_string(),
@@ -318,6 +391,7 @@ impl Pool {
             planned_stop: AtomicBool::new(false),
             exited: AtomicBool::new(false),
             exit_notify: Notify::new(),
+            settled: tokio::sync::OnceCell::new(),
         });
         {
             let mut slots = self.lock();
@@ -340,6 +414,8 @@ impl Pool {
             let _ = std::fs::remove_file(&watched.socket);
             tracing::info!(worker = %watched.name, pid = watched.pid, status = ?status.ok(), "worker exited");
             let _ = exits.send((watched.name.clone(), watched.pid));
+            // Whatever it left running goes now, whether or not a call is waiting to know.
+            watched.settle().await;
         });
 
         // Ready when it answers a health check.
@@ -461,7 +537,14 @@ impl Pool {
         // A worker rotated for failing health checks is hung: it will not act on SIGTERM.
         let grace = if reason == "health" { Duration::ZERO } else { self.term_grace() };
         stop_worker(&worker, grace).await;
-        self.spawn(name).await
+        let spawned = self.spawn(name).await;
+        if let Err(e) = &spawned {
+            // The slot must not stay empty: keep trying, backing off, until it is up.
+            tracing::error!(worker = name, error = %e, "respawn after rotation failed; retrying");
+            let (pool, name) = (self.clone(), name.to_string());
+            tokio::spawn(async move { pool.respawn_until_up(&name, RESPAWN_BACKOFF_MIN).await });
+        }
+        spawned
     }
 
     /// Rotates every worker, one at a time; returns the names rotated.
@@ -526,15 +609,26 @@ impl Pool {
 
     /// Counts a crash and respawns; when crashes come too fast, waits `crash_wait_time` first.
     async fn respawn_after_crash(&self, name: &str) {
+        let wait = self.record_crash(name);
+        self.respawn_until_up(name, wait).await;
+    }
+
+    /// Spawns the slot's worker after `wait`, and again after each failure with a doubling pause (up to
+    /// `RESPAWN_BACKOFF_MAX`), until it is up or the pool stops: the pool always converges back to
+    /// `num_workers`.
+    async fn respawn_until_up(&self, name: &str, mut wait: Duration) {
         loop {
-            let wait = self.record_crash(name);
             tokio::time::sleep(wait).await;
             if self.inner.stopping.load(Ordering::SeqCst) {
                 return;
             }
             match self.spawn(name).await {
                 Ok(()) => return,
-                Err(e) => tracing::error!(worker = name, error = %e, "respawn failed"),
+                Err(e) => {
+                    metrics::SUPERVISOR_SPAWN_FAILURES.with_label_values(&[name]).inc();
+                    wait = (wait * 2).clamp(RESPAWN_BACKOFF_MIN, RESPAWN_BACKOFF_MAX);
+                    tracing::error!(worker = name, error = %e, retry_ms = wait.as_millis() as u64, "respawn failed");
+                }
             }
         }
     }

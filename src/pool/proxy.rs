@@ -163,6 +163,17 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
             }
         }
     }
+    // A call that may write: the refs as they were before any worker saw it, so that if the worker dies
+    // without answering, the daemon can tell "nothing was written" from "outcome unknown".
+    let lost = match method.op {
+        Op::Accessor => None,
+        _ => {
+            let refs = written_refs(method, &first_msg).unwrap_or_default();
+            let before = crate::git::repo::Repo::new(&ctx.git, &repo_path).refs_digest(&refs).await.ok();
+            Some(Arc::new(LostCheck { ctx: ctx.clone(), repo_path: repo_path.clone(), refs, before }))
+        }
+    };
+
     let mut body = Some(body);
     let mut attempt = 0;
     let mut tried: Vec<i32> = Vec::new();
@@ -185,7 +196,22 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
             Ok(ch) => (ch.call(request).await, true),
             Err(e) => (Err(e), false),
         };
-        let retry = whole && (!sent || method.op == Op::Accessor);
+        let mut retry = whole && (!sent || method.op == Op::Accessor);
+        if let (Err(e), true, Some(check)) = (&result, sent, lost.as_ref()) {
+            // A write reached a worker that failed before answering: repeat it only once it is proven that
+            // nothing was written; else say what is known.
+            let unchanged = check.unchanged(&lease.worker).await;
+            if !(unchanged && whole && attempt < MAX_ATTEMPTS) {
+                let status = check.status(&lease.worker.name, unchanged, &e.to_string());
+                metrics::WORKER_CALLS_LOST
+                    .with_label_values(&[method.name, if unchanged { "not_applied" } else { "unknown" }])
+                    .inc();
+                record(method, status.code());
+                return Err(status);
+            }
+            metrics::WORKER_CALLS_LOST.with_label_values(&[method.name, "retried"]).inc();
+            retry = true;
+        }
         if result.is_err() && retry && attempt < MAX_ATTEMPTS {
             tracing::warn!(worker = %lease.worker.name, attempt, "worker unreachable; retrying on another");
             tried.push(lease.worker.pid);
@@ -199,8 +225,16 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     match result {
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
-            let mut watched =
-                Watched { inner: body, lease: Some(lease), method, code: None, ended: false, merge, recovery: None };
+            let mut watched = Watched {
+                inner: body,
+                lease: Some(lease),
+                method,
+                code: None,
+                ended: false,
+                merge,
+                lost,
+                recovery: None,
+            };
             watched.observe(&parts.headers);
             Ok(Response::from_parts(parts, Body::new(watched)))
         }
@@ -210,6 +244,71 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
             Err(status)
         }
     }
+}
+
+/// What the daemon needs to settle a write whose worker died before answering.
+struct LostCheck {
+    ctx: Ctx,
+    repo_path: std::path::PathBuf,
+    /// The refs the call may move (see `written_refs`); empty: all of them.
+    refs: Vec<String>,
+    /// Their digest before the call; None when they could not be read, so nothing can be proven.
+    before: Option<[u8; 32]>,
+}
+
+impl LostCheck {
+    /// True when it is proven that the call changed no ref: the worker and every process it left are gone,
+    /// and the refs are as they were before the call.
+    async fn unchanged(&self, worker: &super::Worker) -> bool {
+        let Some(before) = self.before else { return false };
+        if !worker.settle().await {
+            return false;
+        }
+        let after = crate::git::repo::Repo::new(&self.ctx.git, &self.repo_path).refs_digest(&self.refs).await;
+        matches!(after, Ok(after) if after == before)
+    }
+
+    fn status(&self, worker: &str, unchanged: bool, error: &str) -> Status {
+        if unchanged {
+            Status::unavailable(format!(
+                "worker {worker} died before the change was made; nothing was written: {error}"
+            ))
+        } else {
+            Status::unavailable(format!("worker {worker} died during the call; the outcome is unknown: {error}"))
+        }
+    }
+}
+
+/// The one ref a worker write may move, from its first request message, so that a write whose worker died
+/// can be proven not applied while other writes to the same repository go on; None (compare every ref)
+/// for a write not listed.
+fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
+    use crate::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload as P;
+    use crate::proto::gitaly::*;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let branch = |b: &[u8]| format!("refs/heads/{}", text(b));
+    let tag = |b: &[u8]| format!("refs/tags/{}", text(b));
+    let reference = match method.name {
+        "UserCreateBranch" => branch(&UserCreateBranchRequest::decode(msg).ok()?.branch_name),
+        "UserUpdateBranch" => branch(&UserUpdateBranchRequest::decode(msg).ok()?.branch_name),
+        "UserDeleteBranch" => branch(&UserDeleteBranchRequest::decode(msg).ok()?.branch_name),
+        "UserCreateTag" => tag(&UserCreateTagRequest::decode(msg).ok()?.tag_name),
+        "UserDeleteTag" => tag(&UserDeleteTagRequest::decode(msg).ok()?.tag_name),
+        "UserFFBranch" => branch(&UserFfBranchRequest::decode(msg).ok()?.branch),
+        "UserMergeBranch" => branch(&UserMergeBranchRequest::decode(msg).ok()?.branch),
+        "UserMergeToRef" => text(&UserMergeToRefRequest::decode(msg).ok()?.target_ref),
+        "UserCommitFiles" => match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
+            P::Header(h) => branch(&h.branch_name),
+            P::Action(_) => return None,
+        },
+        _ => return None,
+    };
+    // An empty name is refused by the worker before it writes; a name that is no plain ref name (an option,
+    // a NUL) cannot be compared on its own.
+    if reference.ends_with('/') || reference.is_empty() || reference.starts_with('-') || reference.contains('\0') {
+        return None;
+    }
+    Some(vec![reference])
 }
 
 /// UserCommitFiles' `start_repository`, from its header.
@@ -306,13 +405,18 @@ struct Watched {
     /// The worker failed mid-call and we ended the stream ourselves.
     ended: bool,
     merge: Option<MergeWatch>,
-    /// Settling a UserMergeBranch whose worker died after the client said apply.
+    /// For a call that may write: how to settle it if the worker dies mid-call.
+    lost: Option<Arc<LostCheck>>,
+    /// Settling a call whose worker died mid-call.
     recovery: Option<Recovery>,
 }
 
+/// How a call that lost its worker ends: an answer (a recovered merge), then its status.
+type Settled = (Option<Bytes>, Status);
+
 enum Recovery {
-    Checking(Pin<Box<dyn std::future::Future<Output = bool> + Send>>, String),
-    Trailers(tonic::Code, String),
+    Checking(Pin<Box<dyn std::future::Future<Output = Settled> + Send>>),
+    Trailers(Status),
 }
 
 impl Watched {
@@ -333,37 +437,25 @@ impl http_body::Body for Watched {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let this = &mut *self;
         match this.recovery.take() {
-            Some(Recovery::Checking(mut check, commit)) => match check.as_mut().poll(cx) {
+            Some(Recovery::Checking(mut check)) => match check.as_mut().poll(cx) {
                 Poll::Pending => {
-                    this.recovery = Some(Recovery::Checking(check, commit));
+                    this.recovery = Some(Recovery::Checking(check));
                     return Poll::Pending;
                 }
-                Poll::Ready(true) => {
-                    // The merge landed: answer as the worker would have.
-                    tracing::warn!(commit = %commit, "worker died after applying a merge; reporting the merge");
-                    let resp = UserMergeBranchResponse {
-                        branch_update: Some(OperationBranchUpdate { commit_id: commit, ..Default::default() }),
-                        ..Default::default()
-                    };
-                    this.recovery = Some(Recovery::Trailers(tonic::Code::Ok, String::new()));
-                    return Poll::Ready(Some(Ok(http_body::Frame::data(grpc_frame(&resp)))));
-                }
-                Poll::Ready(false) => {
-                    this.recovery = Some(Recovery::Trailers(
-                        tonic::Code::Unavailable,
-                        "worker died during merge apply; branch not updated".into(),
-                    ));
+                Poll::Ready((answer, status)) => {
+                    this.recovery = Some(Recovery::Trailers(status));
+                    if let Some(answer) = answer {
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(answer))));
+                    }
+                    return Pin::new(this).poll_frame(cx);
                 }
             },
-            Some(Recovery::Trailers(code, message)) => {
-                this.code = Some(code);
+            Some(Recovery::Trailers(status)) => {
+                this.code = Some(status.code());
                 this.ended = true;
-                return Poll::Ready(Some(Ok(http_body::Frame::trailers(status_trailers(Status::new(code, message))))));
+                return Poll::Ready(Some(Ok(http_body::Frame::trailers(status_trailers(status)))));
             }
             None => {}
-        }
-        if this.recovery.is_some() {
-            return Pin::new(this).poll_frame(cx);
         }
         if this.ended {
             return Poll::Ready(None);
@@ -385,21 +477,51 @@ impl http_body::Body for Watched {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
+                let worker = this.lease.as_ref().map(|l| l.worker.clone());
+                let name = worker.as_ref().map(|w| w.name.clone()).unwrap_or_default();
+                let method = this.method.name;
                 // A merge the client asked to apply may have landed before the worker died: check the branch.
                 if let Some(m) = this.merge.as_ref() {
                     if let (Some(commit), true) = (m.announced.clone(), m.apply_sent.load(Ordering::SeqCst)) {
-                        let (ctx, path, reference, expect) =
-                            (m.ctx.clone(), m.repo_path.clone(), m.branch_ref.clone(), commit.clone());
+                        let (ctx, path, reference) = (m.ctx.clone(), m.repo_path.clone(), m.branch_ref.clone());
                         let check = async move {
+                            if let Some(w) = &worker {
+                                w.settle().await;
+                            }
                             let repo = crate::git::repo::Repo::new(&ctx.git, &path);
-                            matches!(repo.resolve(&reference).await, Ok(Some(oid)) if oid == expect)
+                            if matches!(repo.resolve(&reference).await, Ok(Some(oid)) if oid == commit) {
+                                // The merge landed: answer as the worker would have.
+                                tracing::warn!(commit = %commit, "worker died after applying a merge; reporting the merge");
+                                metrics::WORKER_CALLS_LOST.with_label_values(&[method, "recovered"]).inc();
+                                let resp = UserMergeBranchResponse {
+                                    branch_update: Some(OperationBranchUpdate {
+                                        commit_id: commit,
+                                        ..Default::default()
+                                    }),
+                                    ..Default::default()
+                                };
+                                return (Some(grpc_frame(&resp)), Status::ok(""));
+                            }
+                            metrics::WORKER_CALLS_LOST.with_label_values(&[method, "not_applied"]).inc();
+                            (None, Status::unavailable("worker died during merge apply; branch not updated"))
                         };
-                        this.recovery = Some(Recovery::Checking(Box::pin(check), commit));
+                        this.recovery = Some(Recovery::Checking(Box::pin(check)));
                         return Pin::new(this).poll_frame(cx);
                     }
                 }
+                // A write: settle what it did before saying so.
+                if let (Some(lost), Some(w)) = (this.lost.clone(), worker) {
+                    let error = e.message().to_string();
+                    let check = async move {
+                        let unchanged = lost.unchanged(&w).await;
+                        let outcome = if unchanged { "not_applied" } else { "unknown" };
+                        metrics::WORKER_CALLS_LOST.with_label_values(&[method, outcome]).inc();
+                        (None, lost.status(&w.name, unchanged, &error))
+                    };
+                    this.recovery = Some(Recovery::Checking(Box::pin(check)));
+                    return Pin::new(this).poll_frame(cx);
+                }
                 // The worker went away mid-call: end the call with Unavailable trailers, as a gRPC status.
-                let name = this.lease.as_ref().map(|l| l.worker.name.clone()).unwrap_or_default();
                 let status = Status::unavailable(format!("worker {name}: {}", e.message()));
                 this.code = Some(status.code());
                 this.ended = true;

@@ -33,9 +33,16 @@ pub async fn create(
     if repo.resolve(&reference).await.map_err(internal)?.is_some() {
         return Err(Status::failed_precondition(format!("Could not update {branch}. Please refresh and try again.")));
     }
+    // Fault injection for the daemon's tests: die on either side of the ref update.
+    if super::failpoint("create-branch-before-update") {
+        std::process::abort();
+    }
     repo.update_ref(&reference, &commit.id, Some(ZERO_OID)).await.map_err(|_| {
         Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
     })?;
+    if super::failpoint("create-branch-after-update") {
+        std::process::abort();
+    }
     Ok(UserCreateBranchResponse {
         branch: Some(Branch { name: req.branch_name, target_commit: Some(commit) }),
         pre_receive_error: String::new(),

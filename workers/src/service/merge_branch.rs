@@ -76,7 +76,7 @@ pub async fn merge_branch(
             return;
         }
         // Fault injection for tests of the daemon's safety net: die right after the merge landed.
-        if std::env::var("RGITALY_FAILPOINT").is_ok_and(|v| v == "merge-after-apply") {
+        if super::failpoint("merge-after-apply") {
             std::process::abort();
         }
         send(Ok(UserMergeBranchResponse {

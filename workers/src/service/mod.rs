@@ -74,6 +74,19 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Fault injection for the daemon's tests: true when `RGITALY_FAILPOINT` names this point. With
+/// `RGITALY_FAILPOINT_ONCE` naming a file, only the worker that removes that file fires, so one death is
+/// injected across the pool.
+pub fn failpoint(name: &str) -> bool {
+    if !std::env::var("RGITALY_FAILPOINT").is_ok_and(|v| v == name) {
+        return false;
+    }
+    match std::env::var_os("RGITALY_FAILPOINT_ONCE") {
+        Some(file) => std::fs::remove_file(file).is_ok(),
+        None => true,
+    }
+}
+
 pub fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
