@@ -452,3 +452,147 @@ async fn worker_calls_cannot_smuggle_paths() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     s.check();
 }
+
+/// Path fields that reach git as arguments: a NUL (which no argument can carry, and which would cut the
+/// path short) is `InvalidArgument` on every one; a line break is just a byte of a file name, answered
+/// from that file and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_fields_with_nul_and_line_breaks() {
+    use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+    use rgitaly::proto::gitaly::diff_service_client::DiffServiceClient;
+    let mut s = setup();
+    let wt = s.d.work_dir("nl");
+    run(git(&wt).args(["init", "--quiet", "-b", "main"]));
+    let bare = commit_file(&wt, "plain.txt", "plain\n");
+    let odd = commit_file(&wt, "odd\nname.txt", "odd\n");
+    commit_file(&wt, "plain.txt", "changed\n");
+    s.d.seed_repo("nl.git", &wt);
+    let ch = s.d.channel().await;
+    let mut c = CommitServiceClient::new(ch.clone());
+    let mut diff = DiffServiceClient::new(ch.clone());
+    let mut r = RepositoryServiceClient::new(ch);
+    let nl = || repo(STORAGE, "nl.git");
+    let bad = b"plain.txt\0odd\nname.txt".to_vec();
+    let code = |r: Result<Code, tonic::Status>| r.unwrap_or_else(|e| e.code());
+
+    let mut codes = Vec::new();
+    let last = c
+        .last_commit_for_path(LastCommitForPathRequest {
+            repository: nl(),
+            revision: b"main".to_vec(),
+            path: bad.clone(),
+            ..Default::default()
+        })
+        .await;
+    codes.push(("LastCommitForPath", code(last.map(|_| Code::Ok))));
+    let tree = c
+        .list_last_commits_for_tree(ListLastCommitsForTreeRequest {
+            repository: nl(),
+            revision: "main".into(),
+            path: bad.clone(),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+    let tree = match tree {
+        Ok(s) => code(s.into_inner().message().await.map(|_| Code::Ok)),
+        Err(e) => e.code(),
+    };
+    codes.push(("ListLastCommitsForTree", tree));
+    let blame =
+        match c.raw_blame(RawBlameRequest { repository: nl(), revision: b"main".to_vec(), path: bad.clone() }).await {
+            Ok(s) => code(s.into_inner().message().await.map(|_| Code::Ok)),
+            Err(e) => e.code(),
+        };
+    codes.push(("RawBlame", blame));
+    let count = c
+        .count_commits(CountCommitsRequest {
+            repository: nl(),
+            revision: b"main".to_vec(),
+            path: bad.clone(),
+            ..Default::default()
+        })
+        .await;
+    codes.push(("CountCommits", code(count.map(|_| Code::Ok))));
+    let find = match c
+        .find_commits(FindCommitsRequest {
+            repository: nl(),
+            revision: b"main".to_vec(),
+            paths: vec![bad.clone()],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(s) => code(s.into_inner().message().await.map(|_| Code::Ok)),
+        Err(e) => e.code(),
+    };
+    codes.push(("FindCommits", find));
+    let d = match diff
+        .commit_diff(CommitDiffRequest {
+            repository: nl(),
+            left_commit_id: bare.trim().into(),
+            right_commit_id: "main".into(),
+            paths: vec![bad.clone()],
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(s) => code(s.into_inner().message().await.map(|_| Code::Ok)),
+        Err(e) => e.code(),
+    };
+    codes.push(("CommitDiff", d));
+    let archive = match r
+        .get_archive(GetArchiveRequest {
+            repository: nl(),
+            commit_id: "main".into(),
+            path: bad.clone(),
+            format: get_archive_request::Format::Tar as i32,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(s) => code(s.into_inner().message().await.map(|_| Code::Ok)),
+        Err(e) => e.code(),
+    };
+    codes.push(("GetArchive", archive));
+    for (rpc, got) in codes {
+        assert_eq!(got, Code::InvalidArgument, "{rpc}");
+    }
+
+    // A name with a line break is one file: its own last commit, its own blame, its own count.
+    let last = c
+        .last_commit_for_path(LastCommitForPathRequest {
+            repository: nl(),
+            revision: b"main".to_vec(),
+            path: b"odd\nname.txt".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(last.commit.unwrap().id, odd.trim());
+    let count = c
+        .count_commits(CountCommitsRequest {
+            repository: nl(),
+            revision: b"main".to_vec(),
+            path: b"odd\nname.txt".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(count.count, 1);
+    let mut blame = c
+        .raw_blame(RawBlameRequest { repository: nl(), revision: b"main".to_vec(), path: b"odd\nname.txt".to_vec() })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(m) = blame.message().await.unwrap() {
+        text.extend_from_slice(&m.data);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with(odd.trim()) && text.contains("\todd\n") && !text.contains("plain"), "{text}");
+    s.check();
+}

@@ -219,7 +219,7 @@ async fn sigusr2_hands_over_to_a_successor_without_downtime() {
     // Then the old daemon exits cleanly, leaving the socket to its successor.
     assert_eq!(d.wait_exit(30), Some(0), "old daemon did not exit cleanly after draining");
     ServerServiceClient::new(d.channel().await).server_info(ServerInfoRequest {}).await.unwrap();
-    let metrics = scrape_metrics(metrics_port);
+    let metrics = http_get(metrics_port, "/metrics");
     assert!(metrics.contains("gitaly_build_info"), "metrics endpoint not handed over: {metrics}");
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -232,13 +232,4 @@ async fn sigusr2_hands_over_to_a_successor_without_downtime() {
     run(d.git(&d.work_dir("after")).args(["clone", "--quiet", &d.url("p.git"), "c"]));
     assert!(successor.stop(), "successor did not stop on SIGTERM");
     assert!(!d.socket.exists(), "successor left its socket behind");
-}
-
-fn scrape_metrics(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

@@ -93,15 +93,6 @@ async fn slots_queue_and_refusals() {
     }
 }
 
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 /// Every spelling of one repository is one repository to the limiter: with one slot and no queue, each
 /// alias is refused while `p.git` holds the slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,16 +140,16 @@ async fn cancelled_waiters_release_their_queue_place() {
             }));
         }
         assert!(
-            eventually(10, || async { scrape(port).contains(&format!("{queued} 3")) }).await,
+            eventually(10, || async { http_get(port, "/metrics").contains(&format!("{queued} 3")) }).await,
             "round {round}: three waiters never queued"
         );
         for w in &waiters {
             w.abort();
         }
         assert!(
-            eventually(10, || async { scrape(port).contains(&format!("{queued} 0")) }).await,
+            eventually(10, || async { http_get(port, "/metrics").contains(&format!("{queued} 0")) }).await,
             "round {round}: cancelled waiters kept their places:\n{}",
-            scrape(port).lines().filter(|l| l.contains("rate_limiting")).collect::<Vec<_>>().join("\n")
+            http_get(port, "/metrics").lines().filter(|l| l.contains("rate_limiting")).collect::<Vec<_>>().join("\n")
         );
     }
     // The queue has room: a new waiter queues (and gets the slot when the holder ends) instead of being

@@ -2,19 +2,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-
 use common::*;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
 use rgitaly::proto::gitaly::ServerInfoRequest;
-
-fn get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_serves_upstream_families() {
@@ -29,7 +19,7 @@ async fn metrics_endpoint_serves_upstream_families() {
     run(d.git(&d.work_dir("c")).args(["clone", "--quiet", &d.url("p.git"), "c"]));
     let wait = std::time::Instant::now();
     let body = loop {
-        let text = get(port, "/metrics");
+        let text = http_get(port, "/metrics");
         if text.contains("grpc_method=\"SSHUploadPack\"") || wait.elapsed().as_secs() > 10 {
             break text;
         }
@@ -65,7 +55,7 @@ async fn metrics_endpoint_serves_upstream_families() {
         let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(n >= 2, "{line}");
     }
-    assert!(get(port, "/nope").starts_with("HTTP/1.1 404"));
+    assert!(http_get(port, "/nope").starts_with("HTTP/1.1 404"));
 }
 
 /// Calls on made-up method names, without a token, cost one `unknown` label set: a client-chosen path never
@@ -75,7 +65,7 @@ async fn unknown_methods_are_one_label() {
     let port = free_port();
     let d = Daemon::start_with(&format!("prometheus_listen_addr = \"127.0.0.1:{port}\"\n[auth]\ntoken = \"secret\"\n"));
     let ch = rgitaly::client::unix_channel_lazy(&d.socket);
-    let before = get(port, "/metrics").len();
+    let before = http_get(port, "/metrics").len();
     for i in 0..2_000 {
         let path = format!("/gitaly.Made{i}Service/Up{i}");
         let e = raw_call(ch.clone(), &path, None, vec![vec![]]).await.unwrap_err();
@@ -86,7 +76,7 @@ async fn unknown_methods_are_one_label() {
         let e = raw_call(ch.clone(), path, None, vec![vec![]]).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented, "{path}");
     }
-    let body = get(port, "/metrics");
+    let body = http_get(port, "/metrics");
     assert!(!body.contains("Made") && !body.contains("NoSuchMethod"), "client-chosen names in the metrics");
     assert!(
         body.contains("grpc_server_handled_total{grpc_code=\"Unimplemented\",grpc_method=\"unknown\",grpc_service=\"unknown\",grpc_type=\"unary\"} 2003"),

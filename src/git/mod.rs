@@ -332,9 +332,14 @@ impl<'a> GitCommand<'a> {
         self
     }
 
-    /// Client-supplied path, after `--`.
+    /// Client-supplied path, after `--`; NUL bytes are refused (an argument cannot carry one).
     pub fn path_arg(mut self, path: impl AsRef<OsStr>) -> Self {
-        self.paths.push(path.as_ref().to_os_string());
+        use std::os::unix::ffi::OsStrExt;
+        let path = path.as_ref();
+        if path.as_bytes().contains(&0) {
+            self.error.get_or_insert(GitError::NulByte(path.to_string_lossy().into_owned()));
+        }
+        self.paths.push(path.to_os_string());
         self
     }
 

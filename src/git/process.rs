@@ -78,10 +78,25 @@ impl Running {
         let exited = Arc::new(Mutex::new(false));
         let (tx, rx) = oneshot::channel();
         let waiter_exited = exited.clone();
-        std::thread::Builder::new().name(format!("wait-git-{pid}")).spawn(move || {
-            let r = wait_for(pid, &waiter_exited, started, &registry);
-            let _ = tx.send(r);
-        })?;
+        // On the runtime, the exit is a readable pidfd: no thread waits for a child, however long a
+        // stalled client keeps it alive. Elsewhere (or on a kernel without pidfd), a small waiter thread.
+        match exit_fd(pid) {
+            Some(fd) => {
+                tokio::spawn(async move {
+                    let r = match fd.readable().await {
+                        Ok(_) => reap(pid, &waiter_exited, started, &registry),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(r);
+                });
+            }
+            None => {
+                std::thread::Builder::new().name(format!("wait-git-{pid}")).spawn(move || {
+                    let r = wait_exit(pid).and_then(|()| reap(pid, &waiter_exited, started, &registry));
+                    let _ = tx.send(r);
+                })?;
+            }
+        }
         Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx) })
     }
 
@@ -186,19 +201,39 @@ pub fn grow_pipe(fd: OwnedFd) -> OwnedFd {
     fd
 }
 
-/// Waits for exit without reaping, marks it under the lock, then reaps with `wait4` for the rusage.
-fn wait_for(pid: i32, exited: &Mutex<bool>, started: Instant, registry: &Registry) -> std::io::Result<ExitInfo> {
+/// A pidfd for `pid` registered with the runtime (readable once it exits); `None` off the runtime or where
+/// the kernel has no pidfd.
+fn exit_fd(pid: i32) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    tokio::runtime::Handle::try_current().ok()?;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same while registered.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+}
+
+/// Blocks until `pid` has exited, without reaping it.
+fn wait_exit(pid: i32) -> std::io::Result<()> {
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT) };
         if r == 0 {
-            break;
+            return Ok(());
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
             return Err(e);
         }
     }
+}
+
+/// For an exited `pid`: marks it under the lock (so no kill can reach a reused pid), then reaps it with
+/// `wait4` for the rusage.
+fn reap(pid: i32, exited: &Mutex<bool>, started: Instant, registry: &Registry) -> std::io::Result<ExitInfo> {
     let real_time = started.elapsed();
     let mut guard = exited.lock().unwrap_or_else(|e| e.into_inner());
     *guard = true;

@@ -59,23 +59,6 @@ pub fn byte_batches(items: Vec<Vec<u8>>, tag: u32) -> Vec<Vec<Vec<u8>>> {
 /// Upstream's streamio write size for blob and message data.
 pub const DATA_CHUNK: usize = 128 * 1024;
 
-/// Sends `data` in 128 KiB pieces: the first rides on `first` (which carries the metadata), the rest go in
-/// otherwise empty messages; `first` alone when there is no data. False once the client has gone.
-pub fn send_data<T: Default>(first: T, data: &[u8], set: fn(&mut T, Vec<u8>), send: &mut dyn FnMut(T) -> bool) -> bool {
-    if data.is_empty() {
-        return send(first);
-    }
-    let mut first = Some(first);
-    for piece in data.chunks(DATA_CHUNK) {
-        let mut m = first.take().unwrap_or_default();
-        set(&mut m, piece.to_vec());
-        if !send(m) {
-            return false;
-        }
-    }
-    true
-}
-
 /// Sends `data` in 128 KiB pieces, each its own message. False once the client has gone.
 pub fn send_pieces<T>(data: &[u8], make: impl Fn(Vec<u8>) -> T, send: &mut dyn FnMut(T) -> bool) -> bool {
     data.chunks(DATA_CHUNK).all(|piece| send(make(piece.to_vec())))

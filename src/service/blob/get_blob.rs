@@ -5,8 +5,8 @@
 use tonic::codegen::BoxStream;
 use tonic::Status;
 
+use super::data::{self, Data};
 use crate::proto::gitaly::{GetBlobRequest, GetBlobResponse};
-use crate::service::chunk::send_data;
 use crate::service::Ctx;
 
 pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobResponse>, Status> {
@@ -15,22 +15,28 @@ pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobRespo
         return Err(Status::invalid_argument("GetBlob: empty Oid"));
     }
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
-        let repo = c.repos.open(&path)?;
-        let object = crate::odb::resolve(&repo, req.oid.as_bytes()).map(|id| (id, crate::odb::header(&repo, id)));
-        let (id, size) = match object {
-            Some((id, Ok(Some((gix::object::Kind::Blob, size))))) => (id, size as i64),
-            Some((_, Err(e))) => return Err(Status::internal(format!("GetBlob: {}", e.message()))),
-            _ => {
-                send(GetBlobResponse::default());
-                return Ok(());
-            }
+    Ok(data::respond(move |tx| async move {
+        let (c2, p2) = (c.clone(), path.clone());
+        let found = crate::odb::blocking(move || {
+            let repo = c2.repos.open(&p2)?;
+            let object = crate::odb::resolve(&repo, req.oid.as_bytes()).map(|id| (id, crate::odb::header(&repo, id)));
+            let (id, size) = match object {
+                Some((id, Ok(Some((gix::object::Kind::Blob, size))))) => (id, size),
+                Some((_, Err(e))) => return Err(Status::internal(format!("GetBlob: {}", e.message()))),
+                _ => return Ok(None),
+            };
+            let length = if req.limit >= 0 { (req.limit as u64).min(size) } else { size };
+            let data = Data::plan(&repo, id, size, length)
+                .map_err(|e| Status::internal(format!("GetBlob: {}", e.message())))?;
+            Ok(Some((id, size, data)))
+        })
+        .await?;
+        let Some((id, size, blob)) = found else {
+            let _ = tx.send(Ok(GetBlobResponse::default())).await;
+            return Ok(());
         };
-        let length = if req.limit >= 0 && req.limit < size { req.limit } else { size };
-        let data = crate::odb::blob_prefix(&repo, id, size as u64, length as u64)
-            .map_err(|e| Status::internal(format!("GetBlob: {}", e.message())))?;
-        let first = GetBlobResponse { size, oid: id.to_string(), data: Vec::new() };
-        send_data(first, &data, |m, d| m.data = d, send);
+        let first = GetBlobResponse { size: size as i64, oid: id.to_string(), data: Vec::new() };
+        data::send(&c, &path, first, blob, |m, d| m.data = d, &tx).await?;
         Ok(())
     }))
 }

@@ -1,6 +1,7 @@
 //! BlobService: blobs by id or by revision and path, read in-process. RPCs not listed here answer
 //! UNIMPLEMENTED.
 
+pub mod data;
 mod get_blob;
 mod get_blobs;
 mod lfs;
