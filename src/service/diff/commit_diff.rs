@@ -104,10 +104,46 @@ pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStrea
     super::validate("CommitDelta", &req.left_commit_id, &req.right_commit_id)?;
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let flags = ["--raw", "--abbrev=40", "--full-index", "--find-renames"];
-    let out =
-        diff_command(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).run_to_end().await?;
-    let messages = crate::odb::blocking(move || Ok(delta_messages(&out))).await?;
-    Ok(Box::pin(futures::stream::iter(messages)))
+    let mut child =
+        diff_command(ctx, &path, &flags, &req.left_commit_id, &req.right_commit_id, &req.paths).spawn_no_stdin()?;
+    let stdout = child.stdout.take().expect("piped").into_blocking_fd().map_err(|e| Status::internal(e.to_string()))?;
+    if let Some(mut stderr) = child.stderr.take() {
+        tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
+    }
+    // Parsed and sent as git writes it, in 5 KiB batches: memory is one batch, whatever the diff's size.
+    Ok(crate::odb::stream(move |send| {
+        let parse_failure = |e: String| Status::internal(format!("CommitDelta: parse failure: {e}"));
+        let mut parser = Parser::new(std::fs::File::from(stdout), Limits::default()).map_err(parse_failure)?;
+        let (mut batch, mut size) = (Vec::new(), 0usize);
+        while let Some(diff) = parser.next_diff() {
+            let d = diff.map_err(parse_failure)?;
+            size += d.from_id.len() + d.to_id.len() + 8 + d.from_path.len() + d.to_path.len();
+            batch.push(CommitDelta {
+                from_path: d.from_path,
+                to_path: d.to_path,
+                from_id: d.from_id,
+                to_id: d.to_id,
+                old_mode: d.old_mode,
+                new_mode: d.new_mode,
+            });
+            if size > MESSAGE_SIZE {
+                size = 0;
+                if !send(CommitDeltaResponse { deltas: std::mem::take(&mut batch) }) {
+                    return Ok(());
+                }
+            }
+        }
+        if !batch.is_empty() && !send(CommitDeltaResponse { deltas: batch }) {
+            return Ok(());
+        }
+        let exit = tokio::runtime::Handle::current()
+            .block_on(child.wait())
+            .map_err(|e| Status::internal(format!("CommitDelta: {e}")))?;
+        if !exit.success() {
+            return Err(Status::unavailable(format!("CommitDelta: exit status {}", exit.code)));
+        }
+        Ok(())
+    }))
 }
 
 /// The responses for one diff: the whole patch in one message when it fits 5 KiB, else metadata with the
@@ -141,43 +177,4 @@ fn responses(d: super::parser::Diff) -> Vec<CommitDiffResponse> {
         out.push(m);
     }
     out
-}
-
-/// The CommitDelta responses for git's `--raw` output, batched at 5 KiB.
-fn delta_messages(out: &crate::git::Output) -> Vec<Result<CommitDeltaResponse, Status>> {
-    let mut messages = Vec::new();
-    let (mut batch, mut size) = (Vec::new(), 0usize);
-    let mut parser = match Parser::new(&out.stdout[..], Limits::default()) {
-        Ok(p) => p,
-        Err(e) => return vec![Err(Status::internal(format!("CommitDelta: parse failure: {e}")))],
-    };
-    while let Some(diff) = parser.next_diff() {
-        let d = match diff {
-            Ok(d) => d,
-            Err(e) => {
-                messages.push(Err(Status::internal(format!("CommitDelta: parse failure: {e}"))));
-                return messages;
-            }
-        };
-        size += d.from_id.len() + d.to_id.len() + 8 + d.from_path.len() + d.to_path.len();
-        batch.push(CommitDelta {
-            from_path: d.from_path,
-            to_path: d.to_path,
-            from_id: d.from_id,
-            to_id: d.to_id,
-            old_mode: d.old_mode,
-            new_mode: d.new_mode,
-        });
-        if size > MESSAGE_SIZE {
-            messages.push(Ok(CommitDeltaResponse { deltas: std::mem::take(&mut batch) }));
-            size = 0;
-        }
-    }
-    if !batch.is_empty() {
-        messages.push(Ok(CommitDeltaResponse { deltas: batch }));
-    }
-    if !out.exit.success() {
-        messages.push(Err(Status::unavailable(format!("CommitDelta: exit status {}", out.exit.code))));
-    }
-    messages
 }

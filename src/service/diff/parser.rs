@@ -172,12 +172,16 @@ impl<R: std::io::Read> Source<R> {
 
     /// The next line with its newline (the last may lack one); `None` at the end.
     fn line(&mut self) -> Result<Option<Vec<u8>>, String> {
+        // Unread bytes already searched: each byte is looked at once, however long the line.
+        let mut searched = 0;
         loop {
-            if let Some(i) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
-                let line = self.buf[self.start..self.start + i + 1].to_vec();
-                self.start += i + 1;
+            if let Some(i) = self.buf[self.start + searched..].iter().position(|b| *b == b'\n') {
+                let end = self.start + searched + i + 1;
+                let line = self.buf[self.start..end].to_vec();
+                self.start = end;
                 return Ok(Some(line));
             }
+            searched = self.buf.len() - self.start;
             if self.eof {
                 if self.start == self.buf.len() {
                     return Ok(None);
@@ -373,6 +377,33 @@ mod tests {
             (whole[1].to_path.as_slice(), whole[1].patch.as_slice()),
             (&b"caf\xc3\xa9"[..], &b"@@ -0,0 +1 @@\n+x\n"[..])
         );
+    }
+
+    /// A reader that hands out at most 4 KiB at a time.
+    struct Pieces<'a>(&'a [u8]);
+
+    impl std::io::Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(4096);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// One 16 MiB line arriving in 4 KiB reads is read once: a parser that searched the line again after
+    /// every read would look at ~32 GiB here and not finish in any reasonable time.
+    #[test]
+    fn a_long_line_is_read_once() {
+        let (a, b) = ("1".repeat(40), "2".repeat(40));
+        let long = "x".repeat(16 << 20);
+        let out = format!(
+            ":100644 100644 {a} {b} M\tf.txt\n\ndiff --git a/f.txt b/f.txt\nindex 1..2 100644\n--- a/f.txt\n+++ b/f.txt\n@@ -1 +1 @@\n-old\n+{long}\n"
+        );
+        let diffs = all(Parser::new(Pieces(out.as_bytes()), Limits::default()).unwrap());
+        assert_eq!(diffs.len(), 1);
+        assert_eq!(diffs[0].patch.len(), "@@ -1 +1 @@\n-old\n+".len() + long.len() + 1);
+        assert!(diffs[0].patch.ends_with(b"xxx\n"));
     }
 
     #[test]

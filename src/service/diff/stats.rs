@@ -13,45 +13,92 @@ const STATS_PER_MESSAGE: usize = 1000;
 pub async fn diff_stats(ctx: &Ctx, req: DiffStatsRequest) -> Result<BoxStream<DiffStatsResponse>, Status> {
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     super::validate("DiffStats", &req.left_commit_id, &req.right_commit_id)?;
-    let out = ctx
+    let mut child = ctx
         .git
         .command(&path, Sub::Diff)
         .flag("--numstat")
         .flag("-z")
         .user_arg(&req.left_commit_id)
         .user_arg(&req.right_commit_id)
-        .run_to_end()
-        .await?;
-    if !out.exit.success() {
-        return Err(Status::unavailable(format!("DiffStats: exit status {}", out.exit.code)));
+        .spawn_no_stdin()?;
+    let stdout = child.stdout.take().expect("piped");
+    if let Some(mut stderr) = child.stderr.take() {
+        tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
     }
-    let stats = parse_numstat(&out.stdout).map_err(|e| Status::internal(format!("DiffStats: {e}")))?;
-    let messages: Vec<_> =
-        stats.chunks(STATS_PER_MESSAGE).map(|c| Ok(DiffStatsResponse { stats: c.to_vec() })).collect();
-    Ok(Box::pin(futures::stream::iter(messages)))
+    // Read, parsed and sent as git writes it: memory is one message of stats, whatever the diff's size.
+    let (tx, out) = crate::streamio::response_channel();
+    tokio::spawn(async move {
+        let failed = |e: String| Status::internal(format!("DiffStats: {e}"));
+        let mut fields = Fields(tokio::io::BufReader::new(stdout));
+        let mut batch = Vec::with_capacity(STATS_PER_MESSAGE);
+        loop {
+            let stat = match fields.stat().await {
+                Ok(Some(stat)) => stat,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(failed(e))).await;
+                    return;
+                }
+            };
+            batch.push(stat);
+            if batch.len() == STATS_PER_MESSAGE {
+                let stats = std::mem::replace(&mut batch, Vec::with_capacity(STATS_PER_MESSAGE));
+                if tx.send(Ok(DiffStatsResponse { stats })).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let end = match child.wait().await {
+            Ok(exit) if exit.success() => None,
+            Ok(exit) => Some(Status::unavailable(format!("DiffStats: exit status {}", exit.code))),
+            Err(e) => Some(failed(e.to_string())),
+        };
+        // A failed git ends the stream with its exit status, as upstream.
+        match end {
+            Some(e) => {
+                let _ = tx.send(Err(e)).await;
+            }
+            None if !batch.is_empty() => {
+                let _ = tx.send(Ok(DiffStatsResponse { stats: batch })).await;
+            }
+            None => {}
+        }
+    });
+    Ok(out)
 }
 
-/// `add\tdel\tpath\0`, or for a rename `add\tdel\t\0old\0new\0`; `-` (binary) counts 0.
-fn parse_numstat(mut data: &[u8]) -> Result<Vec<DiffStats>, String> {
-    let mut out = Vec::new();
-    let field = |d: &mut &[u8], end: u8| -> Result<Vec<u8>, String> {
-        let i = d.iter().position(|b| *b == end).ok_or("truncated numstat output")?;
-        let f = d[..i].to_vec();
-        *d = &d[i + 1..];
-        Ok(f)
-    };
-    let number = |f: &[u8]| std::str::from_utf8(f).ok().and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
-    while !data.is_empty() {
-        let additions = number(&field(&mut data, b'\t')?);
-        let deletions = number(&field(&mut data, b'\t')?);
-        let first = field(&mut data, 0)?;
-        let stat = if first.is_empty() {
-            let old_path = field(&mut data, 0)?;
-            DiffStats { path: field(&mut data, 0)?, additions, deletions, old_path }
+/// `git diff --numstat -z` records: `add\tdel\tpath\0`, or for a rename `add\tdel\t\0old\0new\0`; `-`
+/// (binary) counts 0.
+struct Fields<R>(R);
+
+impl<R: tokio::io::AsyncBufRead + Unpin> Fields<R> {
+    /// The next field, up to `end`; `None` at the end of the output.
+    async fn field(&mut self, end: u8) -> Result<Option<Vec<u8>>, String> {
+        use tokio::io::AsyncBufReadExt;
+        let mut f = Vec::new();
+        let n = self.0.read_until(end, &mut f).await.map_err(|e| format!("read numstat: {e}"))?;
+        match f.pop() {
+            _ if n == 0 => Ok(None),
+            Some(b) if b == end => Ok(Some(f)),
+            _ => Err("truncated numstat output".into()),
+        }
+    }
+
+    async fn required(&mut self, end: u8) -> Result<Vec<u8>, String> {
+        self.field(end).await?.ok_or_else(|| "truncated numstat output".to_string())
+    }
+
+    async fn stat(&mut self) -> Result<Option<DiffStats>, String> {
+        let number = |f: &[u8]| std::str::from_utf8(f).ok().and_then(|s| s.parse::<i32>().ok()).unwrap_or(0);
+        let Some(additions) = self.field(b'\t').await? else { return Ok(None) };
+        let additions = number(&additions);
+        let deletions = number(&self.required(b'\t').await?);
+        let first = self.required(0).await?;
+        Ok(Some(if first.is_empty() {
+            let old_path = self.required(0).await?;
+            DiffStats { path: self.required(0).await?, additions, deletions, old_path }
         } else {
             DiffStats { path: first, additions, deletions, old_path: Vec::new() }
-        };
-        out.push(stat);
+        }))
     }
-    Ok(out)
 }
