@@ -304,14 +304,20 @@ async fn bundle_round_trip() {
         (Code::InvalidArgument, "CreateRepositoryFromBundle: not a v2 or v3 git bundle")
     );
     assert!(!d.repo_path("garbage.git").exists());
-    // A bundle signature over garbage gets as far as git, which refuses it.
-    let reqs = vec![CreateRepositoryFromBundleRequest {
-        repository: Some(d.repo("garbage.git")),
-        data: b"# v2 git bundle\ngitdir: ../p.git\n".to_vec(),
-    }];
-    let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
-    assert!(!d.repo_path("garbage.git").exists());
+    // A bundle signature over garbage, or a header git would read differently, is refused before git
+    // sees it; a real header over a broken pack gets as far as git, which refuses it.
+    let head = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    for (bytes, code) in [
+        (b"# v2 git bundle\ngitdir: ../p.git\n\nPACK".to_vec(), Code::InvalidArgument),
+        (format!("# v2 git bundle\n{head} refs/heads/a\0refs/heads/main\n\nPACK").into_bytes(), Code::InvalidArgument),
+        (format!("# v2 git bundle\n{head} refs/heads/main\n").into_bytes(), Code::InvalidArgument),
+        (format!("# v2 git bundle\n{head} refs/heads/main\n\nPACK\0\0\0\x02junk").into_bytes(), Code::Internal),
+    ] {
+        let reqs = vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo("garbage.git")), data: bytes }];
+        let e = c.create_repository_from_bundle(futures::stream::iter(reqs)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(!d.repo_path("garbage.git").exists());
+    }
     let e = c.create_bundle(CreateBundleRequest { repository: None }).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CreateBundle: empty Repository"));
     d.assert_outside_untouched();
@@ -433,5 +439,45 @@ async fn remove_repository_acts_only_on_repositories() {
     c.remove_repository(RemoveRepositoryRequest { repository: Some(d.repo("missing.git")) }).await.unwrap();
     c.remove_repository(RemoveRepositoryRequest { repository: Some(d.repo("ns/inner.git")) }).await.unwrap();
     assert!(!d.repo_path("ns/inner.git").exists());
+    d.assert_outside_untouched();
+}
+
+/// The bundle header reader takes what `git bundle create` writes — v2 and v3, with prerequisites and a
+/// filter — and reads the same refs as `git bundle list-heads`; and a prerequisite bundle, whose objects a
+/// new repository lacks, is refused by git, not set up with dangling refs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_headers_read_as_git_reads_them() {
+    let (d, wt, mut c) = setup().await;
+    run(git(&wt).args(["tag", "-a", "-m", "tag\r\nbody", "v1"]));
+    run(git(&wt).args(["commit", "--allow-empty", "-q", "-m", "subject with CR\r\n\r\nbody"]));
+    run(git(&wt).args(["commit", "--allow-empty", "-q", "-m", "last"]));
+    let work = d.work_dir("bundles");
+    for (name, options, revs) in [
+        ("v2", &[][..], &["--all"][..]),
+        ("v3", &["--version=3"], &["--all"]),
+        ("prerequisite", &[], &["main~1..main"]),
+        ("v3-prerequisite", &["--version=3"], &["main~1..main", "v1"]),
+    ] {
+        let file = work.join(format!("{name}.bundle"));
+        run(git(&wt).args(["bundle", "create", "-q"]).args(options).arg(&file).args(revs));
+        let bytes = std::fs::read(&file).unwrap();
+        let h = rgitaly::git::bundle::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(h.to_bytes(), bytes[..h.len], "{name}");
+        let listed = stdout(git(&wt).args(["bundle", "list-heads"]).arg(&file));
+        let ours: Vec<String> = h.refs.iter().map(|(oid, n)| format!("{oid} {}", String::from_utf8_lossy(n))).collect();
+        assert_eq!(ours.join("\n"), listed, "{name}");
+        assert_eq!(h.prerequisites.is_empty(), !name.contains("prerequisite"), "{name}");
+
+        let target = format!("from-{name}.git");
+        let reqs = vec![CreateRepositoryFromBundleRequest { repository: Some(d.repo(&target)), data: bytes }];
+        let got = c.create_repository_from_bundle(futures::stream::iter(reqs)).await;
+        if name.contains("prerequisite") {
+            assert_eq!(got.unwrap_err().code(), Code::Internal, "{name}");
+            assert!(!d.repo_path(&target).exists(), "{name}");
+        } else {
+            got.unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            run(git(&d.repo_path(&target)).args(["fsck", "--strict"]));
+        }
+    }
     d.assert_outside_untouched();
 }

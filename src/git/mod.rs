@@ -6,6 +6,7 @@
 //! what git needs with system and global config switched off, operator `[[git.config]]` and validated
 //! per-request `git_config_options` applied as `-c` here and nowhere else.
 
+pub mod bundle;
 mod config_options;
 mod process;
 pub mod repo;

@@ -2,7 +2,7 @@
 //! the command layer) and [`parser`] shapes it as upstream does.
 
 mod commit_diff;
-mod parser;
+pub mod parser;
 mod raw;
 mod stats;
 

@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use crate::git::Sub;
+use crate::git::{bundle, Sub};
 use crate::proto::gitaly::{
     CreateBundleRequest, CreateBundleResponse, CreateRepositoryFromBundleRequest, CreateRepositoryFromBundleResponse,
 };
@@ -67,29 +67,30 @@ pub async fn create_repository_from_bundle(
         .tempdir_in(ctx.locator.temp_dir(&repository.storage_name)?)
         .map_err(|e| Status::internal(format!("CreateRepositoryFromBundle: tmp dir failed: {e}")))?;
 
-    // Stream the bundle to disk, keeping its first bytes to check what it is.
+    // Stream the bundle to disk, keeping its header to check what it is (and to know its refs).
     let bundle_path = scratch.path().join("repo.bundle");
     let mut file = tokio::fs::File::create(&bundle_path)
         .await
         .map_err(|e| Status::internal(format!("CreateRepositoryFromBundle: new bundle file failed: {e}")))?;
     let write_err = |e: std::io::Error| Status::internal(format!("CreateRepositoryFromBundle: write bundle: {e}"));
-    let mut head = Vec::with_capacity(BUNDLE_SIGNATURE_LEN);
-    let mut keep = |data: &[u8]| {
-        let n = (BUNDLE_SIGNATURE_LEN - head.len()).min(data.len());
-        head.extend_from_slice(&data[..n]);
-    };
-    keep(&first.data);
+    let refused = |e: bundle::HeaderError| Status::invalid_argument(format!("CreateRepositoryFromBundle: {e}"));
+    let mut reader = HeaderReader::default();
+    reader.feed(&first.data).map_err(refused)?;
     file.write_all(&first.data).await.map_err(write_err)?;
     while let Some(msg) = stream.message().await? {
-        keep(&msg.data);
+        reader.feed(&msg.data).map_err(refused)?;
         file.write_all(&msg.data).await.map_err(write_err)?;
     }
     file.flush().await.map_err(write_err)?;
     drop(file);
     // Only a bundle reaches git: a `gitdir:` file or a repository path would make a clone read another
     // repository of the host.
-    if !is_bundle(&head) {
-        return Err(Status::invalid_argument("CreateRepositoryFromBundle: not a v2 or v3 git bundle"));
+    let header = reader.finish().map_err(refused)?;
+    if header.object_format != "sha1" {
+        return Err(Status::invalid_argument(format!(
+            "CreateRepositoryFromBundle: object format {} is not supported",
+            header.object_format
+        )));
     }
 
     let staged = scratch.path().join("repo.git");
@@ -109,8 +110,7 @@ pub async fn create_repository_from_bundle(
         .map_err(|e| failed("init", e))?;
     // `bundle unbundle` reads only the pack inside the file (no transport, so nothing else can be named)
     // and lists the bundle's refs; objects are checked before any ref points at them.
-    let listed = ctx
-        .git
+    ctx.git
         .command(&staged, Sub::Bundle)
         .flag("unbundle")
         .path_arg(&bundle_path)
@@ -125,7 +125,7 @@ pub async fn create_repository_from_bundle(
         .output()
         .await
         .map_err(|e| failed("fsck", e))?;
-    let heads = bundle_heads(&listed.stdout);
+    let heads = header.refs;
     let mut updates = Vec::new();
     for (oid, name) in heads.iter().filter(|(_, name)| name.starts_with(b"refs/")) {
         updates.extend_from_slice(b"create ");
@@ -164,23 +164,59 @@ pub async fn create_repository_from_bundle(
     Ok(CreateRepositoryFromBundleResponse {})
 }
 
-/// Length of a bundle's signature line.
-const BUNDLE_SIGNATURE_LEN: usize = 16;
+/// A bundle header is at most this long: 64 MiB is over 800,000 refs.
+const MAX_HEADER: usize = 64 << 20;
 
-/// Whether `head` starts a v2 or v3 git bundle.
-fn is_bundle(head: &[u8]) -> bool {
-    head == b"# v2 git bundle\n" || head == b"# v3 git bundle\n"
+/// Collects a bundle's first bytes as they arrive until its header can be read, and only that far.
+#[derive(Default)]
+struct HeaderReader {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already searched for the blank line that ends the header.
+    scanned: usize,
+    blank: bool,
+    header: Option<bundle::Header>,
 }
 
-/// `<oid> <refname>` lines as `bundle unbundle` and `bundle list-heads` print them.
-fn bundle_heads(out: &[u8]) -> Vec<(String, Vec<u8>)> {
-    out.split(|b| *b == b'\n')
-        .filter_map(|line| {
-            let sp = line.iter().position(|b| *b == b' ')?;
-            let oid = std::str::from_utf8(&line[..sp]).ok().filter(|o| crate::git::repo::is_oid(o))?;
-            Some((oid.to_string(), line[sp + 1..].to_vec()))
-        })
-        .collect()
+impl HeaderReader {
+    fn feed(&mut self, data: &[u8]) -> Result<(), bundle::HeaderError> {
+        if self.header.is_some() {
+            return Ok(());
+        }
+        let room = (MAX_HEADER + 4).saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        // Parsed when that can decide: the signature as soon as it is in (garbage is refused at its first
+        // bytes), the whole header once its end is; not again for every piece of a long header.
+        let from = self.scanned.saturating_sub(1);
+        self.blank |= self.buf[from..].windows(2).any(|w| w == b"\n\n");
+        self.scanned = self.buf.len();
+        let probe = if self.blank { &self.buf[..] } else { &self.buf[..self.buf.len().min(bundle::SIGNATURE_LEN)] };
+        match bundle::parse(probe) {
+            Ok(h) => {
+                self.header = Some(h);
+                self.buf = Vec::new();
+                Ok(())
+            }
+            Err(bundle::HeaderError::Incomplete) if self.buf.len() > MAX_HEADER => {
+                Err(bundle::HeaderError::Malformed("header too large".into()))
+            }
+            Err(bundle::HeaderError::Incomplete) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The header, once the whole stream was fed.
+    fn finish(self) -> Result<bundle::Header, bundle::HeaderError> {
+        if let Some(h) = self.header {
+            return Ok(h);
+        }
+        match bundle::parse(&self.buf) {
+            Err(bundle::HeaderError::Incomplete) if self.buf.len() < bundle::SIGNATURE_LEN => {
+                Err(bundle::HeaderError::NotABundle)
+            }
+            Err(bundle::HeaderError::Incomplete) => Err(bundle::HeaderError::Malformed("truncated".into())),
+            other => other,
+        }
+    }
 }
 
 /// The branch HEAD names in a bundle's heads: the one at HEAD's commit, `main` or `master` preferred.
@@ -201,12 +237,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bundle_signatures() {
-        assert!(is_bundle(b"# v2 git bundle\n"));
-        assert!(is_bundle(b"# v3 git bundle\n"));
-        for bad in [&b"gitdir: /any/repo.git\n"[..], b"# v2 git bundle", b"", b"# v4 git bundle\n", b"PACK\0\0\0\x02"] {
-            assert!(!is_bundle(&bad[..bad.len().min(BUNDLE_SIGNATURE_LEN)]), "{bad:?}");
+    fn header_read_in_any_pieces() {
+        let text = format!(
+            "# v2 git bundle\n{} refs/heads/main\n{} HEAD\n\nPACK\0\0\0\x02rest",
+            "a".repeat(40),
+            "a".repeat(40)
+        );
+        for size in [1, 2, 3, 7, 16, 17, 100] {
+            let mut r = HeaderReader::default();
+            for piece in text.as_bytes().chunks(size) {
+                r.feed(piece).unwrap();
+            }
+            assert_eq!(r.finish().unwrap().refs.len(), 2, "{size}");
         }
+        // Garbage is refused at once, a truncated header at the end.
+        let mut r = HeaderReader::default();
+        assert_eq!(r.feed(b"gitdir: /x"), Err(bundle::HeaderError::NotABundle));
+        let mut r = HeaderReader::default();
+        r.feed(b"# v2 git bu").unwrap();
+        assert_eq!(r.finish(), Err(bundle::HeaderError::NotABundle));
+        let mut r = HeaderReader::default();
+        r.feed(&text.as_bytes()[..40]).unwrap();
+        assert!(matches!(r.finish(), Err(bundle::HeaderError::Malformed(_))));
     }
 
     #[test]
@@ -221,7 +273,5 @@ mod tests {
         ];
         assert_eq!(head_branch(&heads), Some(b"refs/heads/main".to_vec()));
         assert_eq!(head_branch(&heads[..1]), None);
-        let lines = format!("{a} refs/heads/x\n{b} HEAD\nnot a line\n");
-        assert_eq!(bundle_heads(lines.as_bytes()).len(), 2);
     }
 }
