@@ -567,3 +567,74 @@ async fn chaos_kill_9_during_mixed_writes() {
     .await;
     assert!(full, "{:?}", workers(&ch).await);
 }
+
+/// SIGTERM ends the daemon within `graceful_restart_timeout`, however long the workers' own drain timeout,
+/// while a worker call and an upload-pack never finish: the stuck client gets an error, no worker or git
+/// outlives the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_within_the_graceful_timeout() {
+    use rgitaly::proto::gitaly::ssh_service_client::SshServiceClient;
+    // The workers' drain timeout stays at its default (10 minutes).
+    let mut d = setup("graceful_restart_timeout = \"2s\"\n[workers]\nnum_workers = 2\n");
+    let ch = d.channel().await;
+    let pids: Vec<i32> = workers(&ch).await.iter().map(|w| w.pid).collect();
+    // A UserCommitFiles whose client sends its header and then nothing.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = UserCommitFilesRequestHeader {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        branch_name: b"main".to_vec(),
+        commit_message: b"never finished".to_vec(),
+        ..Default::default()
+    };
+    use user_commit_files_request::UserCommitFilesRequestPayload as P;
+    tx.send(UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) }).await.unwrap();
+    let commit = tokio::spawn({
+        let ch = ch.clone();
+        async move {
+            OperationServiceClient::new(ch).user_commit_files(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+        }
+    });
+    // An SSHUploadPack whose client reads the advertisement and then says nothing.
+    let (up_tx, up_rx) = tokio::sync::mpsc::channel(4);
+    up_tx.send(SshUploadPackRequest { repository: Some(d.repo("p.git")), ..Default::default() }).await.unwrap();
+    let mut upload = SshServiceClient::new(ch.clone())
+        .ssh_upload_pack(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!upload.message().await.unwrap().unwrap().stdout.is_empty(), "advertisement");
+    assert!(
+        eventually(10, || {
+            let ch = ch.clone();
+            async move { workers(&ch).await.iter().any(|w| w.in_flight == 1) }
+        })
+        .await
+    );
+
+    let started = std::time::Instant::now();
+    let code = d.stop();
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "no clean exit within 20 s");
+    // 2 s of drain, then workers stopped: well under the 10 minutes the workers' own timeout allows.
+    assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+    assert!(commit.await.unwrap().is_err(), "the unfinished write was answered as if it had finished");
+    // As upstream reports a git killed by a signal: exit status -1, or the call cut.
+    let mut ended = Vec::new();
+    while let Ok(Some(m)) = upload.message().await {
+        ended.push(m.exit_status.map(|s| s.value));
+    }
+    assert!(ended.iter().all(|s| *s != Some(0)), "the unfinished upload-pack ended as if it had finished: {ended:?}");
+    for pid in &pids {
+        assert!(!process_alive(*pid), "worker {pid} left behind");
+    }
+    let repo = d.repo_path("p.git").display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("upload-pack") && c.contains(&repo))
+        .collect();
+    assert!(left.is_empty(), "git left behind: {left:?}");
+    drop((tx, up_tx));
+}

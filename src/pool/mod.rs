@@ -277,6 +277,9 @@ const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Longest wait between SIGTERM and SIGKILL for a stopped worker.
 const TERM_GRACE: Duration = Duration::from_secs(10);
 
+/// At the daemon's stop, how long a worker has to exit after SIGTERM once the deadline has passed.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 impl Pool {
     /// Starts every worker, waits until they are healthy, and begins supervising them.
     pub async fn start(cfg: PoolConfig) -> Result<Pool, PoolError> {
@@ -558,8 +561,9 @@ impl Pool {
         Ok(done)
     }
 
-    /// Stops every worker: no new calls, in-flight calls finish (up to the graceful timeout), then exit.
-    pub async fn shutdown(&self) {
+    /// Stops every worker: no new calls, in-flight calls finish (until `deadline`, and no longer than the
+    /// workers' graceful timeout), then exit: SIGTERM, SIGKILL after at most [`STOP_GRACE`] past the deadline.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         let workers: Vec<Arc<Worker>> = self
             .lock()
@@ -569,12 +573,16 @@ impl Pool {
                 s.worker.clone()
             })
             .collect();
-        let limit = self.inner.cfg.graceful_restart_timeout;
-        let grace = self.term_grace();
+        let limit = self
+            .inner
+            .cfg
+            .graceful_restart_timeout
+            .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         futures::future::join_all(workers.iter().map(|w| async move {
             w.planned_stop.store(true, Ordering::SeqCst);
             w.wait_idle(limit).await;
-            stop_worker(w, grace).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            stop_worker(w, self.term_grace().min(left.max(STOP_GRACE))).await;
         }))
         .await;
         let _ = std::fs::remove_dir_all(&self.inner.cfg.socket_dir);

@@ -99,8 +99,14 @@ pub async fn serve(ctx: Ctx, config_path: &Path, signals: Signals, mut inherited
     }
     let pool = Pool::start(pool_cfg).await.map_err(|e| ServeError::Pool(format!("worker pool: {e}")))?;
     let result = serve_with_pool(&ctx, &pool, signals, &mut inherited).await;
-    pool.shutdown().await;
-    result
+    // The whole stop fits in graceful_restart_timeout: the listeners' drain first, the workers get what
+    // is left of it (whatever their own, rotation-time, drain timeout).
+    let deadline = match &result {
+        Ok(deadline) => *deadline,
+        Err(_) => tokio::time::Instant::now() + ctx.config.graceful_restart_timeout(),
+    };
+    pool.shutdown(deadline).await;
+    result.map(|_| ())
 }
 
 async fn serve_with_pool(
@@ -108,8 +114,13 @@ async fn serve_with_pool(
     pool: &Pool,
     mut signals: Signals,
     inherited: &mut Inherited,
-) -> Result<(), ServeError> {
+) -> Result<tokio::time::Instant, ServeError> {
     let routes = routes(ctx, pool).await?;
+    // Copies of the listening descriptors, for a successor; dropped as soon as we stop, so that after a
+    // plain SIGTERM the sockets close with the listeners.
+    let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
+    // The metrics endpoint is bound before the gRPC listeners: once a client can connect, so can a scraper.
+    let metrics = start_metrics(ctx, inherited, &mut handover).await?;
     let listeners = bind_all(&ctx.config, inherited)?;
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
     let limiter = LimiterLayer::new(&ctx.config.concurrency);
@@ -123,9 +134,6 @@ async fn serve_with_pool(
         previous_tokens: ctx.config.auth.previous_tokens.clone(),
         transitioning: ctx.config.auth.transitioning,
     });
-    // Copies of the listening descriptors, for a successor; dropped as soon as we stop, so that after a
-    // plain SIGTERM the sockets close with the listeners.
-    let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
     let mut certificates = Vec::new();
     // Two steps at shutdown: stop accepting, then (a moment later) tell connections to finish. A client
     // whose connection was accepted just before the stop still gets its first call served instead of a
@@ -183,7 +191,6 @@ async fn serve_with_pool(
             }
         }
     }
-    let metrics = start_metrics(ctx, inherited, &mut handover).await?;
     inherited.close_unused();
     tracing::info!(version = crate::VERSION, pid = std::process::id(), "rgitaly ready");
     inherited.notify_ready();
@@ -251,6 +258,7 @@ async fn serve_with_pool(
             }
         }
     };
+    let deadline = tokio::time::Instant::now() + ctx.config.graceful_restart_timeout();
     drop(handover);
     if matches!(stop, Stop::Terminate) {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
@@ -263,10 +271,12 @@ async fn serve_with_pool(
         // The endpoint stops with the listeners, so that after an upgrade the successor alone serves it.
         m.abort();
     }
-    let grace = ctx.config.graceful_restart_timeout();
-    let drained = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout_at(deadline, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(timeout_ms = grace.as_millis() as u64, "graceful shutdown timed out");
+        let timeout_ms = ctx.config.graceful_restart_timeout().as_millis() as u64;
+        tracing::warn!(timeout_ms, "graceful shutdown timed out");
+        // The calls still open are abandoned now, not when the last task happens to notice.
+        tasks.shutdown().await;
     }
     // Whatever git is still running belongs to calls we are abandoning: stop it rather than leave it.
     let killed = ctx.git.kill_all();
@@ -276,7 +286,7 @@ async fn serve_with_pool(
     if matches!(stop, Stop::Terminate) {
         cleanup(&sockets);
     }
-    Ok(())
+    Ok(deadline)
 }
 
 /// How often the TLS certificate and key files are checked for changes.
