@@ -223,3 +223,74 @@ async fn stalled_and_cancelled_readers_hold_nothing() {
     let settled = eventually(10, || async { threads_and_rss(d.pid()).0 <= threads_idle + 4 }).await;
     assert!(settled, "threads {} after the clients left (idle {threads_idle})", threads_and_rss(d.pid()).0);
 }
+
+/// Listing RPCs too: a client that stops reading a long FindAllBranches parks its call without holding a
+/// thread, and everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_listings_hold_no_thread() {
+    use rgitaly::proto::gitaly::ref_service_client::RefServiceClient;
+    let d = Daemon::start();
+    // 20,000 branches at one commit with a long message: the answer (each branch carries the commit) is
+    // ~14 MiB, more than the client's window and the buffers on the way hold; the daemon holds only the
+    // list of names.
+    let path = d.repo_path("wide.git");
+    run(git(d.dir.path()).args(["init", "--quiet", "--bare"]).arg(&path));
+    let tree = stdout(git(&path).args(["hash-object", "-t", "tree", "-w", "/dev/null"]));
+    let message = format!("wide\n\n{}", "a line of the body that makes each branch's commit larger\n".repeat(10));
+    let commit = stdout(git(&path).args(["commit-tree", "-m", &message, &tree]));
+    let refs: String = (0..20_000).map(|i| format!("{commit} refs/heads/branch-{i:06}\n")).collect();
+    std::fs::write(path.join("packed-refs"), format!("# pack-refs with: peeled fully-peeled sorted \n{refs}")).unwrap();
+    run(git(&path).args(["update-ref", "refs/heads/master", &commit]));
+
+    let ch = d.channel().await;
+    let branches = |ch: AuthChannel| {
+        let req = FindAllBranchesRequest { repository: Some(d.repo("wide.git")), ..Default::default() };
+        async move { RefServiceClient::new(ch).find_all_branches(req).await.unwrap().into_inner() }
+    };
+    // Warm up, and check the answer is whole when read.
+    let (mut n, mut bytes) = (0, 0);
+    let mut s = branches(ch.clone()).await;
+    while let Some(m) = s.message().await.unwrap() {
+        n += m.branches.len();
+        bytes += prost::Message::encoded_len(&m);
+    }
+    assert_eq!(n, 20_001);
+    assert!(bytes > 12 << 20, "the answer is only {bytes} bytes");
+    let (threads_idle, rss_idle) = threads_and_rss(d.pid());
+
+    let mut stalled = Vec::new();
+    for _ in 0..30 {
+        let ch = d.channel().await;
+        let mut s = branches(ch.clone()).await;
+        assert!(s.message().await.unwrap().is_some());
+        stalled.push((ch, s));
+    }
+    // The producers started together may have grown tokio's blocking pool for a moment; those threads
+    // go after their 10 s keep-alive. A thread held by a stalled call would stay.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (threads, rss) = threads_and_rss(d.pid());
+    let held = eventually(20, || async { threads_and_rss(d.pid()).0 <= threads_idle + 2 }).await;
+    eprintln!(
+        "30 stalled FindAllBranches: threads {threads_idle} -> {threads} -> {}, RSS {} -> {} MiB",
+        threads_and_rss(d.pid()).0,
+        rss_idle >> 20,
+        rss >> 20
+    );
+    assert!(held, "threads grew from {threads_idle} to {} and stay", threads_and_rss(d.pid()).0);
+
+    let started = std::time::Instant::now();
+    let found = CommitServiceClient::new(ch.clone())
+        .find_commit(FindCommitRequest {
+            repository: Some(d.repo("wide.git")),
+            revision: b"master~0".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.commit.is_some());
+    eprintln!("FindCommit(master~0) meanwhile: {:?}", started.elapsed());
+    drop(stalled);
+    let settled = eventually(10, || async { threads_and_rss(d.pid()).0 <= threads_idle + 4 }).await;
+    assert!(settled, "threads {} after the clients left (idle {threads_idle})", threads_and_rss(d.pid()).0);
+}

@@ -189,7 +189,10 @@ fn thread_local(repo: &gix::ThreadSafeRepository) -> gix::Repository {
 }
 
 pub mod commit;
+mod produce;
 pub mod refs;
+
+pub use produce::{stream, Out};
 pub mod tree;
 
 use gix::ObjectId;
@@ -214,23 +217,6 @@ pub fn inline<T>(f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
 /// [`inline`]. Navigation (`^`, `~`, `@{…}`, `^{/regex}`) can walk history and goes to [`blocking`].
 pub fn is_point_lookup(revision: &[u8]) -> bool {
     !revision.iter().any(|b| b"^~@{:".contains(b))
-}
-
-/// A server stream fed from a blocking producer. The producer's `send` returns false once the client has
-/// gone, so it can stop early; an error it returns ends the stream with that status.
-pub fn stream<T, F>(f: F) -> tonic::codegen::BoxStream<T>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut dyn FnMut(T) -> bool) -> Result<(), Status> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<T, Status>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut send = |m: T| tx.blocking_send(Ok(m)).is_ok();
-        if let Err(e) = f(&mut send) {
-            let _ = tx.blocking_send(Err(e));
-        }
-    });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// What `git cat-file --batch` would find for `revision`: any rev-parse failure is "missing", as there.

@@ -59,7 +59,9 @@ pub fn byte_batches(items: Vec<Vec<u8>>, tag: u32) -> Vec<Vec<Vec<u8>>> {
 /// Upstream's streamio write size for blob and message data.
 pub const DATA_CHUNK: usize = 128 * 1024;
 
-/// Sends `data` in 128 KiB pieces, each its own message. False once the client has gone.
-pub fn send_pieces<T>(data: &[u8], make: impl Fn(Vec<u8>) -> T, send: &mut dyn FnMut(T) -> bool) -> bool {
-    data.chunks(DATA_CHUNK).all(|piece| send(make(piece.to_vec())))
+/// Sends `data` in 128 KiB pieces, each its own message.
+pub async fn send_pieces<T>(data: &[u8], make: impl Fn(Vec<u8>) -> T, out: &crate::odb::Out<T>) {
+    for piece in data.chunks(DATA_CHUNK) {
+        out.send(make(piece.to_vec())).await;
+    }
 }

@@ -43,7 +43,7 @@ fn stream_pointers<T: Send + 'static>(
     wrap: fn(Vec<LfsPointer>) -> T,
 ) -> BoxStream<T> {
     let c = ctx.clone();
-    crate::odb::stream(move |send| {
+    crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let (mut batch, mut found) = (Vec::new(), 0);
         for id in &ids {
@@ -62,15 +62,15 @@ fn stream_pointers<T: Send + 'static>(
             }
             batch.push(LfsPointer { size: data.len() as i64, data, oid: oid.to_string() });
             found += 1;
-            if batch.len() >= PER_MESSAGE && !send(wrap(std::mem::take(&mut batch))) {
-                return Ok(());
+            if batch.len() >= PER_MESSAGE {
+                out.send(wrap(std::mem::take(&mut batch))).await;
             }
             if limit > 0 && found >= limit {
                 break;
             }
         }
         if !batch.is_empty() {
-            send(wrap(batch));
+            out.send(wrap(batch)).await;
         }
         Ok(())
     })

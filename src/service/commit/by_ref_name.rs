@@ -15,7 +15,7 @@ pub fn list_commits_by_ref_name(
 ) -> Result<BoxStream<ListCommitsByRefNameResponse>, Status> {
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut chunker = Chunker::default();
         for name in &req.ref_names {
@@ -24,13 +24,11 @@ pub fn list_commits_by_ref_name(
             }
             let Some(commit) = crate::odb::find_commit(&repo, name)? else { continue };
             if let Some(commit_refs) = chunker.push(CommitForRef { commit: Some(commit), ref_name: name.clone() }) {
-                if !send(ListCommitsByRefNameResponse { commit_refs }) {
-                    return Ok(());
-                }
+                out.send(ListCommitsByRefNameResponse { commit_refs }).await;
             }
         }
         if let Some(commit_refs) = chunker.finish() {
-            send(ListCommitsByRefNameResponse { commit_refs });
+            out.send(ListCommitsByRefNameResponse { commit_refs }).await;
         }
         Ok(())
     }))

@@ -14,7 +14,7 @@ pub fn list_commits_by_oid(
 ) -> Result<BoxStream<ListCommitsByOidResponse>, Status> {
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut chunker = Chunker::default();
         for oid in &req.oid {
@@ -24,13 +24,11 @@ pub fn list_commits_by_oid(
             }
             let Some(commit) = crate::odb::find_commit(&repo, oid.as_bytes())? else { continue };
             if let Some(commits) = chunker.push(commit) {
-                if !send(ListCommitsByOidResponse { commits }) {
-                    return Ok(());
-                }
+                out.send(ListCommitsByOidResponse { commits }).await;
             }
         }
         if let Some(commits) = chunker.finish() {
-            send(ListCommitsByOidResponse { commits });
+            out.send(ListCommitsByOidResponse { commits }).await;
         }
         Ok(())
     }))

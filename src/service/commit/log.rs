@@ -132,7 +132,7 @@ pub async fn find_commits(ctx: &Ctx, req: FindCommitsRequest) -> Result<BoxStrea
         .collect();
     let c = ctx.clone();
     let trailers = req.trailers;
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut chunker = crate::service::chunk::Chunker::default();
         for (id, raw_trailers) in &entries {
@@ -142,13 +142,11 @@ pub async fn find_commits(ctx: &Ctx, req: FindCommitsRequest) -> Result<BoxStrea
                 commit.trailers = parse_trailers(raw_trailers);
             }
             if let Some(commits) = chunker.push(commit) {
-                if !send(FindCommitsResponse { commits }) {
-                    return Ok(());
-                }
+                out.send(FindCommitsResponse { commits }).await;
             }
         }
         if let Some(commits) = chunker.finish() {
-            send(FindCommitsResponse { commits });
+            out.send(FindCommitsResponse { commits }).await;
         }
         Ok(())
     }))

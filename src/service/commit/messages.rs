@@ -17,7 +17,7 @@ pub fn get_commit_messages(
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         for id in &req.commit_ids {
             let object = crate::odb::resolve_commit(&repo, id.as_bytes()).map(|oid| crate::odb::read(&repo, oid));
@@ -25,12 +25,8 @@ pub fn get_commit_messages(
                 return Err(Status::internal("failed to get commit message: object not found"));
             };
             let (_, message) = crate::odb::commit::split_raw(&raw);
-            if !send(GetCommitMessagesResponse { commit_id: id.clone(), message: Vec::new() }) {
-                return Ok(());
-            }
-            if !send_pieces(message, |message| GetCommitMessagesResponse { commit_id: String::new(), message }, send) {
-                return Ok(());
-            }
+            out.send(GetCommitMessagesResponse { commit_id: id.clone(), message: Vec::new() }).await;
+            send_pieces(message, |message| GetCommitMessagesResponse { commit_id: String::new(), message }, &out).await;
         }
         Ok(())
     }))

@@ -142,20 +142,18 @@ pub(crate) fn stream_commits<T: Send + 'static>(
     wrap: fn(Vec<GitCommit>) -> T,
 ) -> BoxStream<T> {
     let c = ctx.clone();
-    crate::odb::stream(move |send| {
+    crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut chunker = crate::service::chunk::Chunker::default();
         for id in &ids {
             let commit = crate::odb::find_commit(&repo, id.as_bytes())?
                 .ok_or_else(|| Status::internal(format!("cat-file get commit {id:?}: object not found")))?;
             if let Some(batch) = chunker.push(commit) {
-                if !send(wrap(batch)) {
-                    return Ok(());
-                }
+                out.send(wrap(batch)).await;
             }
         }
         if let Some(batch) = chunker.finish() {
-            send(wrap(batch));
+            out.send(wrap(batch)).await;
         }
         Ok(())
     })

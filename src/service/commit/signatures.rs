@@ -66,19 +66,15 @@ pub fn get_commit_signatures(
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         for id in &req.commit_ids {
             let oid = gix::ObjectId::from_hex(id.as_bytes()).map_err(|e| Status::internal(e.to_string()))?;
             let Some((gix::object::Kind::Commit, raw)) = crate::odb::read(&repo, oid)? else { continue };
             let Some((signature, signed)) = split_signature(&raw) else { continue };
-            if !send(GetCommitSignaturesResponse { commit_id: id.clone(), signature, signed_text: Vec::new() }) {
-                return Ok(());
-            }
+            out.send(GetCommitSignaturesResponse { commit_id: id.clone(), signature, signed_text: Vec::new() }).await;
             let piece = |signed_text| GetCommitSignaturesResponse { signed_text, ..Default::default() };
-            if !send_pieces(&signed, piece, send) {
-                return Ok(());
-            }
+            send_pieces(&signed, piece, &out).await;
         }
         Ok(())
     }))

@@ -16,7 +16,7 @@ pub fn get_tree_entries(ctx: &Ctx, req: GetTreeEntriesRequest) -> Result<BoxStre
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let revision = String::from_utf8_lossy(&req.revision);
         let mut entries = crate::odb::tree::tree_entries(&repo, &revision, &req.path, req.recursive)?;
@@ -26,13 +26,11 @@ pub fn get_tree_entries(ctx: &Ctx, req: GetTreeEntriesRequest) -> Result<BoxStre
         let mut chunker = Chunker::default();
         for e in entries {
             if let Some(entries) = chunker.push(e) {
-                if !send(GetTreeEntriesResponse { entries }) {
-                    return Ok(());
-                }
+                out.send(GetTreeEntriesResponse { entries }).await;
             }
         }
         if let Some(entries) = chunker.finish() {
-            send(GetTreeEntriesResponse { entries });
+            out.send(GetTreeEntriesResponse { entries }).await;
         }
         Ok(())
     }))

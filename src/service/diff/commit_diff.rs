@@ -77,14 +77,12 @@ pub async fn commit_diff(ctx: &Ctx, req: CommitDiffRequest) -> Result<BoxStream<
     };
     // git's output is parsed as it arrives, on a blocking thread, and git is stopped (the child dropped)
     // once the overflow marker has gone out: memory stays bounded by one file's patch.
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let parse_failure = |e: String| Status::internal(format!("CommitDiff: parse failure: {e}"));
         let mut parser = Parser::new(std::fs::File::from(stdout), limits).map_err(parse_failure)?;
         while let Some(diff) = parser.next_diff() {
             for m in responses(diff.map_err(parse_failure)?) {
-                if !send(m) {
-                    return Ok(());
-                }
+                out.send(m).await;
             }
         }
         if parser.finished() {
@@ -111,7 +109,7 @@ pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStrea
         tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
     }
     // Parsed and sent as git writes it, in 5 KiB batches: memory is one batch, whatever the diff's size.
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let parse_failure = |e: String| Status::internal(format!("CommitDelta: parse failure: {e}"));
         let mut parser = Parser::new(std::fs::File::from(stdout), Limits::default()).map_err(parse_failure)?;
         let (mut batch, mut size) = (Vec::new(), 0usize);
@@ -128,13 +126,11 @@ pub async fn commit_delta(ctx: &Ctx, req: CommitDeltaRequest) -> Result<BoxStrea
             });
             if size > MESSAGE_SIZE {
                 size = 0;
-                if !send(CommitDeltaResponse { deltas: std::mem::take(&mut batch) }) {
-                    return Ok(());
-                }
+                out.send(CommitDeltaResponse { deltas: std::mem::take(&mut batch) }).await;
             }
         }
-        if !batch.is_empty() && !send(CommitDeltaResponse { deltas: batch }) {
-            return Ok(());
+        if !batch.is_empty() {
+            out.send(CommitDeltaResponse { deltas: batch }).await;
         }
         let exit = tokio::runtime::Handle::current()
             .block_on(child.wait())

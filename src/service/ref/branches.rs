@@ -24,19 +24,19 @@ fn stream_branches<I: Send + 'static, T: Send + 'static>(
     wrap: fn(Vec<I>) -> T,
 ) -> BoxStream<T> {
     let c = ctx.clone();
-    crate::odb::stream(move |send| {
+    crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut batch = Vec::new();
         for (name, oid) in refs {
             let commit = crate::odb::find_commit(&repo, oid.as_bytes())?
                 .ok_or_else(|| Status::internal(format!("reading commit {oid}: object not found")))?;
             batch.push(item(name, commit));
-            if batch.len() >= REFS_PER_MESSAGE && !send(wrap(std::mem::take(&mut batch))) {
-                return Ok(());
+            if batch.len() >= REFS_PER_MESSAGE {
+                out.send(wrap(std::mem::take(&mut batch))).await;
             }
         }
         if !batch.is_empty() {
-            send(wrap(batch));
+            out.send(wrap(batch)).await;
         }
         Ok(())
     })

@@ -17,13 +17,11 @@ fn names<T: Send + 'static>(
 ) -> Result<BoxStream<T>, Status> {
     let path = ctx.locator.repo_path(repository)?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let names = crate::odb::refs::names(&repo, prefix)?;
         for batch in crate::service::chunk::byte_batches(names, 1) {
-            if !send(wrap(batch)) {
-                break;
-            }
+            out.send(wrap(batch)).await;
         }
         Ok(())
     }))

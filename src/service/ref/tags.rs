@@ -46,18 +46,16 @@ pub async fn find_all_tags(ctx: &Ctx, req: FindAllTagsRequest) -> Result<BoxStre
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let lines = for_each_ref(ctx, &path, &[FORMAT.into()], &[b"refs/tags/".to_vec()]).await?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         let mut chunker = Chunker::default();
         for line in &lines {
             if let Some(tags) = chunker.push(tag_for_line(&repo, line)?) {
-                if !send(FindAllTagsResponse { tags }) {
-                    return Ok(());
-                }
+                out.send(FindAllTagsResponse { tags }).await;
             }
         }
         if let Some(tags) = chunker.finish() {
-            send(FindAllTagsResponse { tags });
+            out.send(FindAllTagsResponse { tags }).await;
         }
         Ok(())
     }))
@@ -89,7 +87,7 @@ pub fn get_tag_messages(ctx: &Ctx, req: GetTagMessagesRequest) -> Result<BoxStre
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
     let c = ctx.clone();
-    Ok(crate::odb::stream(move |send| {
+    Ok(crate::odb::stream(move |out| async move {
         let repo = c.repos.open(&path)?;
         for id in &req.tag_ids {
             let oid = crate::odb::resolve(&repo, id.as_bytes());
@@ -100,12 +98,8 @@ pub fn get_tag_messages(ctx: &Ctx, req: GetTagMessagesRequest) -> Result<BoxStre
                 return Err(Status::internal(format!("failed to get tag: expected {id} to be a tag, got {}", raw.0)));
             };
             let (_, message) = crate::odb::commit::split_raw(&raw);
-            if !send(GetTagMessagesResponse { tag_id: id.clone(), message: Vec::new() }) {
-                return Ok(());
-            }
-            if !send_pieces(message, |message| GetTagMessagesResponse { tag_id: String::new(), message }, send) {
-                return Ok(());
-            }
+            out.send(GetTagMessagesResponse { tag_id: id.clone(), message: Vec::new() }).await;
+            send_pieces(message, |message| GetTagMessagesResponse { tag_id: String::new(), message }, &out).await;
         }
         Ok(())
     }))
