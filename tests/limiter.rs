@@ -114,21 +114,25 @@ async fn aliases_of_one_repository_share_its_slots() {
 }
 
 /// A client that cancels while queued gives its place back at once: the queue gauge returns to 0 and the
-/// queue has room again, however many cancelled.
+/// queue has room again, however many cancelled. 20 rounds of 3 cancels; `RGITALY_TEST_CANCELS_PER_ROUND=50`
+/// makes it 1,000 (the figure measured for the hardening issue), printing gauges, threads and RSS after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_waiters_release_their_queue_place() {
+    let per_round: usize =
+        std::env::var("RGITALY_TEST_CANCELS_PER_ROUND").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let port = free_port();
     let d = Daemon::start_with(&format!(
-        "prometheus_listen_addr = \"127.0.0.1:{port}\"\n[[concurrency]]\nrpc = \"/gitaly.SSHService/SSHUploadPack\"\nmax_per_repo = 1\nmax_queue_size = 3\n"
+        "prometheus_listen_addr = \"127.0.0.1:{port}\"\n[[concurrency]]\nrpc = \"/gitaly.SSHService/SSHUploadPack\"\nmax_per_repo = 1\nmax_queue_size = {per_round}\n"
     ));
     let wt = sample_worktree(&d.work_dir("src"));
     d.seed_repo("p.git", &wt);
     let held = hold(&d, "p.git").await.unwrap();
+    let (threads_before, rss_before) = threads_and_rss(d.pid());
     let queued = "gitaly_rate_limiting_queued{grpc_method=\"SSHUploadPack\",grpc_service=\"gitaly.SSHService\",system=\"gitaly\"}";
     for round in 0..20 {
-        // Three waiters fill the queue, then their clients give up.
+        // Waiters fill the queue, then their clients give up.
         let mut waiters = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..per_round {
             let (addr, repo) = (d.address(), d.repo("p.git"));
             waiters.push(tokio::spawn(async move {
                 let ch = rgitaly::client::connect(&addr, None).await.unwrap();
@@ -140,8 +144,8 @@ async fn cancelled_waiters_release_their_queue_place() {
             }));
         }
         assert!(
-            eventually(10, || async { http_get(port, "/metrics").contains(&format!("{queued} 3")) }).await,
-            "round {round}: three waiters never queued"
+            eventually(20, || async { http_get(port, "/metrics").contains(&format!("{queued} {per_round}")) }).await,
+            "round {round}: {per_round} waiters never queued"
         );
         for w in &waiters {
             w.abort();
@@ -152,6 +156,16 @@ async fn cancelled_waiters_release_their_queue_place() {
             http_get(port, "/metrics").lines().filter(|l| l.contains("rate_limiting")).collect::<Vec<_>>().join("\n")
         );
     }
+    let body = http_get(port, "/metrics");
+    let (threads, rss) = threads_and_rss(d.pid());
+    eprintln!(
+        "after {} cancels: {}; in progress {}; daemon threads {threads_before} -> {threads}, rss {:.1} -> {:.1} MiB",
+        20 * per_round,
+        body.lines().find(|l| l.starts_with(queued)).unwrap_or("no queue gauge"),
+        metric_value(&body, "gitaly_rate_limiting_in_progress"),
+        rss_before as f64 / (1 << 20) as f64,
+        rss as f64 / (1 << 20) as f64
+    );
     // The queue has room: a new waiter queues (and gets the slot when the holder ends) instead of being
     // refused with "maximum queue size reached".
     let waiter = tokio::spawn({
