@@ -105,6 +105,11 @@ pub fn parse(buf: &[u8]) -> Result<Header, HeaderError> {
         let oid = String::from_utf8(oid.to_vec()).expect("hex digits");
         let after = &rest[hex_len..];
         if prerequisite {
+            // `git bundle create` writes prerequisites before refs; git would read them in any order, we
+            // take only its own.
+            if !header.refs.is_empty() {
+                return Err(malformed("prerequisite after refs", line));
+            }
             // `-<oid>` alone or followed by a space and the commit's subject.
             let comment = match after {
                 [] => Vec::new(),
@@ -220,6 +225,8 @@ mod tests {
             (format!("# v3 git bundle\n@object-format=md5\n{b} HEAD\n\nPACK"), HeaderError::Malformed(String::new())),
             (format!("# v3 git bundle\n{b} HEAD\n@filter=x\n\nPACK"), HeaderError::Malformed(String::new())),
             (format!("# v2 git bundle\n{b} HEAD\n\nPAXK"), HeaderError::Malformed(String::new())),
+            // Found by the fuzzer: refs and prerequisites interleaved, which git never writes.
+            (format!("# v2 git bundle\n{b} HEAD\n-{b}\n\nPACK"), HeaderError::Malformed(String::new())),
             (format!("# v2 git bundle\n{b} HEAD\r\n\nPACK"), HeaderError::Malformed(String::new())),
         ] {
             let got = parse(bad.as_bytes());
