@@ -21,9 +21,10 @@ fn check(data: &[u8]) {
             assert!(h.len + 4 <= data.len() && &data[h.len..h.len + 4] == b"PACK", "no pack at {}", h.len);
             assert_eq!(h.to_bytes(), &data[..h.len], "header does not round-trip");
             let hex = if h.object_format == "sha256" { 64 } else { 40 };
-            for (oid, name) in h.refs.iter().chain(&h.prerequisites) {
+            let lines = h.refs.iter().map(|(o, n)| (o, Some(n))).chain(h.prerequisites.iter().map(|(o, c)| (o, c.as_ref())));
+            for (oid, text) in lines {
                 assert!(oid.len() == hex && oid.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-                assert!(!name.contains(&0), "NUL in {name:?}");
+                assert!(!text.is_some_and(|t| t.contains(&0)), "NUL in {text:?}");
             }
             for (_, name) in &h.refs {
                 assert!(!name.is_empty() && !name.iter().any(|b| b.is_ascii_whitespace()), "ref name {name:?}");

@@ -17,8 +17,9 @@ pub struct Header {
     pub filter: Option<Vec<u8>>,
     /// v3's capability lines as written (without the `@`), in order.
     pub capabilities: Vec<Vec<u8>>,
-    /// Commits the receiving repository must already have: `(oid, comment)`.
-    pub prerequisites: Vec<(String, Vec<u8>)>,
+    /// Commits the receiving repository must already have: `(oid, comment)`, the comment (the commit's
+    /// subject) `None` when the line has no space after the id.
+    pub prerequisites: Vec<(String, Option<Vec<u8>>)>,
     /// `(oid, ref name)` in the order of the file.
     pub refs: Vec<(String, Vec<u8>)>,
     /// Bytes of the header, the blank line that ends it included: the pack starts here.
@@ -112,8 +113,8 @@ pub fn parse(buf: &[u8]) -> Result<Header, HeaderError> {
             }
             // `-<oid>` alone or followed by a space and the commit's subject.
             let comment = match after {
-                [] => Vec::new(),
-                [b' ', comment @ ..] => comment.to_vec(),
+                [] => None,
+                [b' ', comment @ ..] => Some(comment.to_vec()),
                 _ => return Err(malformed("unrecognized header", line)),
             };
             header.prerequisites.push((oid, comment));
@@ -148,7 +149,7 @@ impl Header {
         for (oid, comment) in &self.prerequisites {
             out.push(b'-');
             out.extend_from_slice(oid.as_bytes());
-            if !comment.is_empty() {
+            if let Some(comment) = comment {
                 out.push(b' ');
                 out.extend_from_slice(comment);
             }
@@ -183,7 +184,7 @@ mod tests {
         );
         let h = parse(text.as_bytes()).unwrap();
         assert_eq!((h.version, h.object_format), (2, "sha1"));
-        assert_eq!(h.prerequisites, vec![(oid('a'), b"subject line".to_vec())]);
+        assert_eq!(h.prerequisites, vec![(oid('a'), Some(b"subject line".to_vec()))]);
         assert_eq!(h.refs, vec![(oid('b'), b"refs/heads/main".to_vec()), (oid('b'), b"HEAD".to_vec())]);
         assert_eq!(&text.as_bytes()[h.len..h.len + 4], b"PACK");
         assert_eq!(h.to_bytes(), text.as_bytes()[..h.len]);
@@ -192,6 +193,12 @@ mod tests {
         let h = parse(v3.as_bytes()).unwrap();
         assert_eq!((h.version, h.filter.as_deref()), (3, Some(&b"blob:none"[..])));
         assert_eq!(h.to_bytes(), v3.as_bytes()[..h.len]);
+
+        // Found by the fuzzer: a prerequisite with a space and no subject is written back with its space.
+        let spaced = format!("# v2 git bundle\n-{} \n-{}\n\nPACK", oid('a'), oid('b'));
+        let h = parse(spaced.as_bytes()).unwrap();
+        assert_eq!(h.prerequisites, vec![(oid('a'), Some(Vec::new())), (oid('b'), None)]);
+        assert_eq!(h.to_bytes(), spaced.as_bytes()[..h.len]);
 
         // Found by the fuzzer: a v3 header without `@object-format` (git takes sha1) is written back
         // without one.
