@@ -28,10 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build reads PROTOC; point it at the vendored binary.
     std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
     let descriptor = out.join("descriptor.bin");
-    tonic_prost_build::configure()
-        .generate_default_stubs(true)
-        .file_descriptor_set_path(&descriptor)
-        .compile_protos(&protos, &includes)?;
+    // The fields that carry packs and archives are `bytes::Bytes`: a request's data is a slice of the
+    // buffer it was decoded from, and a response's a slice of one read buffer reused across messages, so
+    // bulk transfers neither copy each chunk again nor allocate (and page-fault) a fresh buffer for it.
+    let mut builder = tonic_prost_build::configure();
+    for field in BULK_FIELDS {
+        builder = builder.bytes(field);
+    }
+    builder.generate_default_stubs(true).file_descriptor_set_path(&descriptor).compile_protos(&protos, &includes)?;
 
     let set = FileDescriptorSet::decode(std::fs::read(&descriptor)?.as_slice())?;
     std::fs::write(out.join("registry.rs"), registry(&set)?)?;
@@ -280,3 +284,23 @@ fn registry(set: &FileDescriptorSet) -> Result<String, String> {
     out.push_str("];\n");
     Ok(out)
 }
+
+/// Fields holding bulk data (see `main`).
+const BULK_FIELDS: &[&str] = &[
+    ".gitaly.SSHUploadPackRequest.stdin",
+    ".gitaly.SSHUploadPackResponse.stdout",
+    ".gitaly.SSHUploadPackResponse.stderr",
+    ".gitaly.SSHReceivePackRequest.stdin",
+    ".gitaly.SSHReceivePackResponse.stdout",
+    ".gitaly.SSHReceivePackResponse.stderr",
+    ".gitaly.SSHUploadArchiveRequest.stdin",
+    ".gitaly.SSHUploadArchiveResponse.stdout",
+    ".gitaly.SSHUploadArchiveResponse.stderr",
+    ".gitaly.PostUploadPackRequest.data",
+    ".gitaly.PostUploadPackResponse.data",
+    ".gitaly.PostReceivePackRequest.data",
+    ".gitaly.PostReceivePackResponse.data",
+    ".gitaly.InfoRefsResponse.data",
+    ".gitaly.GetArchiveResponse.data",
+    ".gitaly.CreateBundleResponse.data",
+];

@@ -109,7 +109,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--objects", type=int, default=100_000)
     ap.add_argument("--blob-size", type=int, default=2100)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", help="reuse/keep the generated repository in this directory")
     a = ap.parse_args()
 

@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 
 use futures::StreamExt;
 use serde_json::{Map, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -240,18 +240,14 @@ fn strings(v: &Value, key: &str) -> Result<Vec<String>, UsageError> {
 pub async fn run(address: &str, token: Option<&str>, service: Service, payload: Payload) -> Result<i32, String> {
     let channel = client::connect(address, token).await.map_err(|e| e.to_string())?;
     let mut client = SshServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(crate::streamio::CHANNEL_DEPTH);
     tokio::spawn(async move {
         let mut stdin = async_stdin();
-        loop {
-            let mut buf = Vec::with_capacity(1024 * 1024);
-            match stdin.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if tx.send(buf).await.is_err() {
-                        break;
-                    }
-                }
+        // Chunks cut from one reused buffer (see `ReadBuffer`), sent as they are read.
+        let mut buf = crate::streamio::ReadBuffer::default();
+        while let Ok(Some(chunk)) = buf.read(&mut stdin).await {
+            if tx.send(chunk).await.is_err() {
+                break;
             }
         }
     });

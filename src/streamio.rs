@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use std::io::Write;
 
@@ -26,10 +27,30 @@ pub const CHANNEL_DEPTH: usize = 4;
 /// Most stderr kept for error messages when stderr is not forwarded.
 const STDERR_KEEP: usize = 64 * 1024;
 
+/// Reads a pipe in chunks of up to [`CHUNK`] that are slices of one buffer: while the chunks already sent
+/// are dropped (written out) before the buffer is used up, the same memory is reused, instead of a fresh
+/// allocation per chunk (for chunks this large, an `mmap` and a page fault per page, every time).
+#[derive(Default)]
+pub struct ReadBuffer {
+    buf: BytesMut,
+}
+
+impl ReadBuffer {
+    /// The next chunk; `None` at the end of the input.
+    pub async fn read<R: tokio::io::AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<Option<Bytes>> {
+        if self.buf.capacity() - self.buf.len() < CHUNK {
+            // Reclaims the whole buffer when no chunk cut from it is alive any more.
+            self.buf.reserve(CHANNEL_DEPTH * CHUNK);
+        }
+        let n = from.read_buf(&mut (&mut self.buf).limit(CHUNK)).await?;
+        Ok((n > 0).then(|| self.buf.split().freeze()))
+    }
+}
+
 /// A chunk of output from the child.
 pub enum Output {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
+    Stdout(Bytes),
+    Stderr(Bytes),
 }
 
 /// Which packet ends negotiation on stdin.
@@ -96,7 +117,7 @@ pub async fn run_duplex<I, R, F>(
     map: F,
 ) -> Result<Finished, Status>
 where
-    I: Stream<Item = Result<Vec<u8>, Status>> + Send + Unpin,
+    I: Stream<Item = Result<Bytes, Status>> + Send + Unpin,
     F: Fn(Output) -> R,
 {
     let stdin = child.stdin.take();
@@ -110,7 +131,7 @@ where
     // non-blocking writer would be woken (through epoll and the scheduler) for every piece it frees.
     let mut writer_tx = match stdin.map(|s| s.into_blocking_fd()).transpose() {
         Ok(Some(fd)) => {
-            let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+            let (tx, mut rx) = mpsc::channel::<Bytes>(2);
             // A thread of its own (not tokio's bounded blocking pool): a call may hold it for its whole life.
             let spawned = std::thread::Builder::new().name("git-stdin".into()).spawn(move || {
                 let mut f = std::fs::File::from(fd);
@@ -173,13 +194,13 @@ where
     };
 
     let stdout_fut = async {
+        let mut buf = ReadBuffer::default();
         loop {
-            let mut buf = Vec::with_capacity(CHUNK);
-            let n = stdout.read_buf(&mut buf).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?;
-            if n == 0 {
+            let Some(chunk) = buf.read(&mut stdout).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?
+            else {
                 return Ok(());
-            }
-            if tx.send(Ok(map(Output::Stdout(buf)))).await.is_err() {
+            };
+            if tx.send(Ok(map(Output::Stdout(chunk)))).await.is_err() {
                 killer.kill();
                 return Err(Status::cancelled("client went away"));
             }
@@ -195,7 +216,7 @@ where
                 return Ok(kept);
             }
             if opts.forward_stderr {
-                if tx.send(Ok(map(Output::Stderr(buf)))).await.is_err() {
+                if tx.send(Ok(map(Output::Stderr(buf.into())))).await.is_err() {
                     killer.kill();
                     return Err(Status::cancelled("client went away"));
                 }

@@ -208,7 +208,7 @@ async fn wrong_first_messages() {
     let e = ssh
         .ssh_upload_pack(futures::stream::iter(vec![SshUploadPackRequest {
             repository: good(),
-            stdin: b"0000".to_vec(),
+            stdin: b"0000".to_vec().into(),
             ..Default::default()
         }]))
         .await
@@ -217,7 +217,7 @@ async fn wrong_first_messages() {
     let e = ssh
         .ssh_upload_archive(futures::stream::iter(vec![SshUploadArchiveRequest {
             repository: good(),
-            stdin: b"x".to_vec(),
+            stdin: b"x".to_vec().into(),
         }]))
         .await
         .unwrap_err();
@@ -225,7 +225,12 @@ async fn wrong_first_messages() {
     for (req, msg) in [
         (SshReceivePackRequest { repository: good(), ..Default::default() }, "empty GlId"),
         (
-            SshReceivePackRequest { repository: good(), gl_id: "u".into(), stdin: b"x".to_vec(), ..Default::default() },
+            SshReceivePackRequest {
+                repository: good(),
+                gl_id: "u".into(),
+                stdin: b"x".to_vec().into(),
+                ..Default::default()
+            },
             "non-empty data in first request",
         ),
         (SshReceivePackRequest { gl_id: "u".into(), ..Default::default() }, "repository is empty"),
@@ -345,7 +350,7 @@ async fn malformed_pkt_lines_do_not_hurt() {
     ] {
         let reqs = vec![
             PostUploadPackRequest { repository: repo(STORAGE, "good.git"), ..Default::default() },
-            PostUploadPackRequest { data: body.to_vec(), ..Default::default() },
+            PostUploadPackRequest { data: body.to_vec().into(), ..Default::default() },
         ];
         let mut stream = http.post_upload_pack(futures::stream::iter(reqs)).await.unwrap().into_inner();
         let mut result = Ok(());
@@ -366,10 +371,10 @@ async fn malformed_pkt_lines_do_not_hurt() {
     // reading long before the client stops sending (EPIPE on its stdin is not an RPC error).
     let mut reqs = vec![
         SshUploadPackRequest { repository: repo(STORAGE, "good.git"), ..Default::default() },
-        SshUploadPackRequest { stdin: b"zzzznot a pkt line".to_vec(), ..Default::default() },
+        SshUploadPackRequest { stdin: b"zzzznot a pkt line".to_vec().into(), ..Default::default() },
     ];
     for _ in 0..64 {
-        reqs.push(SshUploadPackRequest { stdin: vec![b'x'; 256 * 1024], ..Default::default() });
+        reqs.push(SshUploadPackRequest { stdin: vec![b'x'; 256 * 1024].into(), ..Default::default() });
     }
     let mut stream = SshServiceClient::new(ch).ssh_upload_pack(futures::stream::iter(reqs)).await.unwrap().into_inner();
     let mut exit = None;

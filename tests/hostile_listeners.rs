@@ -253,7 +253,7 @@ async fn auth_matrix(
     );
     let upload = vec![
         SshUploadPackRequest { repository: Some(repo.clone()), ..Default::default() },
-        SshUploadPackRequest { stdin: b"0000".to_vec(), ..Default::default() },
+        SshUploadPackRequest { stdin: b"0000".to_vec().into(), ..Default::default() },
     ];
     let r = SshServiceClient::new(ch.clone()).ssh_upload_pack(req(futures::stream::iter(upload), header)).await;
     push("SSHUploadPack", drain(r).await.map(|_| ()));
@@ -390,14 +390,14 @@ async fn messages_above_the_size_limit() {
     // reads the first message itself, answers ResourceExhausted (as upstream's grpc-go does everywhere).
     let mut cases: Vec<(&str, Result<(), Status>, Code)> = Vec::new();
     let first = SshReceivePackRequest { repository: s.good(), gl_id: "user-1".into(), ..Default::default() };
-    let push = vec![first, SshReceivePackRequest { stdin: vec![b'0'; big], ..Default::default() }];
+    let push = vec![first, SshReceivePackRequest { stdin: vec![b'0'; big].into(), ..Default::default() }];
     let res =
         timed("SSHReceivePack", async { drain(ssh.ssh_receive_pack(futures::stream::iter(push)).await).await }).await;
     cases.push(("SSHReceivePack: 5 MiB stdin message", res.map(|_| ()), Code::OutOfRange));
 
     let fetch = vec![
         PostUploadPackRequest { repository: s.good(), ..Default::default() },
-        PostUploadPackRequest { data: vec![b'0'; big], ..Default::default() },
+        PostUploadPackRequest { data: vec![b'0'; big].into(), ..Default::default() },
     ];
     let res =
         timed("PostUploadPack", async { drain(http.post_upload_pack(futures::stream::iter(fetch)).await).await }).await;
@@ -464,30 +464,30 @@ async fn run_pkt(ch: &Channel, repo: &Option<Repository>, case: Pkt) -> Result<(
     }
     match case {
         Pkt::UploadPack(first, stdin) => {
-            let reqs = vec![*first, SshUploadPackRequest { stdin, ..Default::default() }];
+            let reqs = vec![*first, SshUploadPackRequest { stdin: stdin.into(), ..Default::default() }];
             let r = SshServiceClient::new(ch.clone()).ssh_upload_pack(futures::stream::iter(reqs)).await;
-            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout, m.stderr))))
+            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout.to_vec(), m.stderr.to_vec()))))
         }
         Pkt::ReceivePack(stdin) => {
             let reqs = vec![
                 SshReceivePackRequest { repository: repo.clone(), gl_id: "user-1".into(), ..Default::default() },
-                SshReceivePackRequest { stdin, ..Default::default() },
+                SshReceivePackRequest { stdin: stdin.into(), ..Default::default() },
             ];
             let r = SshServiceClient::new(ch.clone()).ssh_receive_pack(futures::stream::iter(reqs)).await;
-            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout, m.stderr))))
+            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout.to_vec(), m.stderr.to_vec()))))
         }
         Pkt::UploadArchive(stdin) => {
             let reqs = vec![
                 SshUploadArchiveRequest { repository: repo.clone(), ..Default::default() },
-                SshUploadArchiveRequest { stdin, ..Default::default() },
+                SshUploadArchiveRequest { stdin: stdin.into(), ..Default::default() },
             ];
             let r = SshServiceClient::new(ch.clone()).ssh_upload_archive(futures::stream::iter(reqs)).await;
-            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout, m.stderr))))
+            Ok(exit(drain(r).await?.into_iter().map(|m| (m.exit_status, m.stdout.to_vec(), m.stderr.to_vec()))))
         }
         Pkt::PostReceivePack(data) => {
             let reqs = vec![
                 PostReceivePackRequest { repository: repo.clone(), gl_id: "user-1".into(), ..Default::default() },
-                PostReceivePackRequest { data, ..Default::default() },
+                PostReceivePackRequest { data: data.into(), ..Default::default() },
             ];
             let r = SmartHttpServiceClient::new(ch.clone()).post_receive_pack(futures::stream::iter(reqs)).await;
             drain(r).await.map(|_| (None, String::new()))

@@ -199,7 +199,8 @@ async fn sigusr2_hands_over_to_a_successor_without_downtime() {
     // The clone in flight completes on the old daemon.
     tx.send(SshUploadPackRequest {
         stdin: [pktline::encode(format!("want {head}\n").as_bytes()), b"0000".to_vec(), pktline::encode(b"done\n")]
-            .concat(),
+            .concat()
+            .into(),
         ..Default::default()
     })
     .await

@@ -59,7 +59,7 @@ async fn post_upload_pack_returns_a_pack_git_accepts() {
     // Split the body over several messages, as workhorse streams it.
     let mut reqs = vec![first];
     for chunk in body.chunks(7) {
-        reqs.push(PostUploadPackRequest { data: chunk.to_vec(), ..Default::default() });
+        reqs.push(PostUploadPackRequest { data: chunk.to_vec().into(), ..Default::default() });
     }
     let data = collect_data!(c.post_upload_pack(futures::stream::iter(reqs)).await.unwrap().into_inner());
     assert!(data.starts_with(b"0008NAK\n"), "{:?}", String::from_utf8_lossy(&data[..data.len().min(40)]));
@@ -95,7 +95,7 @@ async fn post_receive_pack_updates_the_ref() {
     body.extend_from_slice(&pack);
     let reqs = vec![
         PostReceivePackRequest { repository: Some(d.repo("p.git")), gl_id: "user-1".into(), ..Default::default() },
-        PostReceivePackRequest { data: body, ..Default::default() },
+        PostReceivePackRequest { data: body.into(), ..Default::default() },
     ];
     let mut c = SmartHttpServiceClient::new(d.channel().await);
     let data = collect_data!(c.post_receive_pack(futures::stream::iter(reqs)).await.unwrap().into_inner());
@@ -108,7 +108,11 @@ async fn post_receive_pack_updates_the_ref() {
 async fn first_message_validation() {
     let (d, _) = setup();
     let mut c = SmartHttpServiceClient::new(d.channel().await);
-    let bad = PostUploadPackRequest { repository: Some(d.repo("p.git")), data: b"0000".to_vec(), ..Default::default() };
+    let bad = PostUploadPackRequest {
+        repository: Some(d.repo("p.git")),
+        data: b"0000".to_vec().into(),
+        ..Default::default()
+    };
     let e = c.post_upload_pack(futures::stream::iter(vec![bad])).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "PostUploadPack: non-empty Data"));
 
@@ -121,7 +125,7 @@ async fn first_message_validation() {
             PostReceivePackRequest {
                 repository: Some(d.repo("p.git")),
                 gl_id: "u".into(),
-                data: b"x".to_vec(),
+                data: b"x".to_vec().into(),
                 ..Default::default()
             },
             "PostReceivePack: non-empty Data",

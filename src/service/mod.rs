@@ -49,7 +49,7 @@ pub fn stream_git_output<R: Send + 'static>(
     let (tx, out) = streamio::response_channel();
     tokio::spawn(async move {
         let data = move |o: Output| match o {
-            Output::Stdout(data) | Output::Stderr(data) => wrap(data),
+            Output::Stdout(data) | Output::Stderr(data) => wrap(data.into()),
         };
         let err = match streamio::run_output(child, &tx, data).await {
             Ok(done) if done.exit.success() => return,

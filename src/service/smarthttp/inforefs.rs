@@ -49,7 +49,7 @@ pub async fn info_refs(
     let mut header = pktline::encode(format!("# service={name}\n").as_bytes());
     header.extend_from_slice(pktline::FLUSH);
     tokio::spawn(async move {
-        if tx.send(Ok(InfoRefsResponse { data: header })).await.is_err() {
+        if tx.send(Ok(InfoRefsResponse { data: header.into() })).await.is_err() {
             return;
         }
         let data = |o: Output| match o {

@@ -73,7 +73,7 @@ ssh_response!(SshUploadArchiveResponse);
 fn pump<Req, Resp>(
     child: Running,
     rest: Streaming<Req>,
-    stdin: fn(Req) -> Vec<u8>,
+    stdin: fn(Req) -> bytes::Bytes,
     mut opts: Options,
     always_send_exit: bool,
 ) -> BoxStream<Resp>
