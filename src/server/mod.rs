@@ -275,7 +275,8 @@ async fn serve_with_pool(
     if drained.is_err() {
         let timeout_ms = ctx.config.graceful_restart_timeout().as_millis() as u64;
         tracing::warn!(timeout_ms, "graceful shutdown timed out");
-        // The calls still open are abandoned now, not when the last task happens to notice.
+        // Stops the listeners' tasks. tonic runs each connection in a task of its own, so calls still
+        // open are not cut here: their git is killed below and the rest ends with the process.
         tasks.shutdown().await;
     }
     // Whatever git is still running belongs to calls we are abandoning: stop it rather than leave it.
