@@ -303,4 +303,7 @@ const BULK_FIELDS: &[&str] = &[
     ".gitaly.InfoRefsResponse.data",
     ".gitaly.GetArchiveResponse.data",
     ".gitaly.CreateBundleResponse.data",
+    ".gitaly.RawBlameResponse.data",
+    ".gitaly.RawDiffResponse.data",
+    ".gitaly.RawPatchResponse.data",
 ];

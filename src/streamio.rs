@@ -42,8 +42,17 @@ const READ_SLOTS: usize = CHANNEL_DEPTH + 2;
 impl ReadBuffer {
     /// The next chunk; `None` at the end of the input.
     pub async fn read<R: tokio::io::AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<Option<Bytes>> {
-        // A buffer whose last chunk is gone (or that has room left) is used again.
-        let idx = match self.slots.iter_mut().position(|b| b.try_reclaim(CHUNK)) {
+        // A buffer whose last chunk is gone (or that has room left) is used again; of those, one more is
+        // kept as a spare and the others freed, so a burst's buffers do not outlive it.
+        let mut free = 0;
+        self.slots.retain_mut(|b| {
+            if !b.try_reclaim(CHUNK) {
+                return true;
+            }
+            free += 1;
+            free <= 2
+        });
+        let idx = match self.slots.iter().position(|b| b.capacity() - b.len() >= CHUNK) {
             Some(i) => i,
             None => {
                 if self.slots.len() >= READ_SLOTS {
@@ -307,6 +316,9 @@ mod tests {
         for (i, h) in held.iter().enumerate() {
             assert_eq!(h[..], data[(i + 10) * CHUNK..(i + 11) * CHUNK]);
         }
+        // Once the burst's chunks are gone, only the buffer in use and one spare stay.
+        drop(held);
         assert!(buf.read(&mut input).await.unwrap().is_none());
+        assert_eq!(buf.slots.len(), 2);
     }
 }

@@ -66,6 +66,9 @@ pub fn parse(buf: &[u8]) -> Result<Header, HeaderError> {
         refs: Vec::new(),
         len: 0,
     };
+    // One line per ref at most: room for all of them at once, not twice that after the last doubling.
+    let end = buf.windows(2).position(|w| w == b"\n\n").map_or(buf.len(), |p| p + 1);
+    header.refs.reserve_exact(buf[SIGNATURE_LEN.min(end)..end].iter().filter(|b| **b == b'\n').count());
     let mut pos = SIGNATURE_LEN;
     let mut in_capabilities = version == 3;
     loop {

@@ -240,7 +240,8 @@ impl GitCmdFactory {
         self.running.len() as u64
     }
 
-    /// Kills every git process still running (for a daemon that must exit now); returns how many.
+    /// Kills every git process still running (for a daemon that must exit now) and any started later;
+    /// returns how many were running.
     pub fn kill_all(&self) -> usize {
         self.running.kill_all()
     }

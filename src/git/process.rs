@@ -71,9 +71,15 @@ impl Running {
                 return Err(e);
             }
         };
+        if !registry.insert(pid) {
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            return Err(std::io::Error::other("shutting down"));
+        }
         // std's Child never reaps unless asked; from here on the waiter thread owns reaping.
         drop(child);
-        registry.insert(pid);
 
         let exited = Arc::new(Mutex::new(false));
         let (tx, rx) = oneshot::channel();
@@ -133,40 +139,55 @@ impl Drop for Running {
 }
 
 /// The git processes started and not yet reaped, so the daemon can stop all of them when it must exit.
+/// Once stopped it stays closed: a call abandoned at shutdown that starts git afterwards gets its child
+/// killed at once instead of leaving it behind the exiting daemon.
 #[derive(Debug, Default, Clone)]
-pub struct Registry(Arc<Mutex<std::collections::HashSet<i32>>>);
+pub struct Registry(Arc<Mutex<Processes>>);
+
+#[derive(Debug, Default)]
+struct Processes {
+    pids: std::collections::HashSet<i32>,
+    closed: bool,
+}
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Processes> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, pid: i32) {
-        self.lock().insert(pid);
+    /// Registers a started child; false when the registry is closed and the child must not run.
+    fn insert(&self, pid: i32) -> bool {
+        let mut p = self.lock();
+        if p.closed {
+            return false;
+        }
+        p.pids.insert(pid);
+        true
     }
 
     fn remove(&self, pid: i32) {
-        self.lock().remove(&pid);
+        self.lock().pids.remove(&pid);
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().pids.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// SIGKILLs every registered process group. A pid leaves the registry before it is reaped, so a pid
-    /// seen here cannot have been reused.
+    /// SIGKILLs every registered process group and refuses children started from now on. A pid leaves
+    /// the registry before it is reaped, so a pid seen here cannot have been reused.
     pub fn kill_all(&self) -> usize {
-        let pids = self.lock();
-        for pid in pids.iter() {
+        let mut p = self.lock();
+        p.closed = true;
+        for pid in p.pids.iter() {
             unsafe {
                 libc::kill(-pid, libc::SIGKILL);
             }
         }
-        pids.len()
+        p.pids.len()
     }
 }
 
@@ -262,4 +283,26 @@ fn reap(pid: i32, exited: &Mutex<bool>, started: Instant, registry: &Registry) -
         system_time: tv(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_starts_once_everything_was_killed() {
+        let registry = Registry::default();
+        let sleeper = || {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("30");
+            cmd
+        };
+        let running = Running::start(sleeper(), "sleep", Vec::new(), registry.clone()).unwrap();
+        assert_eq!(registry.kill_all(), 1);
+        let info = running.wait().await.unwrap();
+        assert_eq!(info.signal, Some(libc::SIGKILL), "the running child was killed");
+        let late = Running::start(sleeper(), "sleep", Vec::new(), registry.clone());
+        assert_eq!(late.err().map(|e| e.to_string()).as_deref(), Some("shutting down"));
+        assert!(registry.is_empty());
+    }
 }

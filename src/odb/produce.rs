@@ -24,28 +24,26 @@ pub struct Out<T> {
     slot: Arc<Mutex<Option<T>>>,
 }
 
-impl<T> Out<T> {
-    /// Hands over one message; the producer continues when the stream has room for the next. If the
-    /// client has gone it never continues (it is dropped), so there is nothing to check.
+impl<T: Send> Out<T> {
+    /// Hands over one message when awaited; the producer continues when the stream has room for the
+    /// next. If the client has gone it never continues (it is dropped), so there is nothing to check.
     pub fn send(&self, message: T) -> impl Future<Output = ()> + Send + use<T> {
-        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
-        Handover { given: false }
-    }
-}
-
-/// Pending once (the driver takes the message), ready when polled again.
-struct Handover {
-    given: bool,
-}
-
-impl Future for Handover {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if std::mem::replace(&mut self.given, true) {
-            Poll::Ready(())
-        } else {
+        let slot = self.slot.clone();
+        let mut message = Some(message);
+        let mut given = false;
+        // Pending once the message is in the slot (the driver takes it), ready when polled again. A send
+        // polled while another's message is still there waits its turn instead of replacing it.
+        std::future::poll_fn(move |_| {
+            if given {
+                return Poll::Ready(());
+            }
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = message.take();
+                given = true;
+            }
             Poll::Pending
-        }
+        })
     }
 }
 
@@ -144,6 +142,22 @@ mod tests {
         assert_eq!(got.len(), 101);
         assert!(got[..100].iter().enumerate().all(|(i, m)| m.as_ref().ok() == Some(&(i as i32))));
         assert_eq!(got[100].as_ref().unwrap_err().code(), tonic::Code::NotFound);
+    }
+
+    /// A message goes out when its send is awaited, whatever order the sends were made in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_go_out_as_they_are_awaited() {
+        let s = stream(|out| async move {
+            let first = out.send(1);
+            let second = out.send(2);
+            second.await;
+            first.await;
+            let (a, b) = (out.send(3), out.send(4));
+            futures::join!(a, b);
+            Ok(())
+        });
+        let got: Vec<i32> = s.map(|m| m.unwrap()).collect().await;
+        assert_eq!(got, [2, 1, 3, 4]);
     }
 
     /// A client that stops reading parks the producer: it has run only as far as the channel holds.

@@ -60,7 +60,7 @@ pub fn byte_batches(items: Vec<Vec<u8>>, tag: u32) -> Vec<Vec<Vec<u8>>> {
 pub const DATA_CHUNK: usize = 128 * 1024;
 
 /// Sends `data` in 128 KiB pieces, each its own message.
-pub async fn send_pieces<T>(data: &[u8], make: impl Fn(Vec<u8>) -> T, out: &crate::odb::Out<T>) {
+pub async fn send_pieces<T: Send>(data: &[u8], make: impl Fn(Vec<u8>) -> T, out: &crate::odb::Out<T>) {
     for piece in data.chunks(DATA_CHUNK) {
         out.send(make(piece.to_vec())).await;
     }

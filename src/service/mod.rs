@@ -41,7 +41,7 @@ pub fn git_protocol_env(git_protocol: &str, service: &str, method: &str) -> Opti
 /// stream with `on_failure(exit code)`, or quietly where upstream ignores git's failure (`None`).
 pub fn stream_git_output<R: Send + 'static>(
     cmd: crate::git::GitCommand<'_>,
-    wrap: fn(Vec<u8>) -> R,
+    wrap: fn(bytes::Bytes) -> R,
     on_failure: Option<fn(i32) -> tonic::Status>,
 ) -> Result<tonic::codegen::BoxStream<R>, tonic::Status> {
     use crate::streamio::{self, Output};
@@ -49,7 +49,7 @@ pub fn stream_git_output<R: Send + 'static>(
     let (tx, out) = streamio::response_channel();
     tokio::spawn(async move {
         let data = move |o: Output| match o {
-            Output::Stdout(data) | Output::Stderr(data) => wrap(data.into()),
+            Output::Stdout(data) | Output::Stderr(data) => wrap(data),
         };
         let err = match streamio::run_output(child, &tx, data).await {
             Ok(done) if done.exit.success() => return,

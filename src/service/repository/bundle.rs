@@ -183,7 +183,13 @@ impl HeaderReader {
             return Ok(());
         }
         let room = (MAX_HEADER + 4).saturating_sub(self.buf.len());
-        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+        let take = &data[..data.len().min(room)];
+        // Doubling, but never past the limit: a header near it costs its size, not twice that.
+        if self.buf.capacity() - self.buf.len() < take.len() {
+            let want = (self.buf.capacity() * 2).max(self.buf.len() + take.len()).min(MAX_HEADER + 4);
+            self.buf.reserve_exact(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(take);
         // Parsed when that can decide: the signature as soon as it is in (garbage is refused at its first
         // bytes), the whole header once its end is; not again for every piece of a long header.
         let from = self.scanned.saturating_sub(1);
@@ -259,6 +265,24 @@ mod tests {
         let mut r = HeaderReader::default();
         r.feed(&text.as_bytes()[..40]).unwrap();
         assert!(matches!(r.finish(), Err(bundle::HeaderError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_large_header_costs_its_size() {
+        // 300,000 refs: 15 MiB of header, read in the pieces a client sends.
+        let mut text = b"# v2 git bundle\n".to_vec();
+        for i in 0..300_000u32 {
+            text.extend_from_slice(format!("{:040x} refs/heads/b{i}\n", i).as_bytes());
+        }
+        text.extend_from_slice(b"\nPACK");
+        let mut r = HeaderReader::default();
+        for piece in text.chunks(32 << 10) {
+            r.feed(piece).unwrap();
+            assert!(r.buf.capacity() <= MAX_HEADER + 4, "{}", r.buf.capacity());
+        }
+        let header = r.finish().unwrap();
+        assert_eq!(header.refs.len(), 300_000);
+        assert_eq!(header.refs.capacity(), 300_000, "room for the refs, not twice that");
     }
 
     #[test]
