@@ -44,6 +44,32 @@ async fn create_branch(d: &Daemon, ch: &AuthChannel, name: &str) -> Result<(), t
     OperationServiceClient::new(ch.clone()).user_create_branch(req).await.map(|_| ())
 }
 
+/// A UserCommitFiles whose client has sent its header and then nothing: the sender (keep it to keep the
+/// call open) and the call.
+async fn stalled_commit_files(
+    d: &Daemon,
+    ch: &AuthChannel,
+) -> (
+    tokio::sync::mpsc::Sender<UserCommitFilesRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<UserCommitFilesResponse>, tonic::Status>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let header = UserCommitFilesRequestHeader {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        branch_name: b"main".to_vec(),
+        commit_message: b"never finished".to_vec(),
+        ..Default::default()
+    };
+    use user_commit_files_request::UserCommitFilesRequestPayload as P;
+    tx.send(UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) }).await.unwrap();
+    let ch = ch.clone();
+    let call = tokio::spawn(async move {
+        OperationServiceClient::new(ch).user_commit_files(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+    });
+    (tx, call)
+}
+
 fn kill(pid: i32, sig: i32) {
     assert!(pid > 0);
     unsafe { libc::kill(pid, sig) };
@@ -279,22 +305,7 @@ async fn restart_worker_one_and_all() {
 async fn a_vanished_worker_is_unavailable_not_a_hang() {
     let d = setup(FAST);
     let ch = d.channel().await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let header = UserCommitFilesRequestHeader {
-        repository: Some(d.repo("p.git")),
-        user: user(),
-        branch_name: b"main".to_vec(),
-        commit_message: b"streamed".to_vec(),
-        ..Default::default()
-    };
-    use user_commit_files_request::UserCommitFilesRequestPayload as P;
-    tx.send(UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) }).await.unwrap();
-    let call = tokio::spawn({
-        let ch = ch.clone();
-        async move {
-            OperationServiceClient::new(ch).user_commit_files(tokio_stream::wrappers::ReceiverStream::new(rx)).await
-        }
-    });
+    let (tx, call) = stalled_commit_files(&d, &ch).await;
     // Find the worker serving it, and kill it mid-call.
     assert!(
         eventually(10, || {
@@ -579,22 +590,7 @@ async fn sigterm_finishes_within_the_graceful_timeout() {
     let ch = d.channel().await;
     let pids: Vec<i32> = workers(&ch).await.iter().map(|w| w.pid).collect();
     // A UserCommitFiles whose client sends its header and then nothing.
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let header = UserCommitFilesRequestHeader {
-        repository: Some(d.repo("p.git")),
-        user: user(),
-        branch_name: b"main".to_vec(),
-        commit_message: b"never finished".to_vec(),
-        ..Default::default()
-    };
-    use user_commit_files_request::UserCommitFilesRequestPayload as P;
-    tx.send(UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) }).await.unwrap();
-    let commit = tokio::spawn({
-        let ch = ch.clone();
-        async move {
-            OperationServiceClient::new(ch).user_commit_files(tokio_stream::wrappers::ReceiverStream::new(rx)).await
-        }
-    });
+    let (tx, commit) = stalled_commit_files(&d, &ch).await;
     // An SSHUploadPack whose client reads the advertisement and then says nothing.
     let (up_tx, up_rx) = tokio::sync::mpsc::channel(4);
     up_tx.send(SshUploadPackRequest { repository: Some(d.repo("p.git")), ..Default::default() }).await.unwrap();
