@@ -10,7 +10,9 @@ Generates a repository of >= 100k objects with a >= 200 MB pack (incompressible 
                                                                       receive.fsckObjects as rgitaly)
           GIT_SSH_COMMAND=rgitaly-ssh git push --mirror ssh://rgitaly/... (through the daemon)
 
-and reports medians of wall time, CPU (client git + its children; for rgitaly also the daemon and the git
+with the order of each pair alternating from round to round and a `sync` before every run (a push writes
+the whole pack, and its writeback would otherwise land in whichever run comes next: measured, it added up
+to 0.2 s to the second run). Reports each run and medians of wall time, CPU (client git + its children; for rgitaly also the daemon and the git
 processes it ran, from /proc/<pid>/stat utime+stime+cutime+cstime), the ratios, and the daemon's peak RSS
 (VmHWM). Loopback only; bounded in count and time.
 
@@ -155,16 +157,28 @@ def main():
         for i in range(a.repeat):
             out = os.path.join(work, "out")
             os.makedirs(out, exist_ok=True)
-            results["clone_git"].append(timed(["git", "clone", "--bare", "--no-local", "--quiet", src, f"g{i}.git"], env, out))
-            results["clone_rgitaly"].append(timed(["git", "clone", "--bare", "--quiet", url + "bench.git", f"r{i}.git"], env, out, daemon.pid))
+            clone_git = lambda: results["clone_git"].append(timed(
+                ["git", "clone", "--bare", "--no-local", "--quiet", src, f"g{i}.git"], env, out))
+            clone_rgitaly = lambda: results["clone_rgitaly"].append(timed(
+                ["git", "clone", "--bare", "--quiet", url + "bench.git", f"r{i}.git"], env, out, daemon.pid))
+            for run in ((clone_git, clone_rgitaly) if i % 2 == 0 else (clone_rgitaly, clone_git)):
+                os.sync()
+                run()
             # Push the clone into fresh empty repositories (in the storage, so the same disk).
             sh("git", "init", "--quiet", "--bare", os.path.join(storage, f"pg{i}.git"), env=env)
             sh("git", "init", "--quiet", "--bare", os.path.join(storage, f"pr{i}.git"), env=env)
             # The local receive-pack gets the checks rgitaly's receive-pack runs with (upstream's
             # receive.fsckObjects), via GIT_CONFIG_PARAMETERS, so both sides do the same server work.
-            results["push_git"].append(timed(["git", "-c", "receive.fsckObjects=true", "-c", "receive.fsck.badTimezone=ignore",
-                                              "push", "--quiet", "--mirror", os.path.join(storage, f"pg{i}.git")], env, os.path.join(out, f"g{i}.git")))
-            results["push_rgitaly"].append(timed(["git", "push", "--quiet", "--mirror", url + f"pr{i}.git"], env, os.path.join(out, f"g{i}.git"), daemon.pid))
+            push_git = lambda: results["push_git"].append(timed(
+                ["git", "-c", "receive.fsckObjects=true", "-c", "receive.fsck.badTimezone=ignore",
+                 "push", "--quiet", "--mirror", os.path.join(storage, f"pg{i}.git")], env, os.path.join(out, f"g{i}.git")))
+            push_rgitaly = lambda: results["push_rgitaly"].append(timed(
+                ["git", "push", "--quiet", "--mirror", url + f"pr{i}.git"], env, os.path.join(out, f"g{i}.git"), daemon.pid))
+            # Each run starts with no dirty pages of the one before (a push writes the whole pack, and its
+            # writeback would land in whichever run comes next), and the order alternates.
+            for run in ((push_git, push_rgitaly) if i % 2 == 0 else (push_rgitaly, push_git)):
+                os.sync()
+                run()
             for p in (os.path.join(out, f"g{i}.git"), os.path.join(out, f"r{i}.git"),
                       os.path.join(storage, f"pg{i}.git"), os.path.join(storage, f"pr{i}.git")):
                 shutil.rmtree(p)
@@ -181,6 +195,8 @@ def main():
             gw, rw = med(op + "_git", 0), med(op + "_rgitaly", 0)
             gc, rc = med(op + "_git", 1), med(op + "_rgitaly", 1)
             print(f"{op:8} {gw:8.2f}s {rw:12.2f}s {rw / gw:6.3f} {gc:7.2f}s {rc:11.2f}s {rc / gc:6.3f}")
+        for k, runs in results.items():
+            print(f"  {k:14} wall " + " ".join(f"{w:.2f}" for w, _ in runs) + "  cpu " + " ".join(f"{c:.2f}" for _, c in runs))
         print(f"daemon peak RSS: {peak / 2**20:.1f} MiB (idle after start: {rss_idle / 2**20:.1f} MiB); "
               f"pack {pack / 2**20:.0f} MiB; median of {a.repeat}")
     finally:

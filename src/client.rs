@@ -72,7 +72,11 @@ async fn channel(address: &str) -> Result<Channel, ClientError> {
         return tuned(Endpoint::from_static("http://localhost"))
             .connect_with_connector(tower::service_fn(move |_| {
                 let path = path.clone();
-                async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    crate::transport::grow_socket_buffers(&s);
+                    Ok::<_, std::io::Error>(TokioIo::new(s))
+                }
             }))
             .await
             .map_err(connect_err);

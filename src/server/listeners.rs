@@ -180,6 +180,17 @@ where
     })
 }
 
+/// Accepted Unix-socket connections, with the larger buffers bulk transfer wants (a cap, not memory an idle
+/// connection holds).
+pub(super) fn unix_incoming(l: UnixListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::UnixListenerStream::new(l).map(|s| {
+        let s = s?;
+        crate::transport::grow_socket_buffers(&s);
+        Ok(s)
+    })
+}
+
 pub(super) fn nodelay(l: TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use futures::StreamExt;
     TcpListenerStream::new(l).map(|s| {

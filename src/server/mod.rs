@@ -15,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::config::Config;
@@ -30,7 +29,7 @@ use crate::pool::{Pool, PoolConfig};
 use crate::service::{Context, Ctx};
 use crate::storage_metadata;
 use crate::upgrade::{Inherited, Upgrade};
-use listeners::{bind_all, counted, dup_cloexec, nodelay, tcp_listener, tuned, until, Listener};
+use listeners::{bind_all, counted, dup_cloexec, nodelay, tcp_listener, tuned, unix_incoming, until, Listener};
 use shutdown::{cleanup, Stop, GOAWAY_DELAY};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,10 +161,8 @@ async fn serve_with_pool(
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
                 sockets.push(path);
-                let incoming = until(
-                    conn::limited(counted(UnixListenerStream::new(l), "unix"), limits, "unix"),
-                    accept_rx.clone(),
-                );
+                let incoming =
+                    until(conn::limited(counted(unix_incoming(l), "unix"), limits, "unix"), accept_rx.clone());
                 tasks.spawn(
                     async move { builder.add_routes(routes).serve_with_incoming_shutdown(incoming, stop).await },
                 );
