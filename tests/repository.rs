@@ -481,3 +481,54 @@ async fn bundle_headers_read_as_git_reads_them() {
     }
     d.assert_outside_untouched();
 }
+
+/// What `git format-patch` writes reads as a series with the paths git applies it to: a hunk whose
+/// content lines look like headers, a rename with spaces, a quoted non-ASCII name, a mode change and a
+/// binary file. The same bytes with one path turned hostile are refused.
+#[test]
+fn patch_series_read_as_format_patch_writes_them() {
+    use rgitaly::git::patch;
+    let dir = tempfile::tempdir().unwrap();
+    let wt = dir.path().join("wt");
+    run(git(dir.path()).args(["init", "--quiet", "-b", "main"]).arg(&wt));
+    let commit = |msg: &str| {
+        run(git(&wt).args(["add", "-A"]));
+        run(git(&wt).args(["commit", "-qm", msg]))
+    };
+    std::fs::create_dir(wt.join("dir with space")).unwrap();
+    std::fs::write(wt.join("dir with space/a b.txt"), "one\ntwo\nthree\nfour\nfive\nsix\n").unwrap();
+    std::fs::write(wt.join("lines"), "-- old signature\nkept\n").unwrap();
+    commit("base");
+    std::fs::write(wt.join("lines"), "++ new\nkept\n").unwrap();
+    commit("header-like content");
+    run(git(&wt).args(["mv", "dir with space/a b.txt", "dir with space/c d.txt"]));
+    std::fs::write(wt.join("café.txt"), "é\n").unwrap();
+    commit("rename and a quoted name");
+    std::fs::write(wt.join("blob.bin"), (0..=255u8).cycle().take(3000).collect::<Vec<u8>>()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(wt.join("lines"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    commit("binary and mode");
+    let series = run(git(&wt).args(["format-patch", "--stdout", "--binary", "-M", "main~3..main"])).stdout;
+
+    let patches = patch::parse(&series).unwrap();
+    assert_eq!(patches.len(), 3);
+    assert_eq!(patches[0].subject, b"[PATCH 1/3] header-like content");
+    assert_eq!(patches[0].paths, vec![b"lines".to_vec(); 4]);
+    let renamed: Vec<&[u8]> = patches[1].paths.iter().map(Vec::as_slice).collect();
+    for p in [&b"dir with space/a b.txt"[..], b"dir with space/c d.txt", "café.txt".as_bytes()] {
+        assert!(renamed.contains(&p), "{:?} not in {renamed:?}", String::from_utf8_lossy(p));
+    }
+    assert!(patches[2].paths.contains(&b"blob.bin".to_vec()), "{:?}", patches[2]);
+    assert!(patches[2].paths.contains(&b"lines".to_vec()), "{:?}", patches[2]);
+    assert!(patches.iter().all(|p| p.author == b"Test <test@example.com>"));
+
+    let text = String::from_utf8(series).unwrap();
+    for hostile in [
+        text.replace("b/lines", "b/../lines"),
+        text.replace("rename to dir with space/c d.txt", "rename to .git/hooks/post-checkout"),
+        text.replace("\"b/caf\\303\\251.txt\"", "\"b/caf\\n.txt\""),
+    ] {
+        assert_ne!(hostile, text);
+        assert!(patch::parse(hostile.as_bytes()).is_err());
+    }
+}

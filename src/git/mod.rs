@@ -8,6 +8,7 @@
 
 pub mod bundle;
 mod config_options;
+pub mod patch;
 mod process;
 pub mod repo;
 mod revision;
