@@ -186,6 +186,11 @@ fn read_body(lines: &mut Lines<'_>, patch: &mut Patch) -> Result<(), String> {
             continue;
         }
         if let Some(name) = text.strip_prefix(b"--- ").or_else(|| text.strip_prefix(b"+++ ")) {
+            // git reads an unquoted name here up to a tab (a timestamp may follow); so do we.
+            let name = match name.iter().position(|b| *b == b'\t') {
+                Some(tab) if name.first() != Some(&b'"') => &name[..tab],
+                _ => name,
+            };
             if name != b"/dev/null" {
                 let name = unquote_if_quoted(name)?;
                 let stripped = name.strip_prefix(b"a/").or_else(|| name.strip_prefix(b"b/"));
@@ -422,6 +427,7 @@ mod tests {
             "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n",
             "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n+c\n--- a/x\n+++ b/../y\n",
             "diff --git a/x b/x\n--- a/x\0\n",
+            "diff --git a/x b/x\n--- a/x\n+++ b/x/..\tanything\n",
         ] {
             assert!(matches!(refused(diff), PatchError::Malformed { index: 1, .. }), "{diff:?}");
         }
