@@ -12,12 +12,15 @@
 //!
 //! Loopback only; every phase is bounded by a call count.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+use common::*;
 use rgitaly::client::AuthChannel;
 use rgitaly::proto::gitaly::blob_service_client::BlobServiceClient;
 use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
@@ -25,113 +28,6 @@ use rgitaly::proto::gitaly::commit_service_server::{CommitService, CommitService
 use rgitaly::proto::gitaly::ref_service_client::RefServiceClient;
 use rgitaly::proto::gitaly::*;
 use tonic::{Request, Response, Status};
-
-const COMMITS: usize = 50_000;
-const BRANCHES: usize = 10_000;
-/// Bump when the generated repository changes shape.
-const REPO_VERSION: u32 = 1;
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.current_dir(dir).env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
-    c
-}
-
-fn out(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-/// The benchmark repository: linear history of `COMMITS` commits touching 100 files in 50 directories,
-/// `BRANCHES` branches spread over it, written with fast-import.
-fn repository(cache: &Path) -> PathBuf {
-    let repo = cache.join(format!("repo-v{REPO_VERSION}.git"));
-    if repo.join("done").exists() {
-        return repo;
-    }
-    let _ = std::fs::remove_dir_all(&repo);
-    std::fs::create_dir_all(cache).unwrap();
-    out(git(cache).args(["init", "--quiet", "--bare", "-b", "main"]).arg(&repo));
-    let started = Instant::now();
-    let mut fi = git(&repo).args(["fast-import", "--quiet"]).stdin(Stdio::piped()).spawn().unwrap();
-    {
-        let mut w = std::io::BufWriter::new(fi.stdin.take().unwrap());
-        for i in 1..=COMMITS {
-            let content = format!("file {} revision {i}\n{}\n", i % 100, "lorem ipsum dolor sit amet ".repeat(20));
-            write!(w, "blob\nmark :{}\ndata {}\n{content}\n", 2 * i, content.len()).unwrap();
-            let msg = format!("commit {i}\n\nBody of commit {i}, touching dir{}/file{}.txt.\n", i % 50, i % 100);
-            write!(
-                w,
-                "commit refs/heads/main\nmark :{}\nauthor A U Thor <author@example.com> {} +0100\ncommitter C O Mitter <committer@example.com> {} +0100\ndata {}\n{msg}",
-                2 * i + 1,
-                1_500_000_000 + i,
-                1_500_000_000 + i,
-                msg.len()
-            )
-            .unwrap();
-            if i > 1 {
-                writeln!(w, "from :{}", 2 * i - 1).unwrap();
-            }
-            write!(w, "M 100644 :{} dir{}/file{}.txt\n\n", 2 * i, i % 50, i % 100).unwrap();
-        }
-        for b in 0..BRANCHES {
-            write!(w, "reset refs/heads/branch-{b:05}\nfrom :{}\n\n", 2 * (1 + b * (COMMITS / BRANCHES)) + 1).unwrap();
-        }
-    }
-    assert!(fi.wait().unwrap().success(), "fast-import failed");
-    out(git(&repo).args(["pack-refs", "--all"]));
-    std::fs::write(repo.join("done"), "").unwrap();
-    eprintln!("generated {} in {:.1}s", repo.display(), started.elapsed().as_secs_f64());
-    repo
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-struct Stats {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-/// Runs `calls` calls of `f` spread over `concurrency` tasks (each with its own connection).
-async fn measure<F, Fut>(address: &str, concurrency: usize, calls: usize, f: F) -> Stats
-where
-    F: Fn(AuthChannel, usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    // Warm-up over a quarter of the same inputs: connections, first opens, and the pages of the pack the
-    // calls will touch, so the figures are the steady state, not the cold start (both servers get the same).
-    let ch = rgitaly::client::connect(address, None).await.unwrap();
-    for i in (0..calls).step_by(4) {
-        f(ch.clone(), i).await;
-    }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for t in 0..concurrency {
-        let f = f.clone();
-        let ch = rgitaly::client::connect(address, None).await.unwrap();
-        let n = calls / concurrency;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(n);
-            for i in 0..n {
-                let s = Instant::now();
-                f(ch.clone(), t * n + i).await;
-                lat.push(s.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    lat.sort();
-    Stats { rps: lat.len() as f64 / elapsed.as_secs_f64(), p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) }
-}
 
 fn row(name: &str, c: usize, s: &Stats, forks: Option<u64>) {
     println!(
@@ -141,17 +37,6 @@ fn row(name: &str, c: usize, s: &Stats, forks: Option<u64>) {
         s.p99.as_secs_f64() * 1e3,
         forks.map(|f| f.to_string()).unwrap_or_else(|| "—".into())
     );
-}
-
-fn spawned(metrics_port: u16) -> u64 {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("rgitaly_git_processes_spawned_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("spawn counter")
 }
 
 /// One persistent `git cat-file --batch`.
@@ -234,60 +119,12 @@ async fn serve_baseline(socket: PathBuf, b: Baseline) {
     );
 }
 
-fn r() -> Option<Repository> {
-    Some(Repository { storage_name: "default".into(), relative_path: "bench.git".into(), ..Default::default() })
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
 // The load generator is one thread: on a 2-core machine a multi-threaded client takes CPU time slices from
 // the daemon it measures, and the p99 then shows the scheduler rather than the server.
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_rgitaly")).parent().unwrap().to_path_buf();
-    if !bin_dir.join("rgitaly-worker").exists() {
-        eprintln!("build the worker first: cargo build --release --workspace");
-        std::process::exit(2);
-    }
-    let cache = bin_dir.parent().unwrap().join("bench-read");
-    let source = repository(&cache);
     let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("storage");
-    std::fs::create_dir_all(&storage).unwrap();
-    let repo = storage.join("bench.git");
-    out(git(dir.path()).args(["clone", "--quiet", "--bare", "--mirror", "--no-local"]).arg(&source).arg(&repo));
-    let socket = dir.path().join("rgitaly.socket");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket_path = {socket:?}\ninternal_socket_dir = {:?}\nprometheus_listen_addr = \"127.0.0.1:{metrics_port}\"\n[[storage]]\nname = \"default\"\npath = {storage:?}\n[logging]\nlevel = \"error\"\n",
-            dir.path().join("internal")
-        ),
-    )
-    .unwrap();
-    let _daemon = Daemon(
-        Command::new(bin_dir.join("rgitaly"))
-            .arg("serve")
-            .arg(&config)
-            .env("RGITALY_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let address = format!("unix:{}", socket.display());
+    let (_daemon, address, metrics_port, repo) = start(dir.path(), "").await;
     let spawn_socket = dir.path().join("spawn.socket");
     let batch_socket = dir.path().join("batch.socket");
     serve_baseline(spawn_socket.clone(), Baseline::Spawn(repo.clone())).await;

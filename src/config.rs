@@ -49,6 +49,39 @@ pub struct Config {
     pub cgroups: toml::Table,
     pub workers: GitalyRuby,
     pub connections: Connections,
+    pub read_cache: ReadCache,
+}
+
+/// rgitaly's own: the budget for in-process object reads (upstream runs `git cat-file` processes, bounded
+/// by `[git] catfile_cache_size`, whose count is also the bound on idle repository handles here).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReadCache {
+    /// Threads that run object reads. Default: one per core, at least 2.
+    pub threads: Option<usize>,
+    /// Bytes the object and delta-base caches of all open repository handles may hold together.
+    /// Default 64 MiB.
+    pub max_bytes: Option<u64>,
+    /// Caches of one handle, taken from `max_bytes` while it is open. Default 8 MiB.
+    pub handle_bytes: Option<u64>,
+    /// An unused handle, and a repository with none, is closed after this long (its caches freed, its
+    /// packs unmapped). Default "10s", the time upstream keeps an unused `git cat-file` process.
+    pub idle_timeout: Option<GoDuration>,
+}
+
+impl ReadCache {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or(0)
+    }
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes.unwrap_or(64 << 20) as usize
+    }
+    pub fn handle_bytes(&self) -> usize {
+        (self.handle_bytes.unwrap_or(8 << 20) as usize).min(self.max_bytes())
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(10))
+    }
 }
 
 /// rgitaly's own: what a client connection may hold (not in upstream, whose grpc-go has no such caps).
@@ -266,6 +299,10 @@ const KNOWN_KEYS: &[&str] = &[
     "connections.first_request_timeout",
     "connections.keepalive_interval",
     "connections.keepalive_timeout",
+    "read_cache.threads",
+    "read_cache.max_bytes",
+    "read_cache.handle_bytes",
+    "read_cache.idle_timeout",
     "gitlab-shell.dir",
     "gitlab.url",
     "gitlab.relative_url_root",

@@ -11,6 +11,7 @@ pub mod git;
 pub mod layers;
 pub mod locator;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod odb;
 pub mod pktline;

@@ -112,6 +112,50 @@ pub static GIT_SPAWNED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     c
 });
 
+/// Ours: the read pool's size, its busy threads and its queue (`src/odb/pool.rs`).
+pub static READ_THREADS: LazyLock<IntGauge> =
+    LazyLock::new(|| int_gauge("rgitaly_read_threads", "Threads that run object reads."));
+pub static READ_THREADS_BUSY: LazyLock<IntGauge> =
+    LazyLock::new(|| int_gauge("rgitaly_read_threads_busy", "Read threads running a read."));
+pub static READ_QUEUE: LazyLock<IntGauge> =
+    LazyLock::new(|| int_gauge("rgitaly_read_queue", "Reads waiting for a read thread."));
+
+/// Ours: the object-read budget (`[read_cache]`, `src/odb/mod.rs`). `cache` is `object` or `delta`; the
+/// bytes are what the handles' caches may grow to, the budget's unit.
+pub static READ_CACHE_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge("rgitaly_read_cache_bytes", "Bytes reserved by the caches of open repository handles.", &["cache"])
+});
+pub static READ_CACHE_BUDGET: LazyLock<IntGauge> = LazyLock::new(|| {
+    int_gauge("rgitaly_read_cache_budget_bytes", "Bytes the caches of all repository handles may hold together.")
+});
+/// `state` is `in_use` or `idle`.
+pub static READ_HANDLES: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge("rgitaly_read_handles", "Open repository handles for in-process reads.", &["state"]));
+pub static READ_REPOSITORIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    int_gauge("rgitaly_read_repositories_open", "Repositories open for in-process reads (their packs mapped).")
+});
+/// `reason`: `idle` (unused past `idle_timeout`), `budget` (its cache was needed elsewhere), `count` (more
+/// idle handles than `[git] catfile_cache_size`), `changed` (packs or refs changed on disk), `capacity`.
+pub static READ_EVICTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter("rgitaly_read_cache_evictions_total", "Repository handles and repositories closed, by reason.", &["reason"])
+});
+/// Handles opened without caches because the budget was held by handles in use.
+pub static READ_UNCACHED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    let c = prometheus::IntCounter::new(
+        "rgitaly_read_handles_uncached_total",
+        "Repository handles opened without caches because the read cache budget was in use.",
+    )
+    .expect("valid metric");
+    REGISTRY.register(Box::new(c.clone())).expect("metric registered once");
+    c
+});
+
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    REGISTRY.register(Box::new(g.clone())).expect("metric registered once");
+    g
+}
+
 pub static BUILD_INFO: LazyLock<IntGaugeVec> =
     LazyLock::new(|| gauge("gitaly_build_info", "Current build information.", &["version", "git_version"]));
 
@@ -211,6 +255,19 @@ pub fn register_all() {
     LazyLock::force(&GIT_PROTOCOL_REQUESTS);
     LazyLock::force(&GRPC_SERVER_MSG_RECEIVED);
     LazyLock::force(&GRPC_SERVER_MSG_SENT);
+    LazyLock::force(&READ_THREADS);
+    LazyLock::force(&READ_THREADS_BUSY);
+    LazyLock::force(&READ_QUEUE);
+    LazyLock::force(&READ_CACHE_BUDGET);
+    LazyLock::force(&READ_REPOSITORIES);
+    LazyLock::force(&READ_EVICTIONS);
+    LazyLock::force(&READ_UNCACHED);
+    for cache in ["object", "delta"] {
+        READ_CACHE_BYTES.with_label_values(&[cache]).add(0);
+    }
+    for state in ["in_use", "idle"] {
+        READ_HANDLES.with_label_values(&[state]).add(0);
+    }
     // process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, … as Go's client exports.
     static PROCESS: OnceLock<()> = OnceLock::new();
     PROCESS.get_or_init(|| {

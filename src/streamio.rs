@@ -18,55 +18,144 @@ use tonic::Status;
 use crate::git::{ExitInfo, Running};
 use crate::pktline::{Scanner, Seen};
 
-/// Size of the reads from git's pipes, and so the largest message we send.
+/// Size of rgitaly-ssh's reads from its stdin (a push's pack), and so the largest message it sends.
 pub const CHUNK: usize = 256 * 1024;
 
-/// How many response messages may wait for the client before git is paused by back-pressure.
+/// How many of rgitaly-ssh's messages may wait for the connection.
 pub const CHANNEL_DEPTH: usize = 4;
+
+/// Size of the reads from git's stdout, and so of the daemon's output messages (a clone's pack), and how
+/// many may wait for the client before git is paused by back-pressure. What a client that reads slowly
+/// costs is about `(OUT_DEPTH + 2) * OUT_CHUNK` here and one or two chunks in the HTTP/2 stream: 50 slow
+/// clones took 75 MiB more at 256 KiB × 4 than at this size, which keeps the pipe to a fast client full.
+pub const OUT_CHUNK: usize = 128 * 1024;
+pub const OUT_DEPTH: usize = 2;
 
 /// Most stderr kept for error messages when stderr is not forwarded.
 const STDERR_KEEP: usize = 64 * 1024;
 
-/// Reads a pipe in chunks of up to [`CHUNK`], each a slice of one of a few buffers that are used again
-/// once the chunk cut from them has been sent and dropped. A fresh allocation per chunk costs, at this size,
+/// Reads a pipe in chunks, each a slice of one of a few buffers that are used again once the chunk cut
+/// from them has been sent and dropped. A fresh allocation per chunk costs, at this size,
 /// an `mmap` and a page fault per page every time (measured: about a tenth of rgitaly-ssh's CPU in a push).
 /// Memory stays what is in flight: a buffer is kept only while its chunk is, plus one spare.
-#[derive(Default)]
 pub struct ReadBuffer {
     slots: Vec<BytesMut>,
+    chunk: usize,
+    most: usize,
 }
 
-/// Buffers kept per reader: the chunks a response channel and the encoder can hold, and one being read.
-const READ_SLOTS: usize = CHANNEL_DEPTH + 2;
+/// rgitaly-ssh's reader: [`CHUNK`]s, as many buffers as its channel and the encoder hold and one being read.
+impl Default for ReadBuffer {
+    fn default() -> ReadBuffer {
+        ReadBuffer::new(CHUNK, CHANNEL_DEPTH + 2)
+    }
+}
 
 impl ReadBuffer {
+    /// Chunks of up to `chunk` bytes from at most `most` buffers.
+    pub fn new(chunk: usize, most: usize) -> ReadBuffer {
+        ReadBuffer { slots: Vec::new(), chunk, most }
+    }
+
     /// The next chunk; `None` at the end of the input.
     pub async fn read<R: tokio::io::AsyncRead + Unpin>(&mut self, from: &mut R) -> std::io::Result<Option<Bytes>> {
         // A buffer whose last chunk is gone (or that has room left) is used again; of those, one more is
         // kept as a spare and the others freed, so a burst's buffers do not outlive it.
-        let mut free = 0;
+        let (chunk, mut free) = (self.chunk, 0);
         self.slots.retain_mut(|b| {
-            if !b.try_reclaim(CHUNK) {
+            if !b.try_reclaim(chunk) {
                 return true;
             }
             free += 1;
             free <= 2
         });
-        let idx = match self.slots.iter().position(|b| b.capacity() - b.len() >= CHUNK) {
+        let idx = match self.slots.iter().position(|b| b.capacity() - b.len() >= chunk) {
             Some(i) => i,
             None => {
-                if self.slots.len() >= READ_SLOTS {
+                if self.slots.len() >= self.most {
                     // All in flight: this one's memory goes when its chunk does.
                     self.slots.remove(0);
                 }
-                self.slots.push(BytesMut::with_capacity(CHUNK));
+                self.slots.push(BytesMut::with_capacity(chunk));
                 self.slots.len() - 1
             }
         };
         let buf = &mut self.slots[idx];
-        let n = from.read_buf(&mut buf.limit(CHUNK)).await?;
+        let n = from.read_buf(&mut buf.limit(chunk)).await?;
         Ok((n > 0).then(|| buf.split().freeze()))
     }
+}
+
+/// Most writer threads for git's stdin at once (see [`StdinWriter`]).
+pub const STDIN_THREADS: usize = 16;
+
+static STDIN_THREADS_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Writes a call's input to git's stdin.
+///
+/// A push's pack goes to `receive-pack`, which reads its input in small pieces: written from the runtime,
+/// the writer would be woken (through epoll and the scheduler) for every piece git frees, so bulk input is
+/// written from a thread of its own, blocking. Threads are bounded ([`STDIN_THREADS`]): calls past that,
+/// and calls whose input is only a negotiation (upload-pack, upload-archive: a few packets), write from
+/// the runtime and hold no thread.
+enum StdinWriter {
+    Thread(mpsc::Sender<Bytes>),
+    Async(tokio::net::unix::pipe::Sender),
+}
+
+/// A writer thread's place among [`STDIN_THREADS`]; given back when the thread ends.
+struct ThreadPlace;
+
+impl ThreadPlace {
+    fn take() -> Option<ThreadPlace> {
+        use std::sync::atomic::Ordering::SeqCst;
+        STDIN_THREADS_USED
+            .fetch_update(SeqCst, SeqCst, |n| (n < STDIN_THREADS).then_some(n + 1))
+            .ok()
+            .map(|_| ThreadPlace)
+    }
+}
+
+impl Drop for ThreadPlace {
+    fn drop(&mut self) {
+        STDIN_THREADS_USED.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl StdinWriter {
+    fn start(pipe: tokio::net::unix::pipe::Sender, bulk: bool) -> Result<StdinWriter, Status> {
+        let Some(place) = bulk.then(ThreadPlace::take).flatten() else { return Ok(StdinWriter::Async(pipe)) };
+        let fd = pipe.into_blocking_fd().map_err(|e| Status::internal(format!("stdin: {e}")))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(2);
+        std::thread::Builder::new()
+            .name("git-stdin".into())
+            .spawn(move || {
+                let _place = place;
+                let mut f = std::fs::File::from(fd);
+                while let Some(buf) = rx.blocking_recv() {
+                    if f.write_all(&buf).is_err() {
+                        // The child stopped reading (EPIPE): its exit status will tell why.
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Status::resource_exhausted(format!("start stdin writer: {e}")))?;
+        Ok(StdinWriter::Thread(tx))
+    }
+
+    /// Fails once the child stopped reading.
+    async fn write(&mut self, data: Bytes) -> Result<(), ()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            StdinWriter::Thread(tx) => tx.send(data).await.map_err(|_| ()),
+            StdinWriter::Async(pipe) => pipe.write_all(&data).await.map_err(|_| ()),
+        }
+    }
+}
+
+/// How many writer threads are running (for tests and the memory bench).
+pub fn stdin_threads() -> usize {
+    STDIN_THREADS_USED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A chunk of output from the child.
@@ -125,7 +214,7 @@ impl Finished {
 
 /// Returns the sender half for responses and the stream to hand to tonic.
 pub fn response_channel<R: Send + 'static>() -> (mpsc::Sender<Result<R, Status>>, tonic::codegen::BoxStream<R>) {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel(OUT_DEPTH);
     (tx, Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
@@ -149,28 +238,9 @@ where
     // Shared with the stdin pump, which may still be running when the child is done.
     let seen_so_far = std::sync::Mutex::new(Seen::default());
 
-    // Writes to git's stdin happen on a blocking thread: git reads its input in small pieces, and a
-    // non-blocking writer would be woken (through epoll and the scheduler) for every piece it frees.
-    let mut writer_tx = match stdin.map(|s| s.into_blocking_fd()).transpose() {
-        Ok(Some(fd)) => {
-            let (tx, mut rx) = mpsc::channel::<Bytes>(2);
-            // A thread of its own (not tokio's bounded blocking pool): a call may hold it for its whole life.
-            let spawned = std::thread::Builder::new().name("git-stdin".into()).spawn(move || {
-                let mut f = std::fs::File::from(fd);
-                while let Some(buf) = rx.blocking_recv() {
-                    if f.write_all(&buf).is_err() {
-                        // The child stopped reading (EPIPE): its exit status will tell why.
-                        break;
-                    }
-                }
-            });
-            if let Err(e) = spawned {
-                return Err(Status::resource_exhausted(format!("start stdin writer: {e}")));
-            }
-            Some(tx)
-        }
-        Ok(None) => None,
-        Err(e) => return Err(Status::internal(format!("stdin: {e}"))),
+    let mut writer = match stdin {
+        Some(pipe) => Some(StdinWriter::start(pipe, opts.negotiation.is_none())?),
+        None => None,
     };
 
     let timed_out = std::sync::atomic::AtomicBool::new(false);
@@ -201,22 +271,22 @@ where
                 Ok(data) => {
                     scanner.feed(&data);
                     *seen_so_far.lock().unwrap_or_else(|e| e.into_inner()) = scanner.seen.clone();
-                    if let Some(w) = writer_tx.as_ref() {
-                        if w.send(data).await.is_err() {
-                            // The writer gave up (EPIPE); keep draining the client's input.
-                            writer_tx = None;
+                    if let Some(w) = writer.as_mut() {
+                        if w.write(data).await.is_err() {
+                            // The child stopped reading (EPIPE); keep draining the client's input.
+                            writer = None;
                         }
                     }
                 }
             }
         }
-        // Dropping the sender closes git's stdin once everything queued is written.
-        drop(writer_tx);
+        // Dropping the writer closes git's stdin once everything queued is written.
+        drop(writer);
         client_error
     };
 
     let stdout_fut = async {
-        let mut buf = ReadBuffer::default();
+        let mut buf = ReadBuffer::new(OUT_CHUNK, OUT_DEPTH + 2);
         loop {
             let Some(chunk) = buf.read(&mut stdout).await.map_err(|e| Status::internal(format!("read stdout: {e}")))?
             else {
@@ -312,7 +382,7 @@ mod tests {
                 held.push(chunk);
             }
         }
-        assert!(buf.slots.len() <= READ_SLOTS);
+        assert!(buf.slots.len() <= CHANNEL_DEPTH + 2);
         for (i, h) in held.iter().enumerate() {
             assert_eq!(h[..], data[(i + 10) * CHUNK..(i + 11) * CHUNK]);
         }

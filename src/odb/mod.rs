@@ -1,23 +1,32 @@
 //! In-process reads of objects, refs and history with gitoxide (`gix`), so the hot read RPCs fork nothing.
 //!
-//! Opening a repository costs far more than a lookup in it (config, the pack index list), so open handles
-//! are kept in a bounded cache keyed by the locator's absolute path. A handle is reopened when the
-//! repository's packs or packed refs change on disk (a repack, `git gc`, `pack-refs`), which a long-lived
-//! handle might otherwise not see; loose refs and loose objects are read fresh by gix on every lookup.
+//! Opening a repository costs far more than a lookup in it (config, the pack index list), so open
+//! repositories are kept, keyed by the locator's absolute path. A repository is reopened when its packs or
+//! packed refs change on disk (a repack, `git gc`, `pack-refs`), which a long-lived handle might otherwise
+//! not see; loose refs and loose objects are read fresh by gix on every lookup.
+//!
+//! Reads go through handles (a `gix::Repository` each), whose object and delta-base caches keep repeated
+//! reads fast. Those caches are the daemon's memory under read load, so they come out of one budget
+//! (`[read_cache] max_bytes`): a handle is given caches of `handle_bytes` only while the budget has room,
+//! idle handles are shared by every thread and reused warm, the oldest idle ones give their caches up
+//! when a new handle needs the room, and handles and repositories unused for `idle_timeout` are closed,
+//! freeing their caches and unmapping their packs. Memory is then a budget the operator sets, not a
+//! function of how many threads or callers there are (each thread once kept its own handles: 16 GetBlob
+//! callers left 488 MB behind).
 //!
 //! Paths come only from the [`crate::locator::Locator`]; nothing here joins client input onto a path.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Status;
 
-/// How many repositories stay open. Each handle holds its pack index maps (mmaps), not the packs' data.
+use crate::metrics;
+
+/// How many repositories stay open. Each holds its pack index maps (mmaps), not the packs' data.
 const CAPACITY: usize = 256;
-/// Object cache per thread-local handle, for trees and commits read repeatedly within one call.
-const OBJECT_CACHE: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OdbError {
@@ -31,7 +40,7 @@ impl From<OdbError> for Status {
     }
 }
 
-/// What the packs and packed refs looked like when a handle was opened.
+/// What the packs and packed refs looked like when a repository was opened.
 type Stamp = [Option<(SystemTime, u64)>; 2];
 
 fn stamp(git_dir: &Path) -> Stamp {
@@ -39,18 +48,63 @@ fn stamp(git_dir: &Path) -> Stamp {
     [s(git_dir.join("objects/pack")), s(git_dir.join("packed-refs"))]
 }
 
+/// The read budget (`[read_cache]`, and `[git] catfile_cache_size` for the idle handles).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes all handles' caches may hold together.
+    pub max_bytes: usize,
+    /// One handle's caches.
+    pub handle_bytes: usize,
+    /// Idle handles and unused repositories are closed after this long.
+    pub idle_timeout: Duration,
+    /// Most idle handles kept.
+    pub max_idle: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_bytes: 64 << 20, handle_bytes: 8 << 20, idle_timeout: Duration::from_secs(10), max_idle: 100 }
+    }
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        let r = &config.read_cache;
+        Limits {
+            max_bytes: r.max_bytes(),
+            handle_bytes: r.handle_bytes(),
+            idle_timeout: r.idle_timeout(),
+            max_idle: config.git.catfile_cache_size.unwrap_or(100) as usize,
+        }
+    }
+}
+
+/// A handle not in use, with the part of the budget its caches hold.
+struct Idle {
+    repo: gix::Repository,
+    reserved: usize,
+    since: Instant,
+}
+
 struct Entry {
     repo: gix::ThreadSafeRepository,
     stamp: Stamp,
-    /// Changes when the handle is reopened, so threads drop their copies of the old one.
+    /// Changes when the repository is reopened, so handles of the old one are not kept.
     generation: u64,
     used: u64,
+    last_used: Instant,
+    idle: Vec<Idle>,
+    in_use: usize,
 }
 
-/// Open repositories by absolute path, least recently used dropped first.
-#[derive(Default)]
+/// Open repositories and their handles, least recently used closed first.
 pub struct RepoCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     inner: Mutex<Cache>,
+    limits: Limits,
 }
 
 #[derive(Default)]
@@ -58,32 +112,31 @@ struct Cache {
     entries: HashMap<PathBuf, Entry>,
     clock: u64,
     generations: u64,
+    /// Budget bytes held by handles' caches, in use and idle.
+    reserved: usize,
+    idle: usize,
+    in_use: usize,
+}
+
+impl Default for RepoCache {
+    fn default() -> RepoCache {
+        RepoCache::new(Limits::default())
+    }
 }
 
 impl std::fmt::Debug for RepoCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepoCache").finish_non_exhaustive()
+        f.debug_struct("RepoCache").field("limits", &self.shared.limits).finish_non_exhaustive()
     }
 }
 
-/// Thread-local handles kept per thread that used them (runtime and blocking-pool threads are reused),
-/// so a repeated read finds its pack and object caches warm instead of starting cold each call.
-const PER_THREAD: usize = 16;
-
-/// Every this many opens a thread drops its handles to repositories that were reopened or evicted, so a
-/// handle (and the packs it maps, deleted by a repack) does not outlive its use.
-const SWEEP_EVERY: u32 = 64;
-
-thread_local! {
-    static LOCAL: std::cell::RefCell<HashMap<PathBuf, (u64, gix::Repository)>> = Default::default();
-    static OPENS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// A repository handle for this thread; goes back to the thread's cache when dropped.
+/// A repository handle, for one thread at a time; goes back to the cache when dropped.
 pub struct Handle {
     repo: Option<gix::Repository>,
     path: PathBuf,
     generation: u64,
+    reserved: usize,
+    cache: Arc<Shared>,
 }
 
 impl std::ops::Deref for Handle {
@@ -97,96 +150,300 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let Some(repo) = self.repo.take() else { return };
         let path = std::mem::take(&mut self.path);
-        let generation = self.generation;
-        let _ = LOCAL.try_with(|local| {
-            let mut local = local.borrow_mut();
-            if local.len() >= PER_THREAD && !local.contains_key(&path) {
-                if let Some(k) = local.keys().next().cloned() {
-                    local.remove(&k);
+        let closed = self.cache.give_back(path, self.generation, self.reserved, repo);
+        // Caches are freed here, outside the lock.
+        drop(closed);
+    }
+}
+
+impl Cache {
+    /// Closes the entry for `path` and its idle handles; its handles in use are closed when they come back.
+    fn remove(&mut self, path: &Path, reason: &str, closed: &mut Vec<gix::Repository>) {
+        if let Some(e) = self.entries.remove(path) {
+            metrics::READ_EVICTIONS.with_label_values(&[reason]).inc_by(1 + e.idle.len() as u64);
+            for h in e.idle {
+                self.reserved -= h.reserved;
+                self.idle -= 1;
+                closed.push(h.repo);
+            }
+        }
+    }
+
+    /// Takes `want` bytes of the budget, closing the longest-idle handles if that makes room; 0 if it
+    /// does not (the handles in use hold the rest).
+    fn reserve(&mut self, want: usize, max: usize, closed: &mut Vec<gix::Repository>) -> usize {
+        while self.reserved + want > max {
+            let oldest = self
+                .entries
+                .iter()
+                .filter_map(|(p, e)| e.idle.first().map(|h| (h.since, p)))
+                .min()
+                .map(|(_, p)| p.clone());
+            let Some(path) = oldest else { return 0 };
+            let e = self.entries.get_mut(&path).expect("found above");
+            let h = e.idle.remove(0);
+            self.reserved -= h.reserved;
+            self.idle -= 1;
+            closed.push(h.repo);
+            metrics::READ_EVICTIONS.with_label_values(&["budget"]).inc();
+        }
+        self.reserved += want;
+        want
+    }
+
+    fn publish(&self) {
+        // Each handle's budget is split between its object cache (a quarter) and delta-base cache.
+        let object: usize = self.reserved / 4;
+        metrics::READ_CACHE_BYTES.with_label_values(&["object"]).set(object as i64);
+        metrics::READ_CACHE_BYTES.with_label_values(&["delta"]).set((self.reserved - object) as i64);
+        metrics::READ_HANDLES.with_label_values(&["in_use"]).set(self.in_use as i64);
+        metrics::READ_HANDLES.with_label_values(&["idle"]).set(self.idle as i64);
+        metrics::READ_REPOSITORIES.set(self.entries.len() as i64);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a handle coming back from use, warm, unless its repository changed or enough are idle;
+    /// returns it when it is to be closed.
+    fn give_back(
+        &self,
+        path: PathBuf,
+        generation: u64,
+        reserved: usize,
+        repo: gix::Repository,
+    ) -> Option<gix::Repository> {
+        let mut guard = self.lock();
+        let c = &mut *guard;
+        c.in_use -= 1;
+        let mut keep = None;
+        if let Some(e) = c.entries.get_mut(&path) {
+            if e.generation == generation {
+                e.in_use -= 1;
+                e.last_used = Instant::now();
+                if reserved > 0 && c.idle < self.limits.max_idle {
+                    keep = Some(e);
+                } else if reserved > 0 {
+                    metrics::READ_EVICTIONS.with_label_values(&["count"]).inc();
                 }
             }
-            local.insert(path, (generation, repo));
-        });
+        }
+        let closed = match keep {
+            Some(e) => {
+                e.idle.push(Idle { repo, reserved, since: Instant::now() });
+                c.idle += 1;
+                None
+            }
+            None => {
+                c.reserved -= reserved;
+                Some(repo)
+            }
+        };
+        c.publish();
+        closed
     }
 }
 
 impl RepoCache {
-    /// A handle for the repository at `path` (already resolved by the locator), for this thread.
-    pub fn open(&self, path: &Path) -> Result<Handle, OdbError> {
-        let now = stamp(path);
-        let shared = {
-            let mut cache = self.inner.lock().expect("not poisoned");
-            if OPENS.with(|n| {
-                n.set(n.get().wrapping_add(1));
-                n.get() % SWEEP_EVERY == 0
-            }) {
-                LOCAL.with(|l| {
-                    l.borrow_mut().retain(|p, (g, _)| cache.entries.get(p).is_some_and(|e| e.generation == *g))
-                });
-            }
-            cache.clock += 1;
-            let clock = cache.clock;
-            match cache.entries.get_mut(path) {
-                Some(e) if e.stamp == now => {
-                    e.used = clock;
-                    Some((e.generation, e.repo.clone()))
-                }
-                _ => None,
-            }
-        };
-        let (generation, shared) = match shared {
-            Some(s) => s,
-            None => self.reopen(path, now)?,
-        };
-        let local = LOCAL.with(|l| l.borrow_mut().remove(path)).filter(|(g, _)| *g == generation).map(|(_, r)| r);
-        let repo = local.unwrap_or_else(|| thread_local(&shared));
-        Ok(Handle { repo: Some(repo), path: path.to_path_buf(), generation })
+    pub fn new(limits: Limits) -> RepoCache {
+        metrics::READ_CACHE_BUDGET.set(limits.max_bytes as i64);
+        RepoCache { shared: Arc::new(Shared { inner: Mutex::new(Cache::default()), limits }) }
     }
 
-    /// Opens `path` afresh (outside the lock: a slow open does not hold up other repositories) and records it.
+    pub fn limits(&self) -> &Limits {
+        &self.shared.limits
+    }
+
+    /// A handle for the repository at `path` (already resolved by the locator).
+    pub fn open(&self, path: &Path) -> Result<Handle, OdbError> {
+        let now = stamp(path);
+        let mut closed = Vec::new();
+        let found = {
+            let mut guard = self.shared.lock();
+            let c = &mut *guard;
+            c.clock += 1;
+            let clock = c.clock;
+            let fresh = c.entries.get(path).map(|e| e.stamp == now);
+            let found = match fresh {
+                Some(true) => {
+                    let e = c.entries.get_mut(path).expect("found above");
+                    e.used = clock;
+                    e.last_used = Instant::now();
+                    e.in_use += 1;
+                    let idle = e.idle.pop();
+                    let found = (e.generation, e.repo.clone(), idle);
+                    c.in_use += 1;
+                    if found.2.is_some() {
+                        c.idle -= 1;
+                    }
+                    Some(found)
+                }
+                Some(false) => {
+                    c.remove(path, "changed", &mut closed);
+                    None
+                }
+                None => None,
+            };
+            c.publish();
+            found
+        };
+        drop(closed);
+        let (generation, shared) = match found {
+            Some((generation, _, Some(idle))) => {
+                return Ok(self.handle(path, generation, idle.reserved, idle.repo));
+            }
+            Some((generation, shared, None)) => (generation, shared),
+            None => self.reopen(path, now)?,
+        };
+        let mut closed = Vec::new();
+        let reserved = {
+            let mut c = self.shared.lock();
+            let r = c.reserve(self.shared.limits.handle_bytes, self.shared.limits.max_bytes, &mut closed);
+            c.publish();
+            r
+        };
+        drop(closed);
+        Ok(self.handle(path, generation, reserved, new_handle(&shared, reserved)))
+    }
+
+    fn handle(&self, path: &Path, generation: u64, reserved: usize, repo: gix::Repository) -> Handle {
+        Handle { repo: Some(repo), path: path.to_path_buf(), generation, reserved, cache: self.shared.clone() }
+    }
+
+    /// Opens `path` afresh (outside the lock: a slow open does not hold up other repositories), records it
+    /// and counts one handle of it in use.
     fn reopen(&self, path: &Path, now: Stamp) -> Result<(u64, gix::ThreadSafeRepository), OdbError> {
         let repo = gix::open_opts(path, options()).map_err(|e| OdbError::Open(e.to_string()))?.into_sync();
-        let mut cache = self.inner.lock().expect("not poisoned");
-        if cache.entries.len() >= CAPACITY && !cache.entries.contains_key(path) {
-            if let Some(oldest) = cache.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) {
-                cache.entries.remove(&oldest);
+        let mut closed = Vec::new();
+        let mut guard = self.shared.lock();
+        let c = &mut *guard;
+        // Another call may have opened it meanwhile: the newer one wins, the older one's handles are closed
+        // as they come back.
+        c.remove(path, "changed", &mut closed);
+        if c.entries.len() >= CAPACITY {
+            if let Some(oldest) = c.entries.iter().min_by_key(|(_, e)| e.used).map(|(k, _)| k.clone()) {
+                c.remove(&oldest, "capacity", &mut closed);
             }
         }
-        cache.generations += 1;
-        let (generation, used) = (cache.generations, cache.clock);
-        cache.entries.insert(path.to_path_buf(), Entry { repo: repo.clone(), stamp: now, generation, used });
+        c.generations += 1;
+        c.clock += 1;
+        let (generation, used) = (c.generations, c.clock);
+        let entry = Entry {
+            repo: repo.clone(),
+            stamp: now,
+            generation,
+            used,
+            last_used: Instant::now(),
+            idle: Vec::new(),
+            in_use: 1,
+        };
+        c.entries.insert(path.to_path_buf(), entry);
+        c.in_use += 1;
+        c.publish();
+        drop(guard);
+        drop(closed);
         Ok((generation, repo))
     }
 
-    /// Forgets the handle for `path`, after the repository was removed or rewritten under us.
+    /// Forgets the repository at `path`, after it was removed or rewritten under us.
     pub fn forget(&self, path: &Path) {
-        self.inner.lock().expect("not poisoned").entries.remove(path);
+        let mut closed = Vec::new();
+        let mut c = self.shared.lock();
+        c.remove(path, "changed", &mut closed);
+        c.publish();
+        drop(c);
+        drop(closed);
+    }
+
+    /// Closes handles idle for longer than `idle_timeout`, and repositories with no handle left that were
+    /// not used for as long (unmapping their packs).
+    pub fn sweep(&self) {
+        let Some(cutoff) = Instant::now().checked_sub(self.shared.limits.idle_timeout) else { return };
+        let mut closed = Vec::new();
+        let mut guard = self.shared.lock();
+        let c = &mut *guard;
+        let mut unused = Vec::new();
+        for (path, e) in c.entries.iter_mut() {
+            let old = e.idle.iter().take_while(|h| h.since <= cutoff).count();
+            for h in e.idle.drain(..old) {
+                c.reserved -= h.reserved;
+                c.idle -= 1;
+                closed.push(h.repo);
+                metrics::READ_EVICTIONS.with_label_values(&["idle"]).inc();
+            }
+            if e.in_use == 0 && e.idle.is_empty() && e.last_used <= cutoff {
+                unused.push(path.clone());
+            }
+        }
+        for path in unused {
+            c.remove(&path, "idle", &mut closed);
+        }
+        c.publish();
+        drop(guard);
+        drop(closed);
+    }
+
+    /// Runs [`RepoCache::sweep`] a few times per `idle_timeout`, for as long as the task lives, and hands
+    /// freed memory back to the system after reads (see [`crate::memory::release`]).
+    pub async fn sweep_forever(&self) {
+        let every = (self.shared.limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let mut seen = 0;
+        loop {
+            tokio::time::sleep(every).await;
+            self.sweep();
+            // Only after activity: a quiet daemon has nothing new to give back.
+            let clock = self.shared.lock().clock;
+            if clock != seen {
+                seen = clock;
+                crate::memory::release();
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("not poisoned").entries.len()
+        self.shared.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Handles (in use, idle) and the budget bytes they hold.
+    pub fn usage(&self) -> (usize, usize, usize) {
+        let c = self.shared.lock();
+        (c.in_use, c.idle, c.reserved)
     }
 }
 
 /// Only the repository's own config is read: never the user's or the system's, and never the environment,
 /// as for the git processes we run.
 fn options() -> gix::open::Options {
-    gix::open::Options::isolated()
-        .open_path_as_is(true)
-        .with(gix::sec::Trust::Full)
-        // A bounded delta-base cache per handle (gix's default is much larger), as handles live per thread.
-        .config_overrides(["core.deltaBaseCacheLimit=16m"])
+    gix::open::Options::isolated().open_path_as_is(true).with(gix::sec::Trust::Full)
 }
 
-fn thread_local(repo: &gix::ThreadSafeRepository) -> gix::Repository {
+/// A handle whose caches may hold `reserved` bytes: a quarter for decoded objects (trees and commits read
+/// again within a call), the rest for delta bases. None at all when the budget had no room. gix's buffer
+/// free-list is off: it keeps every buffer it was given, whatever its size, for the handle's life.
+fn new_handle(repo: &gix::ThreadSafeRepository, reserved: usize) -> gix::Repository {
     let mut r = repo.to_thread_local();
-    r.object_cache_size_if_unset(OBJECT_CACHE);
+    r.set_freelist(None);
+    if reserved == 0 {
+        metrics::READ_UNCACHED.inc();
+        r.objects.unset_pack_cache();
+        r.object_cache_size(None);
+    } else {
+        let object = reserved / 4;
+        let delta = reserved - object;
+        r.object_cache_size(object);
+        r.objects.set_pack_cache(move || Box::new(gix::odb::pack::cache::lru::MemoryCappedHashmap::new(delta)));
+    }
     r
 }
+
+pub mod pool;
 
 pub mod commit;
 mod produce;
@@ -197,17 +454,17 @@ pub mod tree;
 
 use gix::ObjectId;
 
-/// Runs a blocking read off the async threads.
+/// Runs a blocking read off the async threads, on the read pool.
 pub async fn blocking<T, F>(f: F) -> Result<T, Status>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Status> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Status::internal(format!("read task: {e}")))?
+    pool::run(f).await?
 }
 
 /// Runs a point lookup (one ref, one object) right here on the async thread: it takes tens of
-/// microseconds, less than handing it to another thread would, and the thread's warm handle cache is used.
+/// microseconds, less than handing it to another thread would, and a warm idle handle is used.
 /// Anything that walks history or lists refs goes through [`blocking`] instead.
 pub fn inline<T>(f: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
     f()
@@ -325,4 +582,91 @@ pub fn read_tag(
             })?);
     }
     Ok(Some(parsed.tag))
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("git")
+            .args(["init", "--quiet", "--bare"])
+            .arg(dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        dir
+    }
+
+    fn cache(max_handles: usize, idle_timeout: Duration) -> RepoCache {
+        RepoCache::new(Limits { max_bytes: max_handles << 20, handle_bytes: 1 << 20, idle_timeout, max_idle: 3 })
+    }
+
+    /// Handles take caches from the budget while it has room and none after; coming back they stay warm
+    /// and are reused, and the budget never holds more than its size.
+    #[test]
+    fn handles_share_one_budget() {
+        let dir = repo();
+        let c = cache(2, Duration::from_secs(60));
+        let a = c.open(dir.path()).unwrap();
+        let b = c.open(dir.path()).unwrap();
+        let d = c.open(dir.path()).unwrap();
+        assert_eq!((a.reserved, b.reserved, d.reserved), (1 << 20, 1 << 20, 0));
+        assert_eq!(c.usage(), (3, 0, 2 << 20));
+        drop((a, b, d));
+        // The uncached one is closed; the two warm ones wait for reuse.
+        assert_eq!(c.usage(), (0, 2, 2 << 20));
+        let again = c.open(dir.path()).unwrap();
+        assert_eq!(again.reserved, 1 << 20);
+        assert_eq!(c.usage(), (1, 1, 2 << 20));
+    }
+
+    /// A handle that needs the budget takes it from the longest-idle handle of another repository, and no
+    /// more are kept idle than the configured count.
+    #[test]
+    fn idle_handles_give_their_budget_up() {
+        let (one, two) = (repo(), repo());
+        let c = cache(1, Duration::from_secs(60));
+        drop(c.open(one.path()).unwrap());
+        assert_eq!(c.usage(), (0, 1, 1 << 20));
+        let h = c.open(two.path()).unwrap();
+        assert_eq!(h.reserved, 1 << 20, "the idle handle's cache was not given up");
+        assert_eq!(c.usage(), (1, 0, 1 << 20));
+        drop(h);
+
+        let c = RepoCache::new(Limits {
+            max_bytes: 8 << 20,
+            handle_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 2,
+        });
+        let hs: Vec<_> = (0..4).map(|_| c.open(one.path()).unwrap()).collect();
+        drop(hs);
+        assert_eq!(c.usage(), (0, 2, 2 << 20));
+    }
+
+    /// Past the idle timeout, handles and then repositories are closed and the budget is all free again; a
+    /// repository whose packs changed is reopened and its old handles are not kept.
+    #[test]
+    fn idle_and_changed_repositories_are_closed() {
+        let dir = repo();
+        let c = cache(4, Duration::ZERO);
+        let old = c.open(dir.path()).unwrap();
+        drop(c.open(dir.path()).unwrap());
+        assert_eq!(c.len(), 1);
+        // A new pack changes the stamp: the next open reopens, and the old handle is closed when it returns.
+        std::fs::write(dir.path().join("objects/pack/pack-test.keep"), "").unwrap();
+        let new = c.open(dir.path()).unwrap();
+        assert_ne!(new.generation, old.generation);
+        drop(old);
+        drop(new);
+        assert_eq!(c.usage(), (0, 1, 1 << 20));
+        c.sweep();
+        assert_eq!(c.usage(), (0, 0, 0));
+        assert!(c.is_empty());
+    }
 }

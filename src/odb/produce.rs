@@ -4,7 +4,7 @@
 //! blocking thread that waits whenever the client reads slowly, every stalled client held one of tokio's
 //! blocking threads for as long as it stalled: a few hundred of them exhausted the pool and every other read
 //! timed out. Here the producer is an `async` block whose only await is [`Out::send`]. It is polled on the
-//! blocking pool, runs its reads up to the next message, and keeps going while the response channel has
+//! read pool ([`super::pool`]), runs its reads up to the next message, and keeps going while the response channel has
 //! room; when it is full the producer is parked as a value (its state and one message) until the client
 //! makes room, holding no thread. A client that goes away drops it.
 
@@ -79,7 +79,7 @@ async fn drive<T: Send + 'static>(
 ) {
     loop {
         let (slot, run_tx) = (slot.clone(), tx.clone());
-        let ran = tokio::task::spawn_blocking(move || run(producer, &slot, &run_tx)).await;
+        let ran = super::pool::run(move || run(producer, &slot, &run_tx)).await;
         let ran = match ran {
             Ok(ran) => ran,
             Err(e) => {
@@ -101,9 +101,14 @@ async fn drive<T: Send + 'static>(
     }
 }
 
-/// Polls the producer until it ends or a message does not fit in the channel.
+/// How long a producer runs before it goes to the back of the read pool's queue: the pool has a few
+/// threads, and a long listing read by a fast client must not keep one from every other read.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Polls the producer until it ends, a message does not fit in the channel, or its time slice is used.
 fn run<T>(mut producer: Producer, slot: &Mutex<Option<T>>, tx: &mpsc::Sender<Result<T, Status>>) -> Ran<T> {
     let mut cx = Context::from_waker(Waker::noop());
+    let started = std::time::Instant::now();
     loop {
         let message = match producer.as_mut().poll(&mut cx) {
             Poll::Ready(Ok(())) => return Ran { producer: None, pending: None },
@@ -116,6 +121,7 @@ fn run<T>(mut producer: Producer, slot: &Mutex<Option<T>>, tx: &mpsc::Sender<Res
         let last = message.is_err();
         match tx.try_send(message) {
             Ok(()) if last => return Ran { producer: None, pending: None },
+            Ok(()) if started.elapsed() >= SLICE => return Ran { producer: Some(producer), pending: None },
             Ok(()) => {}
             Err(TrySendError::Full(message)) => {
                 return Ran { producer: (!last).then_some(producer), pending: Some(message) };

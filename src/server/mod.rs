@@ -64,7 +64,15 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
     let locator = Locator::new(&config.storage).map_err(io_err("resolve storages"))?;
     let git =
         GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime).map_err(io_err("git"))?;
-    Ok(Arc::new(Context { config, locator, git, repos: Default::default() }))
+    let threads = crate::odb::pool::init(config.read_cache.threads());
+    let repos = crate::odb::RepoCache::new(crate::odb::Limits::from_config(&config));
+    tracing::info!(
+        threads,
+        max_bytes = repos.limits().max_bytes,
+        handle_bytes = repos.limits().handle_bytes,
+        "read pool"
+    );
+    Ok(Arc::new(Context { config, locator, git, repos }))
 }
 
 /// Raises the soft open-file limit to the hard one: every connection, git child and pipe costs
@@ -78,6 +86,15 @@ pub fn raise_nofile_limit() {
         },
         Ok((soft, _)) => tracing::info!(limit = soft, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "could not read the open file limit"),
+    }
+}
+
+/// A task that lives as long as the daemon serves: aborted when this is dropped.
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -115,6 +132,11 @@ async fn serve_with_pool(
     inherited: &mut Inherited,
 ) -> Result<tokio::time::Instant, ServeError> {
     let routes = routes(ctx, pool).await?;
+    // Closes idle repository handles and repositories for as long as the daemon serves.
+    let _sweeper = {
+        let ctx = ctx.clone();
+        Background(tokio::spawn(async move { ctx.repos.sweep_forever().await }))
+    };
     // Copies of the listening descriptors, for a successor; dropped as soon as we stop, so that after a
     // plain SIGTERM the sockets close with the listeners.
     let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
