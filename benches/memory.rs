@@ -91,25 +91,10 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
             assert!(c.into_inner().commit.is_some());
         })
     });
-    let tree_entry: Call = Arc::new(|ch, i| {
-        Box::pin(async move {
-            let mut s = CommitServiceClient::new(ch)
-                .tree_entry(TreeEntryRequest {
-                    repository: r(),
-                    revision: b"main".to_vec(),
-                    path: format!("dir{}/file{}.txt", i % 50, (i % 50) + 50 * ((i / 50) % 2)).into_bytes(),
-                    limit: 0,
-                    max_size: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            while s.message().await.unwrap().is_some() {}
-        })
-    });
+    let tree_entry: Call = Arc::new(|ch, i| Box::pin(common::tree_entry(ch, i)));
     let tree_entries: Call = Arc::new(|ch, i| {
         Box::pin(async move {
-            let mut s = CommitServiceClient::new(ch)
+            let s = CommitServiceClient::new(ch)
                 .get_tree_entries(GetTreeEntriesRequest {
                     repository: r(),
                     revision: b"main".to_vec(),
@@ -119,24 +104,18 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.entries.len();
-            }
+            let n = drain(s, |m| m.entries.len()).await;
             assert_eq!(n, 2);
         })
     });
     let get_blob: Call = Arc::new(|ch, i| {
         Box::pin(async move {
-            let mut s = BlobServiceClient::new(ch)
+            let s = BlobServiceClient::new(ch)
                 .get_blob(GetBlobRequest { repository: r(), oid: small_blob(i), limit: -1 })
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.data.len();
-            }
+            let n = drain(s, |m| m.data.len()).await;
             assert!(n > 500);
         })
     });
@@ -148,15 +127,12 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
                     path: format!("dir{}/file{}.txt", (i + k) % 50, (i + k) % 50).into_bytes(),
                 })
                 .collect();
-            let mut s = BlobServiceClient::new(ch)
+            let s = BlobServiceClient::new(ch)
                 .get_blobs(GetBlobsRequest { repository: r(), revision_paths, limit: -1 })
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.data.len();
-            }
+            let n = drain(s, |m| m.data.len()).await;
             assert!(n > 5000);
         })
     });
@@ -164,16 +140,13 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
     let big_blob: Call = Arc::new(move |ch, i| {
         let oid = i2.big[i % i2.big.len()].clone();
         Box::pin(async move {
-            let mut s = BlobServiceClient::new(ch)
+            let s = BlobServiceClient::new(ch)
                 .max_decoding_message_size(8 << 20)
                 .get_blob(GetBlobRequest { repository: r(), oid, limit: -1 })
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.data.len();
-            }
+            let n = drain(s, |m| m.data.len()).await;
             assert_eq!(n, BIG);
         })
     });
@@ -181,15 +154,12 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
     let list_commits: Call = Arc::new(move |ch, i| {
         let oid: Vec<String> = (0..10).map(|k| i3.commits[(i * 131 + k * 4001) % i3.commits.len()].clone()).collect();
         Box::pin(async move {
-            let mut s = CommitServiceClient::new(ch)
+            let s = CommitServiceClient::new(ch)
                 .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.commits.len();
-            }
+            let n = drain(s, |m| m.commits.len()).await;
             assert_eq!(n, 10);
         })
     });
@@ -199,7 +169,7 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
         let k = (i * 7919) % (i4.commits.len() - 1);
         let (right, left) = (i4.commits[k].clone(), i4.commits[k + 1].clone());
         Box::pin(async move {
-            let mut s = DiffServiceClient::new(ch)
+            let s = DiffServiceClient::new(ch)
                 .commit_diff(CommitDiffRequest {
                     repository: r(),
                     left_commit_id: left,
@@ -214,10 +184,7 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while s.message().await.unwrap().is_some() {
-                n += 1;
-            }
+            let n = drain(s, |_| 1).await;
             assert!(n >= 1);
         })
     });

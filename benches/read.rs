@@ -184,21 +184,7 @@ async fn main() {
         row("FindCommit (cat-file --batch)", c, &s, None);
 
         let before = spawned(metrics_port);
-        let s = measure(&address, c, calls, |ch, i| async move {
-            let mut s = CommitServiceClient::new(ch)
-                .tree_entry(TreeEntryRequest {
-                    repository: r(),
-                    revision: b"main".to_vec(),
-                    path: format!("dir{}/file{}.txt", i % 50, (i % 50) + 50 * ((i / 50) % 2)).into_bytes(),
-                    limit: 0,
-                    max_size: 0,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            while s.message().await.unwrap().is_some() {}
-        })
-        .await;
+        let s = measure(&address, c, calls, tree_entry).await;
         row("TreeEntry", c, &s, Some(spawned(metrics_port) - before));
 
         let before = spawned(metrics_port);
@@ -206,12 +192,12 @@ async fn main() {
         let s = measure(&address, c, calls, move |ch, _| {
             let oid = blob.clone();
             async move {
-                let mut s = BlobServiceClient::new(ch)
+                let s = BlobServiceClient::new(ch)
                     .get_blob(GetBlobRequest { repository: r(), oid, limit: -1 })
                     .await
                     .unwrap()
                     .into_inner();
-                while s.message().await.unwrap().is_some() {}
+                drain(s, |_| 0).await;
             }
         })
         .await;
@@ -219,15 +205,12 @@ async fn main() {
 
         let before = spawned(metrics_port);
         let s = measure(&address, c, if c == 1 { 100 } else { 320 }, |ch, _| async move {
-            let mut s = RefServiceClient::new(ch)
+            let s = RefServiceClient::new(ch)
                 .find_all_branch_names(FindAllBranchNamesRequest { repository: r() })
                 .await
                 .unwrap()
                 .into_inner();
-            let mut n = 0;
-            while let Some(m) = s.message().await.unwrap() {
-                n += m.names.len();
-            }
+            let n = drain(s, |m| m.names.len()).await;
             assert!(n >= BRANCHES);
         })
         .await;
@@ -238,15 +221,12 @@ async fn main() {
         let s = measure(&address, c, if c == 1 { 1000 } else { 3200 }, move |ch, i| {
             let oid: Vec<String> = (0..10).map(|k| list[(i * 131 + k * 4001) % list.len()].clone()).collect();
             async move {
-                let mut s = CommitServiceClient::new(ch)
+                let s = CommitServiceClient::new(ch)
                     .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
                     .await
                     .unwrap()
                     .into_inner();
-                let mut n = 0;
-                while let Some(m) = s.message().await.unwrap() {
-                    n += m.commits.len();
-                }
+                let n = drain(s, |m| m.commits.len()).await;
                 assert_eq!(n, 10);
             }
         })

@@ -153,11 +153,6 @@ impl StdinWriter {
     }
 }
 
-/// How many writer threads are running (for tests and the memory bench).
-pub fn stdin_threads() -> usize {
-    STDIN_THREADS_USED.load(std::sync::atomic::Ordering::SeqCst)
-}
-
 /// A chunk of output from the child.
 pub enum Output {
     Stdout(Bytes),

@@ -128,6 +128,32 @@ where
     Stats { rps: lat.len() as f64 / elapsed.as_secs_f64(), p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99) }
 }
 
+/// Reads a server stream to its end; the sum of `count` over its messages.
+pub async fn drain<T>(mut s: tonic::Streaming<T>, count: impl Fn(&T) -> usize) -> usize {
+    let mut n = 0;
+    while let Some(m) = s.message().await.unwrap() {
+        n += count(&m);
+    }
+    n
+}
+
+/// TreeEntry of one of the 100 files at `main`, picked by `i`, read to its end.
+pub async fn tree_entry(ch: AuthChannel, i: usize) {
+    use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+    let s = CommitServiceClient::new(ch)
+        .tree_entry(rgitaly::proto::gitaly::TreeEntryRequest {
+            repository: r(),
+            revision: b"main".to_vec(),
+            path: format!("dir{}/file{}.txt", i % 50, (i % 50) + 50 * ((i / 50) % 2)).into_bytes(),
+            limit: 0,
+            max_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    drain(s, |_| 0).await;
+}
+
 /// The metrics endpoint's text.
 pub fn scrape(metrics_port: u16) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();

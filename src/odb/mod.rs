@@ -61,9 +61,10 @@ pub struct Limits {
     pub max_idle: usize,
 }
 
+/// The defaults of an empty config.
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_bytes: 64 << 20, handle_bytes: 8 << 20, idle_timeout: Duration::from_secs(10), max_idle: 100 }
+        Limits::from_config(&crate::config::Config::default())
     }
 }
 
@@ -191,13 +192,23 @@ impl Cache {
         want
     }
 
+    /// Brings the gauges up to date; runs at every open and return, so the labelled series are looked up
+    /// once.
     fn publish(&self) {
+        static GAUGES: std::sync::LazyLock<[prometheus::IntGauge; 4]> = std::sync::LazyLock::new(|| {
+            [
+                metrics::READ_CACHE_BYTES.with_label_values(&["object"]),
+                metrics::READ_CACHE_BYTES.with_label_values(&["delta"]),
+                metrics::READ_HANDLES.with_label_values(&["in_use"]),
+                metrics::READ_HANDLES.with_label_values(&["idle"]),
+            ]
+        });
+        let [object, delta, in_use, idle] = &*GAUGES;
         // Each handle's budget is split between its object cache (a quarter) and delta-base cache.
-        let object: usize = self.reserved / 4;
-        metrics::READ_CACHE_BYTES.with_label_values(&["object"]).set(object as i64);
-        metrics::READ_CACHE_BYTES.with_label_values(&["delta"]).set((self.reserved - object) as i64);
-        metrics::READ_HANDLES.with_label_values(&["in_use"]).set(self.in_use as i64);
-        metrics::READ_HANDLES.with_label_values(&["idle"]).set(self.idle as i64);
+        object.set((self.reserved / 4) as i64);
+        delta.set((self.reserved - self.reserved / 4) as i64);
+        in_use.set(self.in_use as i64);
+        idle.set(self.idle as i64);
         metrics::READ_REPOSITORIES.set(self.entries.len() as i64);
     }
 }

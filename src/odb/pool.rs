@@ -14,13 +14,12 @@ use tonic::Status;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-struct Pool {
-    queue: Mutex<VecDeque<Job>>,
-    ready: Condvar,
-    threads: usize,
-}
+/// Calls waiting for a thread, and the signal that one was queued.
+static QUEUE: Mutex<VecDeque<Job>> = Mutex::new(VecDeque::new());
+static READY: Condvar = Condvar::new();
 
-static POOL: OnceLock<Pool> = OnceLock::new();
+/// The pool's size, set when its threads start.
+static THREADS: OnceLock<usize> = OnceLock::new();
 
 /// The default size: one thread per core (at least two, so a long listing does not stall every read).
 pub fn default_threads() -> usize {
@@ -30,41 +29,33 @@ pub fn default_threads() -> usize {
 /// Starts the pool with `threads` threads (0: [`default_threads`]). Only the first call counts; a read
 /// before any call starts it at the default size. Returns the size in force.
 pub fn init(threads: usize) -> usize {
-    let threads = if threads == 0 { default_threads() } else { threads };
-    get_or_start(threads).threads
+    start(if threads == 0 { default_threads() } else { threads })
 }
 
-fn get_or_start(threads: usize) -> &'static Pool {
-    POOL.get_or_init(|| {
+fn start(threads: usize) -> usize {
+    *THREADS.get_or_init(|| {
         for i in 0..threads {
             std::thread::Builder::new().name(format!("rgitaly-read-{i}")).spawn(work).expect("start read thread");
         }
         crate::metrics::READ_THREADS.set(threads as i64);
-        Pool { queue: Mutex::new(VecDeque::new()), ready: Condvar::new(), threads }
+        threads
     })
 }
 
-fn pool() -> &'static Pool {
-    get_or_start(default_threads())
+fn queue() -> std::sync::MutexGuard<'static, VecDeque<Job>> {
+    QUEUE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn work() {
-    // The pool is set before the first job can be queued, so this waits for it rather than racing it.
-    let pool = loop {
-        if let Some(p) = POOL.get() {
-            break p;
-        }
-        std::thread::yield_now();
-    };
     loop {
         let job = {
-            let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = queue();
             loop {
                 if let Some(job) = queue.pop_front() {
                     crate::metrics::READ_QUEUE.set(queue.len() as i64);
                     break job;
                 }
-                queue = pool.ready.wait(queue).unwrap_or_else(|e| e.into_inner());
+                queue = READY.wait(queue).unwrap_or_else(|e| e.into_inner());
             }
         };
         crate::metrics::READ_THREADS_BUSY.inc();
@@ -91,19 +82,19 @@ where
         let _entered = runtime.as_ref().map(|r| r.enter());
         let _ = tx.send(f());
     });
-    let pool = pool();
+    threads();
     {
-        let mut queue = pool.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = queue();
         queue.push_back(job);
         crate::metrics::READ_QUEUE.set(queue.len() as i64);
     }
-    pool.ready.notify_one();
+    READY.notify_one();
     rx.await.map_err(|_| Status::internal("read task failed"))
 }
 
-/// How many threads the pool has (starting it if needed).
+/// How many threads the pool has (starting it at the default size if nothing did).
 pub fn threads() -> usize {
-    pool().threads
+    start(default_threads())
 }
 
 #[cfg(test)]
