@@ -30,11 +30,23 @@ use rgitaly::proto::gitaly::*;
 const MIB: f64 = 1024.0 * 1024.0;
 const BIG: usize = 10 << 20;
 
-/// Peak RSS and threads of a process, sampled from /proc until stopped.
+/// Peak RSS, anonymous and file-backed RSS (each its own peak) and threads of a process, sampled from
+/// /proc until stopped.
 struct Sampler {
-    rss: Arc<AtomicU64>,
-    threads: Arc<AtomicU64>,
+    rss: Arc<[AtomicU64; 4]>,
     stop: Arc<AtomicBool>,
+}
+
+/// RSS, anonymous RSS (heap and stacks), file-backed RSS (mapped packs and indexes) and threads.
+fn status4(pid: u32) -> [u64; 4] {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    [field("VmRSS:") * 1024, field("RssAnon:") * 1024, field("RssFile:") * 1024, field("Threads:")]
 }
 
 fn status(pid: u32) -> (u64, u64) {
@@ -50,23 +62,24 @@ fn status(pid: u32) -> (u64, u64) {
 
 impl Sampler {
     fn start(pid: u32) -> Sampler {
-        let (rss, threads, stop) =
-            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
-        let (r, t, s) = (rss.clone(), threads.clone(), stop.clone());
+        let rss: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s) = (rss.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                let (rss, threads) = status(pid);
-                r.fetch_max(rss, Ordering::Relaxed);
-                t.fetch_max(threads, Ordering::Relaxed);
+                for (peak, now) in r.iter().zip(status4(pid)) {
+                    peak.fetch_max(now, Ordering::Relaxed);
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Sampler { rss, threads, stop }
+        Sampler { rss, stop }
     }
 
-    fn finish(self) -> (u64, u64) {
+    /// Peaks of RSS, anonymous RSS, file-backed RSS and threads.
+    fn finish(self) -> [u64; 4] {
         self.stop.store(true, Ordering::Relaxed);
-        (self.rss.load(Ordering::Relaxed), self.threads.load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.rss[i].load(Ordering::Relaxed))
     }
 }
 
@@ -371,15 +384,18 @@ async fn main() {
                 took.as_secs_f64(),
             );
         }
-        let (rss, threads) = sampler.finish();
-        peaks.push((c, rss, threads, started.elapsed()));
+        peaks.push((c, sampler.finish(), started.elapsed()));
     }
-    println!("\n| round | peak RSS MiB | peak threads | took s |\n|---|---|---|---|");
-    for (c, rss, threads, took) in &peaks {
+    println!(
+        "\n| round | peak RSS MiB | peak anon MiB | peak file MiB | peak threads | took s |\n|---|---|---|---|---|---|"
+    );
+    for (c, [rss, anon, file, threads], took) in &peaks {
         println!(
-            "| c{c}{} | {:.1} | {threads} | {:.1} |",
-            if *c == 64 { " + clones" } else { "" },
+            "| c{c}{} | {:.1} | {:.1} | {:.1} | {threads} | {:.1} |",
+            if *c == 64 && clones > 0 { " + clones" } else { "" },
             *rss as f64 / MIB,
+            *anon as f64 / MIB,
+            *file as f64 / MIB,
             took.as_secs_f64()
         );
     }

@@ -159,6 +159,9 @@ async fn main() {
         return;
     }
     println!("\n| RPC | concurrency | calls/s | p50 ms | p99 ms | git processes |\n|---|---|---|---|---|---|");
+    // `READ_BENCH_ONLY=GetBlob,TreeEntry` measures only the RPCs whose names contain one of those words.
+    let only = std::env::var("READ_BENCH_ONLY").unwrap_or_default();
+    let want = |name: &str| only.is_empty() || only.split(',').any(|w| name.contains(w));
     for c in [1, 16] {
         let find_commit = {
             let commits = commits.clone();
@@ -174,63 +177,73 @@ async fn main() {
             }
         };
         let calls = if c == 1 { 3000 } else { 8000 };
-        let before = spawned(metrics_port);
-        let s = measure(&address, c, calls, find_commit.clone()).await;
-        row("FindCommit (rgitaly)", c, &s, Some(spawned(metrics_port) - before));
-        let base_calls = if c == 1 { 300 } else { 800 };
-        let s = measure(&format!("unix:{}", spawn_socket.display()), c, base_calls, find_commit.clone()).await;
-        row("FindCommit (spawn per call)", c, &s, None);
-        let s = measure(&format!("unix:{}", batch_socket.display()), c, calls, find_commit.clone()).await;
-        row("FindCommit (cat-file --batch)", c, &s, None);
+        if want("FindCommit") {
+            let before = spawned(metrics_port);
+            let s = measure(&address, c, calls, find_commit.clone()).await;
+            row("FindCommit (rgitaly)", c, &s, Some(spawned(metrics_port) - before));
+            let base_calls = if c == 1 { 300 } else { 800 };
+            let s = measure(&format!("unix:{}", spawn_socket.display()), c, base_calls, find_commit.clone()).await;
+            row("FindCommit (spawn per call)", c, &s, None);
+            let s = measure(&format!("unix:{}", batch_socket.display()), c, calls, find_commit.clone()).await;
+            row("FindCommit (cat-file --batch)", c, &s, None);
+        }
 
-        let before = spawned(metrics_port);
-        let s = measure(&address, c, calls, tree_entry).await;
-        row("TreeEntry", c, &s, Some(spawned(metrics_port) - before));
+        if want("TreeEntry") {
+            let before = spawned(metrics_port);
+            let s = measure(&address, c, calls, tree_entry).await;
+            row("TreeEntry", c, &s, Some(spawned(metrics_port) - before));
+        }
 
-        let before = spawned(metrics_port);
-        let blob = blob.clone();
-        let s = measure(&address, c, calls, move |ch, _| {
-            let oid = blob.clone();
-            async move {
-                let s = BlobServiceClient::new(ch)
-                    .get_blob(GetBlobRequest { repository: r(), oid, limit: -1 })
+        if want("GetBlob") {
+            let before = spawned(metrics_port);
+            let blob = blob.clone();
+            let s = measure(&address, c, calls, move |ch, _| {
+                let oid = blob.clone();
+                async move {
+                    let s = BlobServiceClient::new(ch)
+                        .get_blob(GetBlobRequest { repository: r(), oid, limit: -1 })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    drain(s, |_| 0).await;
+                }
+            })
+            .await;
+            row("GetBlob", c, &s, Some(spawned(metrics_port) - before));
+        }
+
+        if want("FindAllBranchNames") {
+            let before = spawned(metrics_port);
+            let s = measure(&address, c, if c == 1 { 100 } else { 320 }, |ch, _| async move {
+                let s = RefServiceClient::new(ch)
+                    .find_all_branch_names(FindAllBranchNamesRequest { repository: r() })
                     .await
                     .unwrap()
                     .into_inner();
-                drain(s, |_| 0).await;
-            }
-        })
-        .await;
-        row("GetBlob", c, &s, Some(spawned(metrics_port) - before));
+                let n = drain(s, |m| m.names.len()).await;
+                assert!(n >= BRANCHES);
+            })
+            .await;
+            row("FindAllBranchNames (10k names)", c, &s, Some(spawned(metrics_port) - before));
+        }
 
-        let before = spawned(metrics_port);
-        let s = measure(&address, c, if c == 1 { 100 } else { 320 }, |ch, _| async move {
-            let s = RefServiceClient::new(ch)
-                .find_all_branch_names(FindAllBranchNamesRequest { repository: r() })
-                .await
-                .unwrap()
-                .into_inner();
-            let n = drain(s, |m| m.names.len()).await;
-            assert!(n >= BRANCHES);
-        })
-        .await;
-        row("FindAllBranchNames (10k names)", c, &s, Some(spawned(metrics_port) - before));
-
-        let before = spawned(metrics_port);
-        let list = commits.clone();
-        let s = measure(&address, c, if c == 1 { 1000 } else { 3200 }, move |ch, i| {
-            let oid: Vec<String> = (0..10).map(|k| list[(i * 131 + k * 4001) % list.len()].clone()).collect();
-            async move {
-                let s = CommitServiceClient::new(ch)
-                    .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let n = drain(s, |m| m.commits.len()).await;
-                assert_eq!(n, 10);
-            }
-        })
-        .await;
-        row("ListCommitsByOid (10 ids)", c, &s, Some(spawned(metrics_port) - before));
+        if want("ListCommitsByOid") {
+            let before = spawned(metrics_port);
+            let list = commits.clone();
+            let s = measure(&address, c, if c == 1 { 1000 } else { 3200 }, move |ch, i| {
+                let oid: Vec<String> = (0..10).map(|k| list[(i * 131 + k * 4001) % list.len()].clone()).collect();
+                async move {
+                    let s = CommitServiceClient::new(ch)
+                        .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    let n = drain(s, |m| m.commits.len()).await;
+                    assert_eq!(n, 10);
+                }
+            })
+            .await;
+            row("ListCommitsByOid (10 ids)", c, &s, Some(spawned(metrics_port) - before));
+        }
     }
 }

@@ -7,7 +7,10 @@
 //! Fixing the map threshold at 128 KiB as well lowered the peak from 120 to 110 MiB and the rest to 28 MiB,
 //! but cost 15–18 % of calls/s at c16 (every large buffer mapped and unmapped per call), so it is not set.
 
-/// Returns the free pages of every arena to the system.
+/// Returns the free pages of every arena to the system. Called by the handle sweeper once reads have
+/// stopped (a trim takes the arenas' locks, which calls in flight would wait for). Measured: mimalloc
+/// instead of glibc's allocator started at 33 MiB idle, peaked higher under the same load (140–152 MiB)
+/// and gave nothing back within 30 s, so glibc stays.
 pub fn release() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes the arenas' own locks; safe to call from any thread at any time.

@@ -25,11 +25,15 @@ pub const CHUNK: usize = 256 * 1024;
 pub const CHANNEL_DEPTH: usize = 4;
 
 /// Size of the reads from git's stdout, and so of the daemon's output messages (a clone's pack), and how
-/// many may wait for the client before git is paused by back-pressure. What a client that reads slowly
-/// costs is about `(OUT_DEPTH + 2) * OUT_CHUNK` here and one or two chunks in the HTTP/2 stream: 50 slow
-/// clones took 75 MiB more at 256 KiB × 4 than at this size, which keeps the pipe to a fast client full.
+/// many may wait for the client before git is paused by back-pressure. A client that reads slowly costs
+/// `OUT_DEPTH` chunks queued, one read and waiting for the queue, and the encoded copy of one in the
+/// HTTP/2 stream: 384 KiB. (The reader does not reserve room before it reads: stderr shares the queue, and
+/// a reservation held while git blocks on a full stderr pipe would stop both.) Measured with 50 clones at
+/// once (`cargo bench --bench memory`): 256 KiB × 4 cost 75 MiB more than 128 KiB × 2, and each queued
+/// chunk about 7 MiB. 64 KiB chunks would halve that again, but cost a clone through the daemon 1.33× the
+/// CPU of git alone instead of 1.12× (`benches/transport.py`, median of 3), so chunks stay at 128 KiB.
 pub const OUT_CHUNK: usize = 128 * 1024;
-pub const OUT_DEPTH: usize = 2;
+pub const OUT_DEPTH: usize = 1;
 
 /// Most stderr kept for error messages when stderr is not forwarded.
 const STDERR_KEEP: usize = 64 * 1024;

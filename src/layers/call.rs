@@ -111,6 +111,16 @@ impl Resolved {
             Resolved::Unreadable(_) => None,
         }
     }
+
+    /// The canonical paths of the repositories that resolved.
+    fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Resolved::Read { target, additional } => {
+                [target, additional].into_iter().flatten().filter_map(|t| t.path.as_ref().ok().cloned()).collect()
+            }
+            Resolved::Unreadable(_) => Vec::new(),
+        }
+    }
 }
 
 /// Where the log layer wants the call's repository once it is known.
@@ -183,8 +193,10 @@ where
                     *slot = Some(t.repository.clone());
                 }
             }
+            let paths = resolved.paths();
             parts.extensions.insert(resolved);
-            inner.call(Request::from_parts(parts, Body::new(Replay { first: Some(first), rest: body }))).await
+            let req = Request::from_parts(parts, Body::new(Replay { first: Some(first), rest: body }));
+            crate::locator::with_resolved(paths, async move { inner.call(req).await }).await
         })
     }
 }

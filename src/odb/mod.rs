@@ -370,9 +370,9 @@ impl RepoCache {
     }
 
     /// Closes handles idle for longer than `idle_timeout`, and repositories with no handle left that were
-    /// not used for as long (unmapping their packs).
-    pub fn sweep(&self) {
-        let Some(cutoff) = Instant::now().checked_sub(self.shared.limits.idle_timeout) else { return };
+    /// not used for as long (unmapping their packs). Returns how many handles and repositories it closed.
+    pub fn sweep(&self) -> usize {
+        let Some(cutoff) = Instant::now().checked_sub(self.shared.limits.idle_timeout) else { return 0 };
         let mut closed = Vec::new();
         let mut guard = self.shared.lock();
         let c = &mut *guard;
@@ -389,12 +389,15 @@ impl RepoCache {
                 unused.push(path.clone());
             }
         }
+        let repositories = unused.len();
         for path in unused {
             c.remove(&path, "idle", &mut closed);
         }
         c.publish();
         drop(guard);
+        let n = closed.len() + repositories;
         drop(closed);
+        n
     }
 
     /// Runs [`RepoCache::sweep`] a few times per `idle_timeout`, for as long as the task lives, and hands
@@ -402,13 +405,18 @@ impl RepoCache {
     pub async fn sweep_forever(&self) {
         let every = (self.shared.limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut seen = 0;
+        let mut freed = false;
         loop {
             tokio::time::sleep(every).await;
-            self.sweep();
-            // Only after activity: a quiet daemon has nothing new to give back.
+            freed |= self.sweep() > 0;
+            // Memory goes back once reads have stopped (a trim takes the allocator's locks, which a call in
+            // flight would wait for) and only if something was freed since the last time.
             let clock = self.shared.lock().clock;
             if clock != seen {
                 seen = clock;
+                freed = true;
+            } else if freed {
+                freed = false;
                 crate::memory::release();
             }
         }
