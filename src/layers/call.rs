@@ -9,7 +9,7 @@
 //! token. For a repository-scoped method it reads the first request message (the bytes go on untouched),
 //! finds the target and additional repositories where the registry says they are, and resolves each with
 //! the locator to its canonical path ([`Resolved`]): the limiter keys on that path and the worker proxy
-//! hands it to the worker.
+//! hands it to the worker. [`ScopeLayer`], innermost, lets the handler's locator reuse those paths.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -193,10 +193,51 @@ where
                     *slot = Some(t.repository.clone());
                 }
             }
-            let paths = resolved.paths();
             parts.extensions.insert(resolved);
-            let req = Request::from_parts(parts, Body::new(Replay { first: Some(first), rest: body }));
-            crate::locator::with_resolved(paths, async move { inner.call(req).await }).await
+            inner.call(Request::from_parts(parts, Body::new(Replay { first: Some(first), rest: body }))).await
         })
+    }
+}
+
+/// The innermost layer, after the limiter: runs the handler inside [`crate::locator::with_resolved`] with
+/// the paths [`ResolveLayer`] resolved, so the handler's own `repo_path` for them does no filesystem work
+/// again. After the limiter, so a repository removed while its call waited in the queue is still found
+/// missing by the handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopeLayer;
+
+impl<S> Layer<S> for ScopeLayer {
+    type Service = ScopeService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ScopeService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScopeService<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for ScopeService<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let paths = req.extensions().get::<Resolved>().map(Resolved::paths).unwrap_or_default();
+        if paths.is_empty() {
+            return Box::pin(inner.call(req));
+        }
+        Box::pin(crate::locator::with_resolved(paths, async move { inner.call(req).await }))
     }
 }

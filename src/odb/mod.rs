@@ -409,13 +409,19 @@ impl RepoCache {
         loop {
             tokio::time::sleep(every).await;
             freed |= self.sweep() > 0;
-            // Memory goes back once reads have stopped (a trim takes the allocator's locks, which a call in
-            // flight would wait for) and only if something was freed since the last time.
-            let clock = self.shared.lock().clock;
-            if clock != seen {
+            // Memory goes back when no read is running (a trim takes the allocator's locks, which a read
+            // would wait for): once reads have stopped, or at a moment between two under a light load; and
+            // only if something was read or closed since the last time.
+            let (clock, in_use) = {
+                let c = self.shared.lock();
+                (c.clock, c.in_use)
+            };
+            let quiet = clock == seen;
+            if !quiet {
                 seen = clock;
                 freed = true;
-            } else if freed {
+            }
+            if freed && (quiet || in_use == 0) {
                 freed = false;
                 crate::memory::release();
             }

@@ -20,7 +20,7 @@ use tonic::transport::Server;
 use crate::config::Config;
 use crate::git::GitCmdFactory;
 use crate::layers::auth::{AuthConfig, AuthLayer};
-use crate::layers::call::{CallLayer, ResolveLayer};
+use crate::layers::call::{CallLayer, ResolveLayer, ScopeLayer};
 use crate::layers::limiter::LimiterLayer;
 use crate::layers::logging::LogLayer;
 use crate::locator::Locator;
@@ -178,6 +178,7 @@ async fn serve_with_pool(
             .layer(auth.clone())
             .layer(resolve.clone())
             .layer(limiter.clone())
+            .layer(ScopeLayer)
             .layer(proxy.clone());
         match listener {
             Listener::Unix(l, path) => {

@@ -47,9 +47,10 @@ impl Data {
     }
 }
 
-/// Largest blob read on the async thread when a call names it directly (an object id, or a ref and a
-/// path): finding and inflating 16 KiB takes tens of microseconds, less than handing the call to a read
-/// thread and back (two wake-ups), and the answer is sent without a task behind it.
+/// Largest blob GetBlob reads on the async thread when the call names it by id or ref: finding and
+/// inflating 16 KiB takes tens of microseconds, less than handing the call to a read thread and back (two
+/// wake-ups), and the answer is sent without a task behind it. (TreeEntry does not: the trees on its path
+/// are read whole, and a directory of tens of thousands of entries would hold the async thread.)
 pub const POINT_MAX: u64 = 16 * 1024;
 
 /// The responses for `first` and the inline `bytes` (128 KiB pieces, the first on `first`), as a stream

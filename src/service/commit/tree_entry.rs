@@ -25,37 +25,17 @@ pub fn tree_entry(ctx: &Ctx, req: TreeEntryRequest) -> Result<BoxStream<TreeEntr
         return Err(invalid("negative MaxSize".into()));
     }
     let path = ctx.locator.repo_path(req.repository.as_ref())?;
-    // A revision that is an id or a ref, and a path a few trees deep, is a point lookup: it is answered
-    // here unless the blob is larger than `POINT_MAX`.
-    let depth = req.path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
-    if crate::odb::is_point_lookup(&req.revision) && depth <= POINT_DEPTH {
-        match crate::odb::inline(|| entry(ctx, &path, &req, data::POINT_MAX)) {
-            Ok(Some((first, Data::Inline(bytes)))) => return Ok(data::ready(first, bytes, |m, d| m.data = d)),
-            Ok(_) => {}
-            Err(e) => return Ok(data::failed(e)),
-        }
-    }
     let c = ctx.clone();
     Ok(data::respond(move |tx| async move {
         let (c2, p2) = (c.clone(), path.clone());
-        let found = crate::odb::blocking(move || entry(&c2, &p2, &req, u64::MAX)).await?;
-        let (first, blob) = found.ok_or_else(|| Status::internal("TreeEntry: blob not read"))?;
+        let (first, blob) = crate::odb::blocking(move || entry(&c2, &p2, &req)).await?;
         data::send(&c, &path, first, blob, |m, d| m.data = d, &tx).await?;
         Ok(())
     }))
 }
 
-/// Most trees read on the async thread for one call.
-const POINT_DEPTH: usize = 8;
-
-/// The response for the entry, and the blob data to send with it (a single empty response when not found);
-/// `None` when the entry is a blob larger than `most` bytes, which is left unread.
-fn entry(
-    c: &Ctx,
-    path: &std::path::Path,
-    req: &TreeEntryRequest,
-    most: u64,
-) -> Result<Option<(TreeEntryResponse, Data)>, Status> {
+/// The response for the entry, and the blob data to send with it (a single empty response when not found).
+fn entry(c: &Ctx, path: &std::path::Path, req: &TreeEntryRequest) -> Result<(TreeEntryResponse, Data), Status> {
     let none = || Data::Inline(Vec::new());
     let repo = c.repos.open(path)?;
     let mut wanted: &[u8] = &req.path;
@@ -66,7 +46,7 @@ fn entry(
     }
     let revision = String::from_utf8_lossy(&req.revision);
     let Some(entry) = crate::odb::tree::find_entry(&repo, &revision, wanted)? else {
-        return Ok(Some((TreeEntryResponse::default(), none())));
+        return Ok((TreeEntryResponse::default(), none()));
     };
     let oid = gix::ObjectId::from_hex(entry.oid.as_bytes()).map_err(|e| Status::internal(e.to_string()))?;
     match EntryType::try_from(entry.r#type).unwrap_or(EntryType::Blob) {
@@ -77,7 +57,7 @@ fn entry(
                 oid: entry.oid,
                 ..Default::default()
             };
-            Ok(Some((r, none())))
+            Ok((r, none()))
         }
         EntryType::Tree => {
             let size = crate::odb::header(&repo, oid)?.map(|(_, s)| s as i64).unwrap_or(0);
@@ -88,7 +68,7 @@ fn entry(
                 mode: entry.mode,
                 ..Default::default()
             };
-            Ok(Some((r, none())))
+            Ok((r, none()))
         }
         EntryType::Blob => {
             let Some((kind, size)) = crate::odb::header(&repo, oid)? else {
@@ -106,9 +86,6 @@ fn entry(
                     req.max_size
                 )));
             }
-            if size as u64 > most {
-                return Ok(None);
-            }
             let length = if req.limit > 0 { size.min(req.limit) } else { size } as u64;
             let data = Data::plan(&repo, oid, size as u64, length)?;
             let first = TreeEntryResponse {
@@ -118,7 +95,7 @@ fn entry(
                 mode: entry.mode,
                 ..Default::default()
             };
-            Ok(Some((first, data)))
+            Ok((first, data))
         }
     }
 }
