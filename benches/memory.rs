@@ -38,7 +38,7 @@ struct Sampler {
 }
 
 /// RSS, anonymous RSS (heap and stacks), file-backed RSS (mapped packs and indexes) and threads.
-fn status4(pid: u32) -> [u64; 4] {
+fn status(pid: u32) -> [u64; 4] {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         text.lines()
@@ -49,17 +49,6 @@ fn status4(pid: u32) -> [u64; 4] {
     [field("VmRSS:") * 1024, field("RssAnon:") * 1024, field("RssFile:") * 1024, field("Threads:")]
 }
 
-fn status(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:") * 1024, field("Threads:"))
-}
-
 impl Sampler {
     fn start(pid: u32) -> Sampler {
         let rss: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
@@ -67,7 +56,7 @@ impl Sampler {
         let (r, s) = (rss.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                for (peak, now) in r.iter().zip(status4(pid)) {
+                for (peak, now) in r.iter().zip(status(pid)) {
                     peak.fetch_max(now, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -164,18 +153,8 @@ fn calls(inputs: Arc<Inputs>) -> Vec<(&'static str, Call, usize)> {
         })
     });
     let i3 = inputs.clone();
-    let list_commits: Call = Arc::new(move |ch, i| {
-        let oid: Vec<String> = (0..10).map(|k| i3.commits[(i * 131 + k * 4001) % i3.commits.len()].clone()).collect();
-        Box::pin(async move {
-            let s = CommitServiceClient::new(ch)
-                .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
-                .await
-                .unwrap()
-                .into_inner();
-            let n = drain(s, |m| m.commits.len()).await;
-            assert_eq!(n, 10);
-        })
-    });
+    let list_commits: Call =
+        Arc::new(move |ch, i| Box::pin(common::list_commits_by_oid(ch, ten_commits(&i3.commits, i))));
     let i4 = inputs.clone();
     let commit_diff: Call = Arc::new(move |ch, i| {
         // `commits` is newest first: the next one is the parent.
@@ -322,7 +301,7 @@ async fn main() {
         out(git(&repo).args(["ls-tree", "-r", "--format=%(objectname)", "main"])).lines().map(str::to_string).collect();
     SMALL_BLOBS.set(small).unwrap();
     let inputs = Arc::new(Inputs { commits, big, tip });
-    let (idle_rss, idle_threads) = status(pid);
+    let [idle_rss, _, _, idle_threads] = status(pid);
     println!(
         "repository: {} commits, 4 blobs of 10 MiB; daemon idle: {:.1} MiB RSS, {idle_threads} threads",
         inputs.commits.len(),
@@ -403,7 +382,7 @@ async fn main() {
     let stopped = Instant::now();
     let mut under = None;
     for s in 0..=30 {
-        let (rss, threads) = status(pid);
+        let [rss, _, _, threads] = status(pid);
         if under.is_none() && rss <= 30 << 20 {
             under = Some(stopped.elapsed());
         }

@@ -231,16 +231,7 @@ async fn main() {
             let before = spawned(metrics_port);
             let list = commits.clone();
             let s = measure(&address, c, if c == 1 { 1000 } else { 3200 }, move |ch, i| {
-                let oid: Vec<String> = (0..10).map(|k| list[(i * 131 + k * 4001) % list.len()].clone()).collect();
-                async move {
-                    let s = CommitServiceClient::new(ch)
-                        .list_commits_by_oid(ListCommitsByOidRequest { repository: r(), oid })
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    let n = drain(s, |m| m.commits.len()).await;
-                    assert_eq!(n, 10);
-                }
+                list_commits_by_oid(ch, ten_commits(&list, i))
             })
             .await;
             row("ListCommitsByOid (10 ids)", c, &s, Some(spawned(metrics_port) - before));

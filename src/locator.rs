@@ -78,10 +78,13 @@ impl Locator {
 
     /// The path of an existing git repository.
     pub fn repo_path(&self, repo: Option<&Repository>) -> Result<PathBuf, LocateError> {
-        if let Some(path) = self.checked_in_call(repo) {
+        let (root, path) = self.lexical(repo)?;
+        // Already checked at the start of this call (see [`with_resolved`]): the path is its own canonical
+        // form, so no symlink is on the way.
+        if RESOLVED.try_with(|seen| seen.contains(&path)).unwrap_or(false) {
             return Ok(path);
         }
-        let path = self.target_path(repo)?;
+        ensure_inside(root, &path)?;
         if !is_git_directory(&path) {
             return Err(LocateError::NotARepository(path.display().to_string()));
         }
@@ -90,7 +93,9 @@ impl Locator {
 
     /// The path a repository has or would have, validated but not required to exist (for creation).
     pub fn target_path(&self, repo: Option<&Repository>) -> Result<PathBuf, LocateError> {
-        self.checked(repo).map(|(path, _)| path)
+        let (root, path) = self.lexical(repo)?;
+        ensure_inside(root, &path)?;
+        Ok(path)
     }
 
     /// The canonical path of an existing repository: every spelling of one repository (`p.git`, `./p.git`,
@@ -107,18 +112,11 @@ impl Locator {
             }
             return Ok(canonical);
         }
-        let (path, canonical) = self.checked(Some(repo))?;
+        let canonical = ensure_inside(root, &path)?;
         if !is_git_directory(&path) {
             return Err(LocateError::NotARepository(path.display().to_string()));
         }
         canonical.ok_or_else(|| LocateError::NotARepository(path.display().to_string()))
-    }
-
-    /// The validated path, and its canonical form when it exists.
-    fn checked(&self, repo: Option<&Repository>) -> Result<(PathBuf, Option<PathBuf>), LocateError> {
-        let (root, path) = self.lexical(repo)?;
-        let canonical = ensure_inside(root, &path)?;
-        Ok((path, canonical))
     }
 
     /// The storage root, and the root joined with the cleaned relative path: what the path checks start
@@ -127,13 +125,6 @@ impl Locator {
         let repo = repo.ok_or(LocateError::MissingRepository)?;
         let root = self.storage_path(&repo.storage_name)?;
         Ok((root, root.join(validate_relative_path(&repo.relative_path, &repo.storage_name)?)))
-    }
-
-    /// `repo`'s path, when the call's [`with_resolved`] scope holds it as already resolved: a repository
-    /// whose path is its own canonical form (no symlink on the way) was checked at the start of this call.
-    fn checked_in_call(&self, repo: Option<&Repository>) -> Option<PathBuf> {
-        let (_, path) = self.lexical(repo).ok()?;
-        RESOLVED.try_with(|seen| seen.contains(&path)).unwrap_or(false).then_some(path)
     }
 
     /// Where a repository is moved before it is deleted: in the storage's scratch area, never visible at a

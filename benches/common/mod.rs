@@ -137,6 +137,23 @@ pub async fn drain<T>(mut s: tonic::Streaming<T>, count: impl Fn(&T) -> usize) -
     n
 }
 
+/// Ten of `commits`, spread over the history, picked by `i`.
+pub fn ten_commits(commits: &[String], i: usize) -> Vec<String> {
+    (0..10).map(|k| commits[(i * 131 + k * 4001) % commits.len()].clone()).collect()
+}
+
+/// ListCommitsByOid of `oid`, read to its end; every commit must be found.
+pub async fn list_commits_by_oid(ch: AuthChannel, oid: Vec<String>) {
+    use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
+    let n = oid.len();
+    let s = CommitServiceClient::new(ch)
+        .list_commits_by_oid(rgitaly::proto::gitaly::ListCommitsByOidRequest { repository: r(), oid })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(drain(s, |m| m.commits.len()).await, n);
+}
+
 /// TreeEntry of one of the 100 files at `main`, picked by `i`, read to its end.
 pub async fn tree_entry(ch: AuthChannel, i: usize) {
     use rgitaly::proto::gitaly::commit_service_client::CommitServiceClient;
