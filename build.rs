@@ -39,6 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let set = FileDescriptorSet::decode(std::fs::read(&descriptor)?.as_slice())?;
     std::fs::write(out.join("registry.rs"), registry(&set)?)?;
+    std::fs::write(out.join("bulk.rs"), bulk(&set)?)?;
     Ok(())
 }
 
@@ -285,6 +286,53 @@ fn registry(set: &FileDescriptorSet) -> Result<String, String> {
     Ok(out)
 }
 
+/// `impl Bulk` for each message with [`BULK_FIELDS`]: their field numbers from the descriptors, for
+/// `src/bulk.rs`, which frames those fields without copying them.
+fn bulk(set: &FileDescriptorSet) -> Result<String, String> {
+    let all = messages(set);
+    let mut order: Vec<&str> = Vec::new();
+    let mut fields: HashMap<&str, Vec<(String, i32)>> = HashMap::new();
+    for full in BULK_FIELDS {
+        let (msg, field) = full.rsplit_once('.').ok_or_else(|| format!("bad bulk field {full}"))?;
+        let m = all.get(msg).ok_or_else(|| format!("bulk field {full}: no message {msg}"))?;
+        let f = m.field.iter().find(|f| f.name == field).ok_or_else(|| format!("bulk field {full}: no field"))?;
+        if !fields.contains_key(msg) {
+            order.push(msg);
+        }
+        fields.entry(msg).or_default().push((f.name.clone(), f.number));
+    }
+    let mut out = String::new();
+    for msg in order {
+        let rust = camel(msg.rsplit('.').next().unwrap_or(msg));
+        let _ = writeln!(out, "impl Bulk for crate::proto::gitaly::{rust} {{");
+        let _ = writeln!(out, "    fn take_bulk(&mut self) -> Option<(u32, Bytes)> {{");
+        for (name, number) in &fields[msg] {
+            let _ = writeln!(
+                out,
+                "        if !self.{name}.is_empty() {{ return Some(({number}, std::mem::take(&mut self.{name}))); }}"
+            );
+        }
+        out.push_str("        None\n    }\n}\n");
+    }
+    Ok(out)
+}
+
+/// A message's Rust name as prost writes it: `SSHUploadPackResponse` → `SshUploadPackResponse`.
+fn camel(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
+        let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+        if c.is_ascii_uppercase() && prev_upper && !next_lower {
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Fields holding bulk data (see `main`).
 const BULK_FIELDS: &[&str] = &[
     ".gitaly.SSHUploadPackRequest.stdin",
@@ -306,4 +354,7 @@ const BULK_FIELDS: &[&str] = &[
     ".gitaly.RawBlameResponse.data",
     ".gitaly.RawDiffResponse.data",
     ".gitaly.RawPatchResponse.data",
+    ".gitaly.GetBlobResponse.data",
+    ".gitaly.GetBlobsResponse.data",
+    ".gitaly.TreeEntryResponse.data",
 ];

@@ -16,8 +16,15 @@ to 0.2 s to the second run). Reports each run and medians of wall time, CPU (cli
 processes it ran, from /proc/<pid>/stat utime+stime+cutime+cstime), the ratios, and the daemon's peak RSS
 (VmHWM). Loopback only; bounded in count and time.
 
-usage: benches/transport.py [--objects N] [--blob-size BYTES] [--repeat N] [--keep DIR]
-Run from the repository root; builds the release binaries first.
+With --overhead it also reports what rgitaly itself costs per run, apart from git: the daemon's own CPU
+(its threads, not the git it runs) plus rgitaly-ssh's, the figure to compare two builds by (the totals
+above vary by +-15 % from run to run on a busy 2-core machine; this one much less). rgitaly-ssh then runs
+under a small Python wrapper that records its CPU, which adds the wrapper's start to the wall times.
+
+usage: benches/transport.py [--objects N] [--blob-size BYTES] [--repeat N] [--keep DIR] [--bin-dir DIR]
+                            [--overhead]
+Run from the repository root; builds the release binaries first, unless --bin-dir names a directory
+holding `rgitaly`, `rgitaly-worker` and `rgitaly-ssh` (e.g. an older build, for an A/B comparison).
 """
 import argparse
 import os
@@ -78,12 +85,32 @@ def generate(repo, objects, blob_size):
     return int(info["in-pack"]), int(info["size-pack"]) * 1024
 
 
-def proc_cpu(pid):
-    """utime+stime+cutime+cstime of a process, in seconds."""
+def proc_cpu(pid, children=True):
+    """utime+stime(+cutime+cstime) of a process, in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is state (field 3); utime is field 14 -> index 11.
-    return sum(int(x) for x in fields[11:15]) / CLK
+    return sum(int(x) for x in fields[11:15 if children else 13]) / CLK
+
+
+SSH_WRAPPER = """#!{python}
+import resource, subprocess, sys
+code = subprocess.run([{ssh!r}] + sys.argv[1:]).returncode
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open({log!r}, "a") as f:
+    f.write(f"{{u.ru_utime + u.ru_stime}}\\n")
+sys.exit(code)
+"""
+
+
+def overhead(daemon_pid, log, run):
+    """The daemon's own CPU plus rgitaly-ssh's during `run()`."""
+    d0 = proc_cpu(daemon_pid, children=False)
+    open(log, "w").close()
+    run()
+    with open(log) as f:
+        ssh = sum(float(x) for x in f.read().split())
+    return proc_cpu(daemon_pid, children=False) - d0 + ssh
 
 
 def vm_hwm(pid):
@@ -113,10 +140,15 @@ def main():
     ap.add_argument("--blob-size", type=int, default=2100)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--keep", help="reuse/keep the generated repository in this directory")
+    ap.add_argument("--bin-dir", help="use the rgitaly and rgitaly-ssh in this directory instead of building")
+    ap.add_argument("--overhead", action="store_true", help="also report rgitaly's own CPU (daemon + rgitaly-ssh)")
     a = ap.parse_args()
 
-    sh("cargo", "build", "--release", "--quiet", "--bin", "rgitaly", "--bin", "rgitaly-ssh", cwd=ROOT)
-    bin_dir = os.path.join(ROOT, "target", "release")
+    if a.bin_dir:
+        bin_dir = os.path.abspath(a.bin_dir)
+    else:
+        sh("cargo", "build", "--release", "--quiet", "--bin", "rgitaly", "--bin", "rgitaly-ssh", cwd=ROOT)
+        bin_dir = os.path.join(ROOT, "target", "release")
     work = tempfile.mkdtemp(prefix="rgitaly-bench-")
     try:
         storage = os.path.join(work, "storage")
@@ -149,6 +181,17 @@ def main():
             time.sleep(0.02)
         env = git_env()
         env["GIT_SSH_COMMAND"] = os.path.join(bin_dir, "rgitaly-ssh")
+        ssh_log = os.path.join(work, "ssh-cpu.log")
+        if a.overhead:
+            wrapper = os.path.join(work, "rgitaly-ssh-timed")
+            with open(wrapper, "w") as f:
+                f.write(SSH_WRAPPER.format(python=sys.executable, ssh=env["GIT_SSH_COMMAND"], log=ssh_log))
+            os.chmod(wrapper, 0o755)
+            env["GIT_SSH_COMMAND"] = wrapper
+        own = {"clone": [], "push": []}
+
+        def measured(op, run):
+            return (lambda: own[op].append(overhead(daemon.pid, ssh_log, run))) if a.overhead else run
         env["GITALY_ADDRESS"] = "unix:" + sock
         url = "ssh://rgitaly/default/"
         rss_idle = vm_hwm(daemon.pid)
@@ -159,8 +202,8 @@ def main():
             os.makedirs(out, exist_ok=True)
             clone_git = lambda: results["clone_git"].append(timed(
                 ["git", "clone", "--bare", "--no-local", "--quiet", src, f"g{i}.git"], env, out))
-            clone_rgitaly = lambda: results["clone_rgitaly"].append(timed(
-                ["git", "clone", "--bare", "--quiet", url + "bench.git", f"r{i}.git"], env, out, daemon.pid))
+            clone_rgitaly = measured("clone", lambda: results["clone_rgitaly"].append(timed(
+                ["git", "clone", "--bare", "--quiet", url + "bench.git", f"r{i}.git"], env, out, daemon.pid)))
             for run in ((clone_git, clone_rgitaly) if i % 2 == 0 else (clone_rgitaly, clone_git)):
                 os.sync()
                 run()
@@ -172,8 +215,9 @@ def main():
             push_git = lambda: results["push_git"].append(timed(
                 ["git", "-c", "receive.fsckObjects=true", "-c", "receive.fsck.badTimezone=ignore",
                  "push", "--quiet", "--mirror", os.path.join(storage, f"pg{i}.git")], env, os.path.join(out, f"g{i}.git")))
-            push_rgitaly = lambda: results["push_rgitaly"].append(timed(
-                ["git", "push", "--quiet", "--mirror", url + f"pr{i}.git"], env, os.path.join(out, f"g{i}.git"), daemon.pid))
+            push_rgitaly = measured("push", lambda: results["push_rgitaly"].append(timed(
+                ["git", "push", "--quiet", "--mirror", url + f"pr{i}.git"], env, os.path.join(out, f"g{i}.git"),
+                daemon.pid)))
             # Each run starts with no dirty pages of the one before (a push writes the whole pack, and its
             # writeback would land in whichever run comes next), and the order alternates.
             for run in ((push_git, push_rgitaly) if i % 2 == 0 else (push_rgitaly, push_git)):
@@ -197,6 +241,10 @@ def main():
             print(f"{op:8} {gw:8.2f}s {rw:12.2f}s {rw / gw:6.3f} {gc:7.2f}s {rc:11.2f}s {rc / gc:6.3f}")
         for k, runs in results.items():
             print(f"  {k:14} wall " + " ".join(f"{w:.2f}" for w, _ in runs) + "  cpu " + " ".join(f"{c:.2f}" for _, c in runs))
+        for op, runs in own.items():
+            if runs:
+                print(f"  {op} rgitaly's own cpu (daemon + rgitaly-ssh): median {statistics.median(runs):.3f}s  "
+                      + " ".join(f"{c:.3f}" for c in runs))
         print(f"daemon peak RSS: {peak / 2**20:.1f} MiB (idle after start: {rss_idle / 2**20:.1f} MiB); "
               f"pack {pack / 2**20:.0f} MiB; median of {a.repeat}")
     finally:

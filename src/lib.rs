@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the path of a request through these modules.
 
 pub mod auth;
+pub mod bulk;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -15,8 +15,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client;
-use crate::proto::gitaly::ssh_service_client::SshServiceClient;
-use crate::proto::gitaly::{Repository, SshReceivePackRequest, SshUploadArchiveRequest, SshUploadPackRequest};
+use crate::proto::gitaly::{
+    Repository, SshReceivePackRequest, SshReceivePackResponse, SshUploadArchiveRequest, SshUploadArchiveResponse,
+    SshUploadPackRequest, SshUploadPackResponse,
+};
+
+/// Largest message accepted from the server (its answers carry up to 128 KiB of output each).
+const MAX_RESPONSE: usize = 8 * 1024 * 1024;
 
 /// Which SSHService RPC to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,8 +243,7 @@ fn strings(v: &Value, key: &str) -> Result<Vec<String>, UsageError> {
 
 /// Runs the call, pumping this process's stdin/stdout/stderr; returns the remote exit status.
 pub async fn run(address: &str, token: Option<&str>, service: Service, payload: Payload) -> Result<i32, String> {
-    let channel = client::connect(address, token).await.map_err(|e| e.to_string())?;
-    let mut client = SshServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
+    let mut channel = client::connect(address, token).await.map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel::<bytes::Bytes>(crate::streamio::CHANNEL_DEPTH);
     tokio::spawn(async move {
         let mut stdin = async_stdin();
@@ -257,11 +261,14 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
     let fail = |e: tonic::Status| format!("{name}: {}", e.message());
     // Each service has its own message types; the shape of the exchange is the same.
     macro_rules! exchange {
-        ($method:ident, $req:ident, { $($field:ident: $value:expr),* $(,)? }) => {{
+        ($path:literal, $req:ident, $resp:ident, { $($field:ident: $value:expr),* $(,)? }) => {{
             let first = $req { repository: p.repository.clone(), $($field: $value,)* ..Default::default() };
             let rest = chunks.map(|stdin| $req { stdin, ..Default::default() });
-            let requests = futures::stream::once(async { first }).chain(rest);
-            let mut responses = client.$method(requests).await.map_err(fail)?.into_inner();
+            let requests = futures::stream::once(async { first }).chain(rest).map(Ok);
+            // Framed by `bulk`: stdin's chunks go out as they were read, without a copy.
+            let mut responses = crate::bulk::call::<_, _, $req, $resp>(&mut channel, $path, Box::pin(requests), MAX_RESPONSE)
+                .await
+                .map_err(fail)?;
             let (mut out, mut err) = (async_stdout(), tokio::io::stderr());
             let mut code = 0;
             while let Some(msg) = responses.message().await.map_err(fail)? {
@@ -280,18 +287,24 @@ pub async fn run(address: &str, token: Option<&str>, service: Service, payload: 
         }};
     }
     match service {
-        Service::UploadPack => exchange!(ssh_upload_pack, SshUploadPackRequest, {
-            git_config_options: p.git_config_options.clone(),
-            git_protocol: p.git_protocol.clone(),
-        }),
-        Service::ReceivePack => exchange!(ssh_receive_pack, SshReceivePackRequest, {
-            gl_id: p.gl_id.clone(),
-            gl_repository: p.gl_repository.clone(),
-            gl_username: p.gl_username.clone(),
-            git_protocol: p.git_protocol.clone(),
-            git_config_options: p.git_config_options.clone(),
-        }),
-        Service::UploadArchive => exchange!(ssh_upload_archive, SshUploadArchiveRequest, {}),
+        Service::UploadPack => {
+            exchange!("/gitaly.SSHService/SSHUploadPack", SshUploadPackRequest, SshUploadPackResponse, {
+                git_config_options: p.git_config_options.clone(),
+                git_protocol: p.git_protocol.clone(),
+            })
+        }
+        Service::ReceivePack => {
+            exchange!("/gitaly.SSHService/SSHReceivePack", SshReceivePackRequest, SshReceivePackResponse, {
+                gl_id: p.gl_id.clone(),
+                gl_repository: p.gl_repository.clone(),
+                gl_username: p.gl_username.clone(),
+                git_protocol: p.git_protocol.clone(),
+                git_config_options: p.git_config_options.clone(),
+            })
+        }
+        Service::UploadArchive => {
+            exchange!("/gitaly.SSHService/SSHUploadArchive", SshUploadArchiveRequest, SshUploadArchiveResponse, {})
+        }
     }
 }
 

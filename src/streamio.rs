@@ -26,8 +26,8 @@ pub const CHANNEL_DEPTH: usize = 4;
 
 /// Size of the reads from git's stdout, and so of the daemon's output messages (a clone's pack), and how
 /// many may wait for the client before git is paused by back-pressure. A client that reads slowly costs
-/// `OUT_DEPTH` chunks queued, one read and waiting for the queue, and the encoded copy of one in the
-/// HTTP/2 stream: 384 KiB. (The reader does not reserve room before it reads: stderr shares the queue, and
+/// `OUT_DEPTH` chunks queued, one read and waiting for the queue, and one in the HTTP/2 stream's send
+/// queue (sent as it is, `crate::bulk`): 384 KiB. (The reader does not reserve room before it reads: stderr shares the queue, and
 /// a reservation held while git blocks on a full stderr pipe would stop both.) Measured with 50 clones at
 /// once (`cargo bench --bench memory`): 256 KiB × 4 cost 75 MiB more than 128 KiB × 2, and each queued
 /// chunk about 7 MiB. 64 KiB chunks would halve that again, but cost a clone through the daemon 1.33× the
@@ -48,7 +48,8 @@ pub struct ReadBuffer {
     most: usize,
 }
 
-/// rgitaly-ssh's reader: [`CHUNK`]s, as many buffers as its channel and the encoder hold and one being read.
+/// rgitaly-ssh's reader: [`CHUNK`]s, as many buffers as its channel and the HTTP/2 stream hold and one
+/// being read.
 impl Default for ReadBuffer {
     fn default() -> ReadBuffer {
         ReadBuffer::new(CHUNK, CHANNEL_DEPTH + 2)

@@ -321,9 +321,9 @@ async fn commits_trees_and_blobs_match_git() {
             .unwrap()
             .into_inner();
         let first = s.message().await.unwrap().unwrap();
-        let mut data = first.data.clone();
+        let mut data = first.data.to_vec();
         while let Some(m) = s.message().await.unwrap() {
-            data.extend(m.data);
+            data.extend_from_slice(&m.data);
         }
         assert_eq!((&first.oid, first.mode), (oid, *mode), "{}", String::from_utf8_lossy(path));
         match kind.as_str() {
@@ -392,10 +392,10 @@ async fn commits_trees_and_blobs_match_git() {
             .unwrap()
             .into_inner();
         let first = s.message().await.unwrap().unwrap();
-        let mut data = first.data.clone();
+        let mut data = first.data.to_vec();
         while let Some(m) = s.message().await.unwrap() {
             assert!(m.oid.is_empty() && m.size == 0, "metadata repeated after the first message");
-            data.extend(m.data);
+            data.extend_from_slice(&m.data);
         }
         assert_eq!((first.oid.as_str(), first.size as usize, &data), (oid.as_str(), content.len(), content));
     }
@@ -442,7 +442,7 @@ async fn commits_trees_and_blobs_match_git() {
     assert!(got[1].is_submodule && got[1].r#type == ObjectType::Commit as i32);
     assert_eq!(got[2].r#type, ObjectType::Tree as i32);
     assert_eq!((got[3].oid.as_str(), got[3].path.as_slice()), ("", &b"missing"[..]));
-    assert_eq!(got[4].data, b"alpha, ren");
+    assert_eq!(got[4].data, &b"alpha, ren"[..]);
 }
 
 async fn tree_entries(

@@ -3,7 +3,7 @@ Rails uses), with default channel options: unary, server-streaming and bidirecti
 and an unauthenticated one. Stubs are generated from the project's own protos at run time.
 
 usage: ccore_client.py --proto-dir DIR --target TARGET [--root-cert PEM] --token SECRET
-                       --storage NAME --repo RELATIVE_PATH --commit ID
+                       --storage NAME --repo RELATIVE_PATH --commit ID --big-oid ID --big-size N
 Prints one line per check and exits non-zero at the first failure.
 """
 import argparse
@@ -44,7 +44,7 @@ def check(name, cond, detail=""):
 
 def main():
     ap = argparse.ArgumentParser()
-    for a in ("--proto-dir", "--target", "--token", "--storage", "--repo", "--commit"):
+    for a in ("--proto-dir", "--target", "--token", "--storage", "--repo", "--commit", "--big-oid", "--big-size"):
         ap.add_argument(a, required=True)
     ap.add_argument("--root-cert")
     o = ap.parse_args()
@@ -56,6 +56,7 @@ def main():
     repo_pb, repo_grpc = importlib.import_module("repository_service_pb2"), importlib.import_module("repository_service_pb2_grpc")
     commit, commit_grpc = importlib.import_module("commit_pb2"), importlib.import_module("commit_pb2_grpc")
     ref, ref_grpc = importlib.import_module("ref_pb2"), importlib.import_module("ref_pb2_grpc")
+    blob, blob_grpc = importlib.import_module("blob_pb2"), importlib.import_module("blob_pb2_grpc")
     http, http_grpc = importlib.import_module("smarthttp_pb2"), importlib.import_module("smarthttp_pb2_grpc")
     ssh, ssh_grpc = importlib.import_module("ssh_pb2"), importlib.import_module("ssh_pb2_grpc")
 
@@ -85,6 +86,20 @@ def main():
     adv = b"".join(r.data for r in http_grpc.SmartHTTPServiceStub(channel).InfoRefsUploadPack(
         http.InfoRefsRequest(repository=repo), metadata=md, timeout=20))
     check("InfoRefsUploadPack (server streaming)", o.commit.encode() in adv and adv.startswith(b"001e# service="))
+
+    # A large blob: every piece must decode, and the whole must hash to its id.
+    def git_oid(data):
+        return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+    pieces = list(blob_grpc.BlobServiceStub(channel).GetBlob(
+        blob.GetBlobRequest(repository=repo, oid=o.big_oid, limit=-1), metadata=md, timeout=20))
+    data = b"".join(p.data for p in pieces)
+    check("GetBlob of a large blob (server streaming)",
+          pieces[0].oid == o.big_oid and pieces[0].size == int(o.big_size) and git_oid(data) == o.big_oid
+          and len(pieces) > 1, repr((pieces[0].oid, pieces[0].size, len(data), len(pieces))))
+    entry = b"".join(p.data for p in commit_grpc.CommitServiceStub(channel).TreeEntry(
+        commit.TreeEntryRequest(repository=repo, revision=b"HEAD", path=b"big.txt"), metadata=md, timeout=20))
+    check("TreeEntry of a large blob", git_oid(entry) == o.big_oid, repr(len(entry)))
 
     def requests():
         yield ssh.SSHUploadPackRequest(repository=repo)

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::path::Path;
 
+use bytes::Bytes;
 use gix::ObjectId;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -55,10 +56,10 @@ pub const POINT_MAX: u64 = 16 * 1024;
 
 /// The responses for `first` and the inline `bytes` (128 KiB pieces, the first on `first`), as a stream
 /// with nothing behind it.
-pub fn ready<T: Default + Send + 'static>(first: T, bytes: Vec<u8>, set: fn(&mut T, Vec<u8>)) -> BoxStream<T> {
+pub fn ready<T: Default + Send + 'static>(first: T, bytes: Vec<u8>, set: fn(&mut T, Bytes)) -> BoxStream<T> {
     let mut messages = Vec::with_capacity(bytes.len().div_ceil(DATA_CHUNK).max(1));
     let mut first = Some(first);
-    let mut pieces = bytes.chunks(DATA_CHUNK).map(<[u8]>::to_vec);
+    let mut pieces = pieces(bytes.into());
     loop {
         let piece = pieces.next();
         if piece.is_none() && first.is_none() {
@@ -69,6 +70,11 @@ pub fn ready<T: Default + Send + 'static>(first: T, bytes: Vec<u8>, set: fn(&mut
         messages.push(Ok(m));
     }
     Box::pin(tokio_stream::iter(messages))
+}
+
+/// `bytes` in [`DATA_CHUNK`] pieces, each a slice of it.
+fn pieces(bytes: Bytes) -> impl Iterator<Item = Bytes> {
+    (0..bytes.len()).step_by(DATA_CHUNK).map(move |at| bytes.slice(at..(at + DATA_CHUNK).min(bytes.len())))
 }
 
 /// A read in the handler that failed, as a stream whose first item is the error, as when the read runs on
@@ -104,20 +110,20 @@ pub async fn send<T: Default>(
     repo: &Path,
     first: T,
     data: Data,
-    set: fn(&mut T, Vec<u8>),
+    set: fn(&mut T, Bytes),
     tx: &mpsc::Sender<Result<T, Status>>,
 ) -> Result<bool, Status> {
     let mut first = Some(first);
-    let mut put = |piece: Vec<u8>| {
+    let mut put = |piece: Bytes| {
         let mut m = first.take().unwrap_or_default();
         set(&mut m, piece);
         m
     };
     match data {
-        Data::Inline(bytes) if bytes.is_empty() => Ok(tx.send(Ok(put(Vec::new()))).await.is_ok()),
+        Data::Inline(bytes) if bytes.is_empty() => Ok(tx.send(Ok(put(Bytes::new()))).await.is_ok()),
         Data::Inline(bytes) => {
-            for piece in bytes.chunks(DATA_CHUNK) {
-                if tx.send(Ok(put(piece.to_vec()))).await.is_err() {
+            for piece in pieces(bytes.into()) {
+                if tx.send(Ok(put(piece))).await.is_err() {
                     return Ok(false);
                 }
             }
@@ -147,7 +153,7 @@ pub async fn send<T: Default>(
                     filled += n;
                 }
                 left -= filled;
-                room.send(Ok(put(piece)));
+                room.send(Ok(put(piece.into())));
             }
             // Whatever git has not written yet is not wanted: dropping it stops git.
             Ok(true)

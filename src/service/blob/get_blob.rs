@@ -42,7 +42,7 @@ pub fn get_blob(ctx: &Ctx, req: GetBlobRequest) -> Result<BoxStream<GetBlobRespo
             let _ = tx.send(Ok(GetBlobResponse::default())).await;
             return Ok(());
         };
-        let first = GetBlobResponse { size: size as i64, oid: id.to_string(), data: Vec::new() };
+        let first = GetBlobResponse { size: size as i64, oid: id.to_string(), data: Default::default() };
         data::send(&c, &path, first, blob, |m, d| m.data = d, &tx).await?;
         Ok(())
     }))
@@ -68,6 +68,6 @@ fn small(
     let length = if req.limit >= 0 { (req.limit as u64).min(size) } else { size };
     let bytes = crate::odb::blob_prefix(&repo, id, size, length)
         .map_err(|e| Status::internal(format!("GetBlob: {}", e.message())))?;
-    let first = GetBlobResponse { size: size as i64, oid: id.to_string(), data: Vec::new() };
+    let first = GetBlobResponse { size: size as i64, oid: id.to_string(), data: Default::default() };
     Ok(Some(data::ready(first, bytes, |m, d| m.data = d)))
 }
