@@ -303,7 +303,8 @@ fn bulk(set: &FileDescriptorSet) -> Result<String, String> {
     }
     let mut out = String::new();
     for msg in order {
-        let rust = camel(msg.rsplit('.').next().unwrap_or(msg));
+        let name = msg.strip_prefix(".gitaly.").filter(|n| !n.contains('.'));
+        let rust = camel(name.ok_or_else(|| format!("bulk message {msg}: only top-level gitaly messages"))?);
         let _ = writeln!(out, "impl Bulk for crate::proto::gitaly::{rust} {{");
         let _ = writeln!(out, "    fn take_bulk(&mut self) -> Option<(u32, Bytes)> {{");
         for (name, number) in &fields[msg] {

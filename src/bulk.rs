@@ -168,15 +168,31 @@ fn trailers(status: Status) -> http::HeaderMap {
     headers
 }
 
-/// Messages cut from a body, waiting for the decoder.
-type Cut = Arc<Mutex<VecDeque<Pieces>>>;
+/// Messages cut from a body, waiting for the decoder; poisoned once one failed to decode, after which
+/// the stream ends (tonic's `Streaming` would otherwise decode the next message without its placeholder).
+type Cut = Arc<Mutex<Queue>>;
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Pieces>,
+    poisoned: bool,
+}
+
+fn queue(cut: &Cut) -> std::sync::MutexGuard<'_, Queue> {
+    cut.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Most messages cut from a frame before their placeholders are handed on: a frame of a million tiny
+/// messages is cut a batch at a time, as `Streaming` decodes them, not all at once.
+const BATCH: usize = 64;
 
 /// Zero-length message prefixes: `Streaming` decodes one placeholder per message cut.
-static PLACEHOLDERS: [u8; PREFIX * 64] = [0; PREFIX * 64];
+static PLACEHOLDERS: [u8; PREFIX * BATCH] = [0; PREFIX * BATCH];
 
 /// One message as the pieces of the frames it arrived in. Pieces of at least [`COPY_BELOW`] bytes are
-/// slices of their frames; smaller ones are copied together, so a message sent in tiny frames costs no
-/// more than its length.
+/// slices of their frames (and so keep h2's buffer of that frame, which is bounded by the few messages a
+/// call holds at once); smaller ones are copied together, so a message sent in tiny frames costs no more
+/// than its length.
 #[derive(Default)]
 struct Pieces {
     parts: VecDeque<Bytes>,
@@ -230,6 +246,7 @@ impl Buf for Pieces {
     }
 
     fn copy_to_bytes(&mut self, n: usize) -> Bytes {
+        assert!(n <= self.len, "copy_to_bytes past the end of a message");
         match self.parts.front_mut() {
             Some(front) if front.len() >= n => {
                 self.len -= n;
@@ -253,17 +270,24 @@ impl Buf for Pieces {
 struct Cutter {
     body: Body,
     cut: Cut,
+    /// What is left of the last frame, cut [`BATCH`] messages at a time.
+    rest: Bytes,
     /// The prefix of the next message, as far as it has come.
     prefix: [u8; PREFIX],
     have: usize,
     /// The message being cut and how many of its bytes are still to come.
     message: Option<(Pieces, usize)>,
     max: usize,
+    /// The end of tonic's error messages for this direction.
+    while_: String,
+    /// An error found after messages that are still to be handed on.
+    error: Option<Status>,
 }
 
 impl Cutter {
     /// The length in a complete prefix, checked as tonic checks it.
-    fn length(p: &[u8; PREFIX], max: usize) -> Result<usize, Status> {
+    fn length(&self) -> Result<usize, Status> {
+        let (p, max) = (&self.prefix, self.max);
         match p[0] {
             0 => {}
             1 => {
@@ -273,7 +297,8 @@ impl Cutter {
             }
             f => {
                 return Err(Status::internal(format!(
-                    "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), while sending request"
+                    "protocol error: received message with invalid compression flag: {f} (valid flags are 0 and 1), {}",
+                    self.while_
                 )))
             }
         }
@@ -286,45 +311,58 @@ impl Cutter {
         Ok(len)
     }
 
-    /// Cuts what `chunk` completes; returns how many messages it cut.
-    fn take(&mut self, mut chunk: Bytes) -> Result<usize, Status> {
-        let mut n = 0;
-        loop {
+    /// Cuts up to [`BATCH`] messages from `rest`, counting them in `n`.
+    fn cut(&mut self, n: &mut usize) -> Result<(), Status> {
+        while *n < BATCH {
             if self.message.is_none() {
-                let take = (PREFIX - self.have).min(chunk.len());
-                self.prefix[self.have..self.have + take].copy_from_slice(&chunk[..take]);
+                let take = (PREFIX - self.have).min(self.rest.len());
+                self.prefix[self.have..self.have + take].copy_from_slice(&self.rest[..take]);
                 self.have += take;
-                chunk.advance(take);
+                self.rest.advance(take);
                 if self.have < PREFIX {
-                    return Ok(n);
+                    break;
                 }
                 self.have = 0;
-                self.message = Some((Pieces::default(), Self::length(&self.prefix, self.max)?));
+                self.message = Some((Pieces::default(), self.length()?));
             }
             let Some((pieces, left)) = self.message.as_mut() else { unreachable!() };
-            let take = (*left).min(chunk.len());
+            let take = (*left).min(self.rest.len());
             if take > 0 {
-                pieces.push(chunk.split_to(take));
+                pieces.push(self.rest.split_to(take));
                 *left -= take;
             }
             if *left > 0 {
-                return Ok(n);
+                break;
             }
             let (pieces, _) = self.message.take().unwrap_or_default();
-            self.cut.lock().unwrap_or_else(|e| e.into_inner()).push_back(pieces.done());
-            n += 1;
-            if chunk.is_empty() {
-                return Ok(n);
+            queue(&self.cut).messages.push_back(pieces.done());
+            *n += 1;
+            if self.rest.is_empty() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts what `rest` holds; the placeholders for what was cut, an error after them.
+    fn batch(&mut self) -> Option<Result<Frame<Bytes>, Status>> {
+        let mut n = 0;
+        match self.cut(&mut n) {
+            Ok(()) if n == 0 => None,
+            Ok(()) => Some(Ok(Frame::data(Self::placeholders(n)))),
+            Err(status) => {
+                self.rest.clear();
+                if n == 0 {
+                    return Some(Err(status));
+                }
+                self.error = Some(status);
+                Some(Ok(Frame::data(Self::placeholders(n))))
             }
         }
     }
 
     fn placeholders(n: usize) -> Bytes {
-        if n * PREFIX <= PLACEHOLDERS.len() {
-            Bytes::from_static(&PLACEHOLDERS[..n * PREFIX])
-        } else {
-            Bytes::from(vec![0u8; n * PREFIX])
-        }
+        Bytes::from_static(&PLACEHOLDERS[..n * PREFIX])
     }
 }
 
@@ -334,14 +372,22 @@ impl http_body::Body for Cutter {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let this = self.get_mut();
+        if let Some(status) = this.error.take() {
+            return Poll::Ready(Some(Err(status)));
+        }
+        if queue(&this.cut).poisoned {
+            return Poll::Ready(None);
+        }
         loop {
+            if !this.rest.is_empty() {
+                if let Some(frame) = this.batch() {
+                    return Poll::Ready(Some(frame));
+                }
+                continue;
+            }
             match std::task::ready!(Pin::new(&mut this.body).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => match this.take(chunk) {
-                        Ok(0) => continue,
-                        Ok(n) => return Poll::Ready(Some(Ok(Frame::data(Self::placeholders(n))))),
-                        Err(status) => return Poll::Ready(Some(Err(status))),
-                    },
+                    Ok(chunk) => this.rest = chunk,
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Some(Err(status)) => return Poll::Ready(Some(Err(status))),
@@ -365,21 +411,41 @@ impl<M: Message + Default + 'static> Decoder for CutDecoder<M> {
     type Error = Status;
 
     fn decode(&mut self, _placeholder: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        let pieces = self.cut.lock().unwrap_or_else(|e| e.into_inner()).pop_front();
-        let pieces = pieces.ok_or_else(|| Status::internal("bulk decoder out of step"))?;
-        M::decode(pieces).map(Some).map_err(|e| Status::internal(e.to_string()))
+        let mut queue = queue(&self.cut);
+        if queue.poisoned {
+            return Ok(None);
+        }
+        let pieces = queue.messages.pop_front();
+        let decoded = match pieces {
+            Some(pieces) => M::decode(pieces).map_err(|e| Status::internal(e.to_string())),
+            None => Err(Status::internal("bulk decoder out of step")),
+        };
+        queue.poisoned = decoded.is_err();
+        decoded.map(Some)
     }
 }
 
-fn cutter<M: Message + Default + 'static>(body: Body, max: usize) -> (Cutter, CutDecoder<M>) {
+/// `while_` ends tonic's messages for a bad prefix: "while sending request" or "while receiving response
+/// with status: …".
+fn cutter<M: Message + Default + 'static>(body: Body, max: usize, while_: String) -> (Cutter, CutDecoder<M>) {
     let cut = Cut::default();
-    let cutter = Cutter { body, cut: cut.clone(), prefix: [0; PREFIX], have: 0, message: None, max };
+    let cutter = Cutter {
+        body,
+        cut: cut.clone(),
+        rest: Bytes::new(),
+        prefix: [0; PREFIX],
+        have: 0,
+        message: None,
+        max,
+        while_,
+        error: None,
+    };
     (cutter, CutDecoder { cut, _m: PhantomData })
 }
 
 /// The client's messages as tonic's `Streaming`, decoded from slices of the frames they came in.
 fn request_stream<M: Message + Default + Send + 'static>(body: Body, max: usize) -> Streaming<M> {
-    let (cutter, decoder) = cutter::<M>(body, max);
+    let (cutter, decoder) = cutter::<M>(body, max, "while sending request".into());
     Streaming::new_request(decoder, cutter, None, Some(max))
 }
 
@@ -459,6 +525,7 @@ where
         Ok(None) => {}
         Err(status) => return status.into_http(),
     }
+    drop(messages);
     let metadata = tonic::metadata::MetadataMap::from_headers(headers);
     respond(call(tonic::Request::from_parts(metadata, parts.extensions, message)).await, max)
 }
@@ -488,17 +555,23 @@ where
     req.headers_mut().insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
     let svc = channel.ready().await.map_err(|e| Status::unavailable(e.into().to_string()))?;
     let res = svc.call(req).await.map_err(|e| Status::from_error(e.into()))?;
+    uncompressed(res.headers())?;
     let status_code = res.status();
-    // A call refused before any message has its status in the headers ("trailers-only").
-    if let Some(status) = Status::from_header_map(res.headers()) {
+    // A call answered by headers alone has its status there ("trailers-only"): an error, or OK with no
+    // message and no trailers to wait for.
+    let trailers_only = Status::from_header_map(res.headers());
+    if let Some(status) = &trailers_only {
         if status.code() != tonic::Code::Ok {
-            return Err(status);
+            return Err(status.clone());
         }
     }
     use http_body_util::BodyExt;
     let body = Body::new(res.into_body().map_err(|e| Status::from_error(e.into())));
-    let (cutter, decoder) = cutter::<Resp>(body, max);
-    Ok(Streaming::new_response(decoder, cutter, status_code, None, Some(max)))
+    let (cutter, decoder) = cutter::<Resp>(body, max, format!("while receiving response with status: {status_code}"));
+    Ok(match trailers_only {
+        Some(_) => Streaming::new_empty(decoder, cutter),
+        None => Streaming::new_response(decoder, cutter, status_code, None, Some(max)),
+    })
 }
 
 #[cfg(test)]
@@ -663,6 +736,41 @@ mod tests {
         let got = decode_all(frames, 1 << 20).await.unwrap();
         assert_eq!(got, vec![one]);
         assert_eq!(got[0].data.as_ptr(), data.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_frame_of_many_tiny_messages_is_cut_a_batch_at_a_time() {
+        let msgs: Vec<_> = (0..1000).map(|_| PostReceivePackRequest::default()).collect();
+        let wire = Bytes::from(framed(&msgs));
+        let (mut cutter, _decoder) = cutter::<PostReceivePackRequest>(body_of(vec![wire]), 1 << 20, String::new());
+        let first = cutter.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), BATCH * PREFIX);
+        assert_eq!(queue(&cutter.cut).messages.len(), BATCH, "only one batch held");
+        // The whole stream still decodes.
+        assert_eq!(decode_all(vec![Bytes::from(framed(&msgs))], 1 << 20).await.unwrap().len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn messages_before_a_bad_prefix_are_delivered_then_the_error() {
+        let good = PostReceivePackRequest { data: big(10), ..Default::default() };
+        let mut wire = framed(&[good.clone(), good.clone()]);
+        wire.extend_from_slice(&[7, 0, 0, 0, 0]);
+        let mut s = request_stream::<PostReceivePackRequest>(body_of(vec![wire.into()]), 1 << 20);
+        assert_eq!(s.message().await.unwrap(), Some(good.clone()));
+        assert_eq!(s.message().await.unwrap(), Some(good));
+        let err = s.message().await.unwrap_err();
+        assert!(err.message().contains("invalid compression flag: 7"), "{}", err.message());
+    }
+
+    #[tokio::test]
+    async fn a_message_that_does_not_decode_ends_the_stream() {
+        let good = PostReceivePackRequest { data: big(10), ..Default::default() };
+        let mut wire = vec![0, 0, 0, 0, 2, 0xff, 0xff];
+        wire.extend_from_slice(&framed(&[good]));
+        let mut s = request_stream::<PostReceivePackRequest>(body_of(vec![wire.into()]), 1 << 20);
+        assert_eq!(s.message().await.unwrap_err().code(), tonic::Code::Internal);
+        // Polled again, it ends rather than decoding the next message out of step.
+        assert!(!matches!(s.message().await, Ok(Some(_))));
     }
 
     #[tokio::test]
