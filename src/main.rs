@@ -8,6 +8,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     // Before any thread starts: takes listeners handed down by a predecessor and clears their variables.
     let inherited = rgitaly::upgrade::Inherited::from_env();
+    rgitaly::memory::tune();
     let runtime = tokio::runtime::Runtime::new().expect("start tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
