@@ -20,7 +20,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon with an (upstream Gitaly) config file.
     Serve { config: PathBuf },
-    /// Validate a config file and exit.
+    /// Validate a config file and, with `[gitlab] url` set, access to GitLab's internal API; then exit.
     Check { config: PathBuf },
     /// Manage repositories on a running server.
     #[command(subcommand)]
@@ -99,6 +99,47 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, String> {
         eprintln!("rgitaly: warning: {}: {w}", path.display());
     }
     Ok(cfg)
+}
+
+/// `rgitaly check`: the config loads and validates; with `[gitlab] url` set, GitLab's internal API answers
+/// and accepts the secret, reported as upstream's `gitaly-hooks check` reports it.
+pub async fn check(path: &std::path::Path) -> i32 {
+    let cfg = match load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rgitaly: {e}");
+            return 2;
+        }
+    };
+    println!("{}: ok", path.display());
+    let gitlab = match crate::gitlab::Gitlab::from_config(&cfg) {
+        Ok(Some(g)) => g,
+        Ok(None) => {
+            println!("No [gitlab] url: GitLab's internal API is not called");
+            return 0;
+        }
+        Err(e) => {
+            eprintln!("rgitaly: {}: {e}", path.display());
+            return 2;
+        }
+    };
+    print!("Checking GitLab API access: ");
+    match gitlab.check().await {
+        Ok(c) => {
+            println!("OK");
+            println!("GitLab version: {}", c.gitlab_version);
+            println!("GitLab revision: {}", c.gitlab_revision);
+            println!("GitLab Api version: {}", c.api_version);
+            println!("Redis reachable for GitLab: {}", c.redis);
+            println!("OK");
+            0
+        }
+        Err(e) => {
+            println!("FAIL");
+            eprintln!("rgitaly: {e}");
+            1
+        }
+    }
 }
 
 pub async fn repo(cmd: RepoCommand) -> Result<i32, String> {

@@ -39,8 +39,8 @@ pub struct Config {
     pub gitaly_ruby: GitalyRuby,
     #[serde(rename = "gitlab-shell")]
     pub gitlab_shell: toml::Table,
-    pub gitlab: toml::Table,
-    pub hooks: toml::Table,
+    pub gitlab: Gitlab,
+    pub hooks: Hooks,
     pub concurrency: Vec<Concurrency>,
     pub prometheus: Prometheus,
     pub pack_objects_cache: toml::Table,
@@ -50,6 +50,41 @@ pub struct Config {
     pub workers: GitalyRuby,
     pub connections: Connections,
     pub read_cache: ReadCache,
+}
+
+/// `[gitlab]`: where GitLab's internal API is, for the hook chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Gitlab {
+    /// `http://`, `https://` or `http+unix://` (a socket path, percent-encoded or not).
+    pub url: Option<String>,
+    /// The path GitLab is served under; used with `http+unix://` only, as upstream.
+    pub relative_url_root: Option<String>,
+    /// The shared secret; default `<gitlab-shell.dir>/.gitlab_shell_secret`.
+    pub secret_file: Option<PathBuf>,
+    #[serde(rename = "http-settings")]
+    pub http_settings: HttpSettings,
+}
+
+/// `[gitlab.http-settings]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Seconds a call may take; 0 or unset means 300.
+    pub read_timeout: Option<u64>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub ca_path: Option<PathBuf>,
+    pub self_signed_cert: Option<bool>,
+}
+
+/// `[hooks]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Hooks {
+    /// Global custom hooks (`<dir>/<hook>.d/*`); default `<gitlab-shell.dir>/hooks`.
+    pub custom_hooks_dir: Option<PathBuf>,
 }
 
 /// rgitaly's own: the budget for in-process object reads (upstream runs `git cat-file` processes, bounded
@@ -326,8 +361,6 @@ const KNOWN_KEYS: &[&str] = &[
 /// Keys that parse but whose feature rgitaly does not have yet; setting them changes nothing today.
 const NOT_BUILT_KEYS: &[(&str, &str)] = &[
     ("pack_objects_cache.enabled", "the pack-objects cache is not built"),
-    ("hooks.custom_hooks_dir", "server-side custom hooks are not run"),
-    ("gitlab.url", "GitLab's internal API is not called; pushes are accepted without access checks"),
     ("daily_maintenance", "daily maintenance is not built"),
     ("cgroups", "cgroups are not built"),
     ("logging.sentry_dsn", "Sentry reporting is not built"),
@@ -451,6 +484,23 @@ impl Config {
 
     pub fn upload_archive_negotiation_timeout(&self) -> Duration {
         self.timeout.upload_archive_negotiation.map(|d| d.0).unwrap_or(Duration::from_secs(60))
+    }
+
+    fn gitlab_shell_dir(&self) -> Option<PathBuf> {
+        self.gitlab_shell.get("dir").and_then(|v| v.as_str()).filter(|d| !d.is_empty()).map(PathBuf::from)
+    }
+
+    /// The GitLab shared secret's file, as upstream defaults it.
+    pub fn gitlab_secret_file(&self) -> PathBuf {
+        self.gitlab
+            .secret_file
+            .clone()
+            .unwrap_or_else(|| self.gitlab_shell_dir().unwrap_or_default().join(".gitlab_shell_secret"))
+    }
+
+    /// The global custom hooks directory, as upstream defaults it; none when neither key is set.
+    pub fn custom_hooks_dir(&self) -> Option<PathBuf> {
+        self.hooks.custom_hooks_dir.clone().or_else(|| self.gitlab_shell_dir().map(|d| d.join("hooks")))
     }
 
     /// Where the daemon keeps its private sockets and scratch files.

@@ -13,6 +13,8 @@ pub struct Context {
     pub config: Config,
     pub locator: Locator,
     pub git: GitCmdFactory,
+    /// The hook chain: payloads for git, GitLab and custom hooks for HookService.
+    pub hooks: crate::hook::Hooks,
     /// Open repositories for in-process reads.
     pub repos: crate::odb::RepoCache,
 }

@@ -9,6 +9,8 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod git;
+pub mod gitlab;
+pub mod hook;
 pub mod layers;
 pub mod locator;
 pub mod logging;

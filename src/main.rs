@@ -12,16 +12,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("start tokio runtime");
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Check { config } => match cli::load_config(&config) {
-                Ok(_) => {
-                    println!("{}: ok", config.display());
-                    0
-                }
-                Err(e) => {
-                    eprintln!("rgitaly: {e}");
-                    2
-                }
-            },
+            Command::Check { config } => cli::check(&config).await,
             Command::Serve { config } => serve(&config, inherited).await,
             Command::Repo(cmd) => cli::repo(cmd).await.unwrap_or_else(|e| {
                 eprintln!("rgitaly: {e}");

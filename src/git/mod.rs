@@ -189,6 +189,9 @@ const DEFAULT_CONFIG: &[(&str, &str)] = &[
     ("core.autocrlf", "input"),
 ];
 
+/// The hooks rgitaly runs for ref updates (as upstream installs them).
+pub const HOOKS: [&str; 4] = ["pre-receive", "update", "post-receive", "reference-transaction"];
+
 /// Builds git commands; created once from the config and shared.
 #[derive(Debug)]
 pub struct GitCmdFactory {
@@ -197,6 +200,9 @@ pub struct GitCmdFactory {
     home: PathBuf,
     /// An empty directory used as `core.hooksPath`, so hooks planted in a repository never run.
     hooks_dir: PathBuf,
+    /// `rgitaly-hooks` linked as each hook git may run for a ref update; `core.hooksPath` of commands
+    /// that carry a hooks payload ([`GitCommand::hooks`]).
+    live_hooks_dir: Option<PathBuf>,
     operator_config: Vec<(String, String)>,
     path_env: OsString,
     spawned: AtomicU64,
@@ -220,11 +226,36 @@ impl GitCmdFactory {
             bin,
             home,
             hooks_dir,
+            live_hooks_dir: None,
             operator_config: config.iter().map(|c| (c.key.clone(), c.value.clone())).collect(),
             path_env: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             spawned: AtomicU64::new(0),
             running: Registry::default(),
         })
+    }
+
+    /// Links `hooks_binary` (`rgitaly-hooks`) as git's pre-receive, update, post-receive and
+    /// reference-transaction hooks in a directory of `runtime_dir`, for commands given a hooks payload.
+    /// Made anew under a temporary name and renamed into place, so a predecessor sharing the directory
+    /// never sees it half made.
+    pub fn with_hooks(mut self, hooks_binary: &Path, runtime_dir: &Path) -> std::io::Result<Self> {
+        if !hooks_binary.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("hooks binary {} not found", hooks_binary.display()),
+            ));
+        }
+        let dir = runtime_dir.join("rgitaly-hooks");
+        let tmp = runtime_dir.join(format!("rgitaly-hooks.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        for hook in HOOKS {
+            std::os::unix::fs::symlink(hooks_binary, tmp.join(hook))?;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)?;
+        self.live_hooks_dir = Some(dir);
+        Ok(self)
     }
 
     pub fn bin_path(&self) -> &Path {
@@ -267,6 +298,7 @@ impl GitCmdFactory {
             user_args: Vec::new(),
             paths: Vec::new(),
             env: Vec::new(),
+            hooks: false,
             error: None,
         }
     }
@@ -296,6 +328,8 @@ pub struct GitCommand<'a> {
     user_args: Vec<OsString>,
     paths: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Runs rgitaly's hooks (a payload was given).
+    hooks: bool,
     error: Option<GitError>,
 }
 
@@ -368,6 +402,21 @@ impl<'a> GitCommand<'a> {
         self
     }
 
+    /// Runs rgitaly's hooks (GitLab's checks, custom hooks) for the refs this command updates, with the
+    /// daemon-signed `payload` (see `crate::hook`). Only for commands that update refs; a factory built
+    /// without the hooks binary refuses to start such a command rather than run it unchecked.
+    pub fn hooks(mut self, payload: String) -> Self {
+        if self.factory.live_hooks_dir.is_none() {
+            self.error.get_or_insert(GitError::Spawn {
+                sub: self.sub.name(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "hooks are not set up"),
+            });
+        }
+        self.hooks = true;
+        self.env.push((crate::hook::payload::ENV.into(), payload.into()));
+        self
+    }
+
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.cwd = Some(dir.as_ref().to_path_buf());
         self
@@ -385,7 +434,7 @@ impl<'a> GitCommand<'a> {
             .chain(internal)
             .chain(self.request_config.iter().cloned())
             .chain(operator)
-            .chain(std::iter::once(format!("core.hooksPath={}", self.factory.hooks_dir.display())));
+            .chain(std::iter::once(format!("core.hooksPath={}", self.hooks_path().display())));
         for c in configs {
             args.push("-c".into());
             args.push(c.into());
@@ -406,6 +455,13 @@ impl<'a> GitCommand<'a> {
             args.extend(self.paths.iter().cloned());
         }
         args
+    }
+
+    fn hooks_path(&self) -> &Path {
+        match (&self.factory.live_hooks_dir, self.hooks) {
+            (Some(dir), true) => dir,
+            _ => &self.factory.hooks_dir,
+        }
     }
 
     fn std_command(&self) -> std::process::Command {

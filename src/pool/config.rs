@@ -46,7 +46,7 @@ impl PoolConfig {
             warnings.push(format!("workers.num_workers: {num_workers} raised to the minimum of {MIN_WORKERS}"));
             num_workers = MIN_WORKERS;
         }
-        let worker_bin = find_worker_binary(cfg.bin_dir.as_deref());
+        let worker_bin = find_binary(cfg.bin_dir.as_deref(), "rgitaly-worker");
         // Per daemon process, so a successor started for an upgrade never touches its predecessor's sockets.
         let socket_dir = cfg.internal_dir().join(format!("workers.{}", std::process::id()));
         let pool = PoolConfig {
@@ -67,16 +67,16 @@ impl PoolConfig {
     }
 }
 
-/// `bin_dir/rgitaly-worker` when it exists, else the one beside the running daemon.
-fn find_worker_binary(bin_dir: Option<&std::path::Path>) -> PathBuf {
-    const NAME: &str = "rgitaly-worker";
-    if let Some(p) = bin_dir.map(|d| d.join(NAME)).filter(|p| p.is_file()) {
+/// `bin_dir/NAME` when it exists, else the one beside the running daemon (`rgitaly-worker`,
+/// `rgitaly-hooks`).
+pub fn find_binary(bin_dir: Option<&std::path::Path>, name: &str) -> PathBuf {
+    if let Some(p) = bin_dir.map(|d| d.join(name)).filter(|p| p.is_file()) {
         return p;
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join(NAME)))
-        .unwrap_or_else(|| PathBuf::from(NAME))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
 }
 
 #[cfg(test)]

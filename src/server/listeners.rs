@@ -19,6 +19,9 @@ use crate::upgrade::Inherited;
 /// A bound listener, ready to serve.
 pub(super) enum Listener {
     Unix(UnixListener, PathBuf),
+    /// The daemon's own socket for `rgitaly-hooks` (its own token; never handed to a successor, which
+    /// has its own).
+    Internal(UnixListener, PathBuf),
     Tcp(TcpListener),
     Tls(TcpListener, Arc<crate::tls::Certificates>),
 }
@@ -28,6 +31,7 @@ impl Listener {
     pub(super) fn name(&self) -> &'static str {
         match self {
             Listener::Unix(..) => "unix",
+            Listener::Internal(..) => "internal",
             Listener::Tcp(_) => "tcp",
             Listener::Tls(..) => "tls",
         }
@@ -35,7 +39,7 @@ impl Listener {
 
     pub(super) fn raw_fd(&self) -> RawFd {
         match self {
-            Listener::Unix(l, _) => l.as_raw_fd(),
+            Listener::Unix(l, _) | Listener::Internal(l, _) => l.as_raw_fd(),
             Listener::Tcp(l) | Listener::Tls(l, _) => l.as_raw_fd(),
         }
     }
@@ -75,6 +79,14 @@ pub(super) fn bind_all(config: &Config, inherited: &mut Inherited) -> Result<Vec
         out.push(Listener::Tls(l, certs));
     }
     Ok(out)
+}
+
+/// Binds the internal socket at `path` (its directory is the daemon's private one); a socket left there by
+/// a crashed daemon with the same pid is replaced.
+pub(super) fn bind_internal(path: &Path) -> Result<Listener, ServeError> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(io_err(format!("internal socket: bind {}", path.display())))?;
+    Ok(Listener::Internal(l, path.to_path_buf()))
 }
 
 /// The predecessor's Unix listener, if it is bound to the configured path.

@@ -29,7 +29,9 @@ use crate::pool::{Pool, PoolConfig};
 use crate::service::{Context, Ctx};
 use crate::storage_metadata;
 use crate::upgrade::{Inherited, Upgrade};
-use listeners::{bind_all, counted, dup_cloexec, nodelay, tcp_listener, tuned, unix_incoming, until, Listener};
+use listeners::{
+    bind_all, bind_internal, counted, dup_cloexec, nodelay, tcp_listener, tuned, unix_incoming, until, Listener,
+};
 use shutdown::{cleanup, Stop, GOAWAY_DELAY};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,8 @@ pub enum ServeError {
     Pool(String),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Hooks(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -62,8 +66,11 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
         }
     }
     let locator = Locator::new(&config.storage).map_err(io_err("resolve storages"))?;
-    let git =
-        GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime).map_err(io_err("git"))?;
+    let hooks_binary = crate::pool::config::find_binary(config.bin_dir.as_deref(), "rgitaly-hooks");
+    let git = GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime)
+        .and_then(|g| g.with_hooks(&hooks_binary, &runtime))
+        .map_err(io_err("git"))?;
+    let hooks = crate::hook::Hooks::new(&config, &runtime).map_err(ServeError::Hooks)?;
     let threads = crate::odb::pool::init(config.read_cache.threads());
     let repos = crate::odb::RepoCache::new(crate::odb::Limits::from_config(&config));
     tracing::info!(
@@ -72,7 +79,7 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
         handle_bytes = repos.limits().handle_bytes,
         "read pool"
     );
-    Ok(Arc::new(Context { config, locator, git, repos }))
+    Ok(Arc::new(Context { config, locator, git, hooks, repos }))
 }
 
 /// Raises the soft open-file limit to the hard one: every connection, git child and pipe costs
@@ -142,7 +149,8 @@ async fn serve_with_pool(
     let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();
     // The metrics endpoint is bound before the gRPC listeners: once a client can connect, so can a scraper.
     let metrics = start_metrics(ctx, inherited, &mut handover).await?;
-    let listeners = bind_all(&ctx.config, inherited)?;
+    let mut listeners = bind_all(&ctx.config, inherited)?;
+    listeners.push(bind_internal(ctx.hooks.socket_path())?);
     let proxy = PoolProxyLayer::new(pool.clone(), ctx.clone());
     let limiter = LimiterLayer::new(&ctx.config.concurrency);
     let resolve = ResolveLayer::new(ctx.locator.clone());
@@ -155,6 +163,12 @@ async fn serve_with_pool(
         previous_tokens: ctx.config.auth.previous_tokens.clone(),
         transitioning: ctx.config.auth.transitioning,
     });
+    // The internal socket takes only the hooks' token, whatever the public listeners take.
+    let internal_auth = AuthLayer::new(AuthConfig {
+        token: ctx.hooks.token().to_string(),
+        previous_tokens: Vec::new(),
+        transitioning: false,
+    });
     let mut certificates = Vec::new();
     // Two steps at shutdown: stop accepting, then (a moment later) tell connections to finish. A client
     // whose connection was accepted just before the stop still gets its first call served instead of a
@@ -163,10 +177,17 @@ async fn serve_with_pool(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
+    // The internal socket outlives the drain: a push still in flight needs it for its post-receive hook.
+    let (internal_stop_tx, internal_stop_rx) = watch::channel(false);
+    let mut internal_tasks = tokio::task::JoinSet::new();
     for listener in listeners {
-        handover.push((listener.name(), dup_cloexec(listener.raw_fd()).map_err(io_err("dup listener"))?));
+        let internal = matches!(listener, Listener::Internal(..));
+        if !internal {
+            handover.push((listener.name(), dup_cloexec(listener.raw_fd()).map_err(io_err("dup listener"))?));
+        }
+        let auth = if internal { internal_auth.clone() } else { auth.clone() };
         let routes = routes.clone();
-        let mut rx = stop_rx.clone();
+        let mut rx = if internal { internal_stop_rx.clone() } else { stop_rx.clone() };
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
@@ -175,12 +196,19 @@ async fn serve_with_pool(
         let mut builder = tuned(Server::builder(), &ctx.config.connections)
             .layer(CallLayer)
             .layer(LogLayer)
-            .layer(auth.clone())
+            .layer(auth)
             .layer(resolve.clone())
             .layer(limiter.clone())
             .layer(ScopeLayer)
             .layer(proxy.clone());
         match listener {
+            Listener::Internal(l, path) => {
+                tracing::info!(address = %path.display(), "listening on internal socket");
+                sockets.push(path);
+                internal_tasks.spawn(async move {
+                    builder.add_routes(routes).serve_with_incoming_shutdown(unix_incoming(l), stop).await
+                });
+            }
             Listener::Unix(l, path) => {
                 tracing::info!(address = %path.display(), "listening on unix socket");
                 sockets.push(path);
@@ -299,6 +327,10 @@ async fn serve_with_pool(
         // open are not cut here: their git is killed below and the rest ends with the process.
         tasks.shutdown().await;
     }
+    let _ = internal_stop_tx.send(true);
+    let _ = tokio::time::timeout_at(deadline, async { while internal_tasks.join_next().await.is_some() {} }).await;
+    internal_tasks.abort_all();
+    let _ = std::fs::remove_file(ctx.hooks.socket_path());
     // Whatever git is still running belongs to calls we are abandoning: stop it rather than leave it.
     let killed = ctx.git.kill_all();
     if killed > 0 {

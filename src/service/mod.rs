@@ -10,6 +10,7 @@ pub mod blob;
 pub mod chunk;
 pub mod commit;
 pub mod diff;
+pub mod hook;
 pub mod r#ref;
 pub mod repository;
 pub mod server;
@@ -68,6 +69,25 @@ pub fn stream_git_output<R: Send + 'static>(
 pub async fn default_branch(ctx: &Ctx, repo: &std::path::Path) -> Result<Vec<u8>, tonic::Status> {
     let (c, p) = (ctx.clone(), repo.to_path_buf());
     crate::odb::blocking(move || crate::odb::refs::default_branch(&*c.repos.open(&p)?)).await
+}
+
+/// The hooks payload of a push (SSHReceivePack, PostReceivePack) for the request's user. GitLab's
+/// `gl_repository` is the repository message's, as upstream reads it; the request's own field (which
+/// GitLab sets to the same) fills in when the message lacks it.
+pub fn receive_pack_payload(
+    ctx: &Context,
+    repository: Option<&crate::proto::gitaly::Repository>,
+    gl_repository: &str,
+    gl_id: &str,
+    gl_username: &str,
+    protocol: &str,
+) -> String {
+    let mut repo = repository.cloned().unwrap_or_default();
+    if repo.gl_repository.is_empty() {
+        repo.gl_repository = gl_repository.to_string();
+    }
+    let user = crate::hook::User { username: gl_username.into(), userid: gl_id.into(), protocol: protocol.into() };
+    ctx.hooks.payload(&repo, Some(user), crate::hook::payload::hooks::RECEIVE_PACK)
 }
 
 /// Upstream's object id check: 40 lower-case hex digits, no abbreviation.

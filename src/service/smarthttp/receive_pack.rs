@@ -1,5 +1,6 @@
 //! PostReceivePack: one stateless-rpc push. stderr is not a channel in this protocol; git reports
-//! per-ref results inside the stream (report-status), and a failed exit is `Unavailable`.
+//! per-ref results inside the stream (report-status), and a failed exit is `Unavailable`. The hook chain
+//! runs as for SSHReceivePack; git sends the hooks' output to the client on the sideband.
 
 use futures::StreamExt;
 use tonic::codegen::BoxStream;
@@ -7,7 +8,7 @@ use tonic::{Status, Streaming};
 
 use crate::git::Sub;
 use crate::proto::gitaly::{PostReceivePackRequest, PostReceivePackResponse};
-use crate::service::{first_request, git_protocol_env, Context};
+use crate::service::{first_request, git_protocol_env, receive_pack_payload, Context};
 use crate::streamio::{self, Options, Output};
 
 pub async fn post_receive_pack(
@@ -31,10 +32,14 @@ pub async fn post_receive_pack(
         .flag("--stateless-rpc")
         .request_config(&first.git_config_options)
         .trusted_arg(&repo)
-        .env("GL_ID", &first.gl_id)
-        .env("GL_REPOSITORY", &first.gl_repository)
-        .env("GL_USERNAME", &first.gl_username)
-        .env("GL_PROTOCOL", "http");
+        .hooks(receive_pack_payload(
+            ctx,
+            first.repository.as_ref(),
+            &first.gl_repository,
+            &first.gl_id,
+            &first.gl_username,
+            "http",
+        ));
     if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SmartHTTPService", "PostReceivePack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }

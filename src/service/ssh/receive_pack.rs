@@ -1,4 +1,5 @@
-//! SSHReceivePack: serves pushes. Refs are updated by git itself; no server hooks run (see README).
+//! SSHReceivePack: serves pushes. Refs are updated by git itself, through rgitaly's hook chain (GitLab's
+//! access check, custom hooks, post-receive; see `crate::hook`) for the request's user.
 
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
@@ -7,7 +8,7 @@ use super::pump;
 use crate::git::Sub;
 use crate::proto::gitaly::{SshReceivePackRequest, SshReceivePackResponse};
 use crate::service::first_request;
-use crate::service::{git_protocol_env, Context};
+use crate::service::{git_protocol_env, receive_pack_payload, Context};
 use crate::streamio::Options;
 
 pub async fn ssh_receive_pack(
@@ -25,15 +26,20 @@ pub async fn ssh_receive_pack(
         return Err(Status::invalid_argument("repository is empty"));
     }
     let repo = ctx.locator.repo_path(first.repository.as_ref())?;
+    let payload = receive_pack_payload(
+        ctx,
+        first.repository.as_ref(),
+        &first.gl_repository,
+        &first.gl_id,
+        &first.gl_username,
+        "ssh",
+    );
     let mut cmd = ctx
         .git
         .command(&repo, Sub::ReceivePack)
         .request_config(&first.git_config_options)
         .trusted_arg(&repo)
-        .env("GL_ID", &first.gl_id)
-        .env("GL_REPOSITORY", &first.gl_repository)
-        .env("GL_USERNAME", &first.gl_username)
-        .env("GL_PROTOCOL", "ssh");
+        .hooks(payload);
     if let Some(v) = git_protocol_env(&first.git_protocol, "gitaly.SSHService", "SSHReceivePack") {
         cmd = cmd.env("GIT_PROTOCOL", v);
     }

@@ -1,0 +1,531 @@
+//! The hook chain end to end: real `git push` through rgitaly-ssh and PostReceivePack, a real HTTP server
+//! standing in for GitLab's internal API (on TCP and on a Unix socket) that records every call and answers
+//! from each test's script, and real custom hooks.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rgitaly::pktline;
+use rgitaly::proto::gitaly::hook_service_client::HookServiceClient;
+use rgitaly::proto::gitaly::smart_http_service_client::SmartHttpServiceClient;
+use rgitaly::proto::gitaly::*;
+
+/// One call GitLab's stand-in received.
+#[derive(Debug, Clone)]
+struct ApiCall {
+    path: String,
+    secret: String,
+    body: serde_json::Value,
+}
+
+/// The answer to a call: status, JSON body, and a delay before answering.
+type Script = dyn Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync;
+
+/// GitLab's internal API, as far as the hooks use it, served by a thread of its own (left to the end of the
+/// test process).
+struct FakeGitlab {
+    calls: Arc<Mutex<Vec<ApiCall>>>,
+    url: String,
+}
+
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl FakeGitlab {
+    fn tcp(
+        script: impl Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync + 'static,
+    ) -> FakeGitlab {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        Self::start(Bound::Tcp(l), url, Arc::new(script))
+    }
+
+    fn unix(
+        dir: &Path,
+        script: impl Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync + 'static,
+    ) -> FakeGitlab {
+        let path = dir.join("gitlab.socket");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        Self::start(Bound::Unix(l), format!("http+unix://{}", path.display()), Arc::new(script))
+    }
+
+    fn start(bound: Bound, url: String, script: Arc<Script>) -> FakeGitlab {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let c = calls.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                match bound {
+                    Bound::Tcp(l) => {
+                        l.set_nonblocking(true).unwrap();
+                        let l = tokio::net::TcpListener::from_std(l).unwrap();
+                        while let Ok((s, _)) = l.accept().await {
+                            serve(TokioIo::new(s), c.clone(), script.clone());
+                        }
+                    }
+                    Bound::Unix(l) => {
+                        l.set_nonblocking(true).unwrap();
+                        let l = tokio::net::UnixListener::from_std(l).unwrap();
+                        while let Ok((s, _)) = l.accept().await {
+                            serve(TokioIo::new(s), c.clone(), script.clone());
+                        }
+                    }
+                }
+            });
+        });
+        FakeGitlab { calls, url }
+    }
+
+    fn calls(&self) -> Vec<ApiCall> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.calls().into_iter().map(|c| c.path).collect()
+    }
+
+    /// The config for a daemon that talks to this GitLab, with the secret in `dir`.
+    fn config(&self, dir: &Path, extra_http: &str) -> String {
+        let secret = dir.join("gitlab_secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        format!("[gitlab]\nurl = {:?}\nrelative_url_root = \"/\"\nsecret_file = {secret:?}\n[gitlab.http-settings]\n{extra_http}\n", self.url)
+    }
+}
+
+const SECRET: &str = "a shared secret\n";
+
+fn serve<I>(io: I, calls: Arc<Mutex<Vec<ApiCall>>>, script: Arc<Script>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (calls, script) = (calls.clone(), script.clone());
+        async move {
+            let path = req.uri().path().to_string();
+            let secret =
+                req.headers().get("gitlab-shared-secret").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            calls.lock().unwrap().push(ApiCall { path: path.clone(), secret, body: body.clone() });
+            let (status, answer, delay) = script(&path, &body);
+            tokio::time::sleep(delay).await;
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(answer.to_string())))
+                    .unwrap(),
+            )
+        }
+    });
+    tokio::spawn(async move {
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+    });
+}
+
+/// GitLab allowing everything, with a basic message after the push.
+fn allow_all(path: &str, _: &serde_json::Value) -> (u16, serde_json::Value, Duration) {
+    let body = match path {
+        "/api/v4/internal/allowed" => serde_json::json!({"status": true}),
+        "/api/v4/internal/pre_receive" => serde_json::json!({"reference_counter_increased": true}),
+        "/api/v4/internal/post_receive" => serde_json::json!({
+            "reference_counter_decreased": true,
+            "messages": [{"message": "To create a merge request for feature, visit:\n  http://gitlab/mr", "type": "basic"}]
+        }),
+        "/api/v4/internal/check" => {
+            serde_json::json!({"gitlab_version": "13.12.0", "gitlab_revision": "abc", "api_version": "v4", "redis": true})
+        }
+        _ => return (404, serde_json::json!({"message": "404 Not Found"}), Duration::ZERO),
+    };
+    (200, body, Duration::ZERO)
+}
+
+/// A clone of the seeded repository through rgitaly-ssh, as user 1 of project 1.
+fn clone(d: &Daemon, name: &str) -> PathBuf {
+    let c = d.work_dir(name);
+    let mut cmd = d.git(&c);
+    cmd.args(["clone", "--quiet", &d.url("p.git"), "."]);
+    run(&mut cmd);
+    c
+}
+
+fn as_user(mut cmd: std::process::Command) -> std::process::Command {
+    cmd.env("GL_ID", "user-1").env("GL_USERNAME", "jane").env("GL_REPOSITORY", "project-1");
+    cmd
+}
+
+fn refs(repo: &Path) -> String {
+    stdout(git(repo).args(["for-each-ref", "--format=%(refname) %(objectname)"]))
+}
+
+fn setup(extra: &str) -> (Daemon, PathBuf) {
+    let d = Daemon::start_with(extra);
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    (d, wt)
+}
+
+#[test]
+fn allowed_push_is_checked_announced_and_shows_gitlab_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(allow_all);
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let c = clone(&d, "c");
+    let new = commit_file(&c, "a.txt", "a\n");
+    let out = as_user(d.git(&c))
+        .args(["push", "-o", "ci.skip", "-o", "merge_request.create", "origin", "HEAD:feature"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("remote: To create a merge request for feature, visit:"), "{stderr}");
+    assert_eq!(stdout(git(&d.repo_path("p.git")).args(["rev-parse", "feature"])), new);
+
+    assert_eq!(
+        gitlab.paths(),
+        ["/api/v4/internal/allowed", "/api/v4/internal/pre_receive", "/api/v4/internal/post_receive"]
+    );
+    let calls = gitlab.calls();
+    let secret = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    assert!(calls.iter().all(|c| c.secret == secret), "{calls:?}");
+    let allowed = &calls[0].body;
+    let change = format!("{} {new} refs/heads/feature", "0".repeat(40));
+    assert_eq!(allowed["action"], "git-receive-pack");
+    assert_eq!(allowed["gl_repository"], "project-1");
+    assert_eq!(allowed["user_id"], "1");
+    assert_eq!(allowed["protocol"], "ssh");
+    assert_eq!(allowed["changes"].as_str().unwrap().trim(), change);
+    assert_eq!(allowed["project"], d.repo_path("p.git").canonicalize().unwrap().to_str().unwrap());
+    // The quarantine, relative to the repository, so GitLab can read the objects before they land.
+    let env: serde_json::Value = serde_json::from_str(allowed["env"].as_str().unwrap()).unwrap();
+    let quarantine = env["GIT_OBJECT_DIRECTORY_RELATIVE"].as_str().unwrap();
+    assert!(quarantine.starts_with("objects/") && quarantine.contains("incoming-"), "{env}");
+    assert_eq!(env["GIT_ALTERNATE_OBJECT_DIRECTORIES_RELATIVE"], serde_json::json!(["objects"]));
+    assert_eq!(calls[1].body, serde_json::json!({"gl_repository": "project-1"}));
+    let post = &calls[2].body;
+    assert_eq!(post["identifier"], "user-1");
+    assert_eq!(post["gl_repository"], "project-1");
+    assert_eq!(post["changes"].as_str().unwrap().trim(), change);
+    assert_eq!(post["push_options"], serde_json::json!(["ci.skip", "merge_request.create"]));
+    run(git(&d.repo_path("p.git")).args(["fsck", "--no-progress"]));
+}
+
+#[test]
+fn denied_push_shows_gitlab_message_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::unix(dir.path(), |path, body| {
+        if path == "/api/v4/internal/allowed" && body["changes"].as_str().unwrap_or("").contains("refs/heads/protected")
+        {
+            return (
+                403,
+                serde_json::json!({"status": false, "message": "You are not allowed to push code to protected branches on this project."}),
+                Duration::ZERO,
+            );
+        }
+        allow_all(path, body)
+    });
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let c = clone(&d, "c");
+    commit_file(&c, "b.txt", "b\n");
+    let repo = d.repo_path("p.git");
+    let before = refs(&repo);
+    let objects_before = stdout(git(&repo).args(["count-objects", "-v"]));
+    let out = as_user(d.git(&c)).args(["push", "origin", "HEAD:protected"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("remote: GitLab: You are not allowed to push code to protected branches on this project."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
+    assert_eq!(refs(&repo), before);
+    // The pushed objects stayed in the quarantine, which git removed.
+    assert_eq!(stdout(git(&repo).args(["count-objects", "-v"])), objects_before);
+    run(git(&repo).args(["fsck", "--no-progress"]));
+    assert_eq!(gitlab.paths(), ["/api/v4/internal/allowed"]);
+
+    // Another branch is allowed by the same GitLab, over the same Unix socket.
+    run(as_user(d.git(&c)).args(["push", "--quiet", "origin", "HEAD:feature"]));
+    assert_eq!(gitlab.paths().len(), 4);
+}
+
+#[test]
+fn gitlab_failures_refuse_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(|path, body| match body["changes"].as_str() {
+        Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/error") => {
+            (500, serde_json::json!("no json message"), Duration::ZERO)
+        }
+        Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/slow") => {
+            (200, serde_json::json!({"status": true}), Duration::from_secs(4))
+        }
+        Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/status-false") => (
+            200,
+            serde_json::json!({"status": false, "message": "push rule: commit message must mention an issue"}),
+            Duration::ZERO,
+        ),
+        _ => allow_all(path, body),
+    });
+    let (d, _) = setup(&gitlab.config(dir.path(), "read_timeout = 1"));
+    let c = clone(&d, "c");
+    commit_file(&c, "c.txt", "c\n");
+    let repo = d.repo_path("p.git");
+    let before = refs(&repo);
+    for (branch, message) in [
+        ("error", "remote: GitLab: Internal API error (500)"),
+        ("slow", "remote: GitLab: Internal API unreachable"),
+        ("status-false", "remote: push rule: commit message must mention an issue"),
+    ] {
+        let out = as_user(d.git(&c)).args(["push", "origin", &format!("HEAD:{branch}")]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{branch}: {stderr}");
+        assert!(stderr.contains(message), "{branch}: {stderr}");
+        assert_eq!(refs(&repo), before, "{branch}");
+    }
+    assert!(!gitlab.paths().iter().any(|p| p.ends_with("post_receive")));
+}
+
+fn script(p: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn custom_hooks_run_in_order_with_upstreams_environment_and_can_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let global = dir.path().join("global-hooks");
+    let log = dir.path().join("log");
+    let (d, _) = setup(&format!("[hooks]\ncustom_hooks_dir = {global:?}\n"));
+    let repo = d.repo_path("p.git");
+    let record = |name: &str| {
+        format!(
+            "echo \"{name} $GL_ID $GL_USERNAME $GL_REPOSITORY $GL_PROTOCOL opts=$GIT_PUSH_OPTION_COUNT:$GIT_PUSH_OPTION_0 args=$*\" >> {log:?}; cat > /dev/null"
+        )
+    };
+    script(&repo.join("custom_hooks/pre-receive"), &record("repo-pre"));
+    script(&repo.join("custom_hooks/pre-receive.d/02-second"), &record("repo-pre.d/02"));
+    script(&repo.join("custom_hooks/pre-receive.d/01-first"), &record("repo-pre.d/01"));
+    script(
+        &global.join("pre-receive.d/00-global"),
+        &format!("{}\necho 'hello from the global hook' >&2", record("global-pre.d/00")),
+    );
+    script(
+        &global.join("update.d/check"),
+        &format!(
+            "{}\n[ \"$1\" != refs/heads/frozen ] || {{ echo 'frozen is frozen' >&2; exit 3; }}",
+            record("global-update.d")
+        ),
+    );
+    script(&repo.join("custom_hooks/post-receive"), &format!("{}\necho 'post-receive says hi'", record("repo-post")));
+
+    let c = clone(&d, "c");
+    let new = commit_file(&c, "d.txt", "d\n");
+    let out = as_user(d.git(&c)).args(["push", "-o", "ci.skip", "origin", "HEAD:feature"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("remote: hello from the global hook"), "{stderr}");
+    assert!(stderr.contains("remote: post-receive says hi"), "{stderr}");
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let zero = "0".repeat(40);
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        [
+            "repo-pre user-1 jane project-1 ssh opts=1:ci.skip args=".to_string(),
+            "repo-pre.d/01 user-1 jane project-1 ssh opts=1:ci.skip args=".into(),
+            "repo-pre.d/02 user-1 jane project-1 ssh opts=1:ci.skip args=".into(),
+            "global-pre.d/00 user-1 jane project-1 ssh opts=1:ci.skip args=".into(),
+            format!("global-update.d user-1 jane project-1 ssh opts=: args=refs/heads/feature {zero} {new}"),
+            "repo-post user-1 jane project-1 ssh opts=1:ci.skip args=".into(),
+        ]
+    );
+
+    // A failing hook refuses its ref with its message; the ref stays as it was.
+    let before = refs(&repo);
+    let out = as_user(d.git(&c)).args(["push", "origin", "HEAD:frozen"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("remote: frozen is frozen"), "{stderr}");
+    assert!(stderr.contains("hook declined"), "{stderr}");
+    assert_eq!(refs(&repo), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_receive_pack_runs_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(|path, body| {
+        if path.ends_with("/allowed") && body["changes"].as_str().unwrap_or("").contains("refs/heads/main") {
+            return (403, serde_json::json!({"message": "main is protected"}), Duration::ZERO);
+        }
+        allow_all(path, body)
+    });
+    let (d, wt) = setup(&gitlab.config(dir.path(), ""));
+    let old = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    let new = commit_file(&wt, "pushed.txt", "via smart http\n");
+    let mut pack_objects = git(&wt)
+        .args(["pack-objects", "--stdout", "--revs", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pack_objects.stdin.take().unwrap().write_all(format!("{new}\n^{old}\n").as_bytes()).unwrap();
+    let pack = pack_objects.wait_with_output().unwrap().stdout;
+    let push = |from: &str, target: &str| {
+        let mut body =
+            pktline::encode(format!("{from} {new} {target}\0report-status side-band-64k push-options\n").as_bytes());
+        body.extend_from_slice(pktline::FLUSH);
+        body.extend_from_slice(&pktline::encode(b"ci.skip\n"));
+        body.extend_from_slice(pktline::FLUSH);
+        body.extend_from_slice(&pack);
+        vec![
+            PostReceivePackRequest {
+                repository: Some(Repository { gl_repository: "project-7".into(), ..d.repo("p.git") }),
+                gl_id: "key-42".into(),
+                gl_username: "jane".into(),
+                ..Default::default()
+            },
+            PostReceivePackRequest { data: body.into(), ..Default::default() },
+        ]
+    };
+    let mut c = SmartHttpServiceClient::new(d.channel().await);
+    let data = collect_data!(c
+        .post_receive_pack(futures::stream::iter(push(&old, "refs/heads/main")))
+        .await
+        .unwrap()
+        .into_inner());
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("GitLab: main is protected"), "{text}");
+    assert!(text.contains("ng refs/heads/main pre-receive hook declined"), "{text}");
+    assert_eq!(stdout(git(&d.repo_path("p.git")).args(["rev-parse", "main"])), old);
+
+    let data = collect_data!(c
+        .post_receive_pack(futures::stream::iter(push(&"0".repeat(40), "refs/heads/other")))
+        .await
+        .unwrap()
+        .into_inner());
+    let text = String::from_utf8_lossy(&data);
+    assert!(text.contains("ok refs/heads/other"), "{text}");
+    assert!(text.contains("To create a merge request for feature"), "{text}");
+    assert_eq!(stdout(git(&d.repo_path("p.git")).args(["rev-parse", "other"])), new);
+    let calls = gitlab.calls();
+    let allowed = calls.iter().rfind(|c| c.path.ends_with("/allowed")).unwrap();
+    assert_eq!((allowed.body["key_id"].as_str(), allowed.body["protocol"].as_str()), (Some("42"), Some("http")));
+    assert_eq!(allowed.body["gl_repository"], "project-7");
+    let post = calls.iter().find(|c| c.path.ends_with("/post_receive")).unwrap();
+    assert_eq!(post.body["push_options"], serde_json::json!(["ci.skip"]));
+    assert_eq!(post.body["identifier"], "key-42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_calls_need_the_internal_token_and_a_signed_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(allow_all);
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let internal = std::fs::read_dir(d.dir.path().join("internal"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("internal_"))
+        .expect("internal socket");
+    let zero = "0".repeat(40);
+    let request = |payload: String| PreReceiveHookRequest {
+        repository: Some(d.repo("p.git")),
+        environment_variables: vec![format!("GITALY_HOOKS_PAYLOAD={payload}")],
+        stdin: format!("{zero} {} refs/heads/x\n", "1".repeat(40)).into_bytes(),
+        ..Default::default()
+    };
+    // A payload as a hook process would carry it, for another repository, unsigned.
+    let forged = rgitaly::hook::Payload {
+        requested_hooks: 15,
+        internal_socket: internal.display().to_string(),
+        internal_socket_token: "guess".into(),
+        receive_hooks_payload: Some(rgitaly::hook::User {
+            username: "a".into(),
+            userid: "user-1".into(),
+            protocol: "ssh".into(),
+        }),
+        repository: rgitaly::hook::payload::repository_json(&d.repo("p.git")),
+        ..Default::default()
+    }
+    .encode(b"not the daemon's key");
+
+    // On the internal socket: no token, a wrong token (as upstream's auth answers them).
+    for (token, code) in [(None, tonic::Code::Unauthenticated), (Some("guess"), tonic::Code::PermissionDenied)] {
+        let ch = rgitaly::client::connect(&format!("unix:{}", internal.display()), token).await.unwrap();
+        let e = HookServiceClient::new(ch)
+            .pre_receive_hook(futures::stream::iter([request(forged.clone())]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{token:?}: {e:?}");
+    }
+    // On the public socket (no token configured): the payload is not the daemon's.
+    let mut c = HookServiceClient::new(d.channel().await);
+    let e = c.pre_receive_hook(futures::stream::iter([request(forged)])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e = c.pre_receive_hook(futures::stream::iter([request(String::new())])).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e =
+        c.update_hook(UpdateHookRequest { repository: Some(d.repo("p.git")), ..Default::default() }).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(gitlab.calls().is_empty());
+    d.assert_outside_untouched();
+}
+
+#[test]
+fn check_reports_gitlab_and_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(|path, body| {
+        if path.ends_with("/check") && body.is_null() {
+            return allow_all(path, body);
+        }
+        (401, serde_json::json!({"message": "401 Unauthorized"}), Duration::ZERO)
+    });
+    let config = dir.path().join("config.toml");
+    let storage = dir.path().join("s");
+    std::fs::create_dir_all(&storage).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "socket_path = {:?}\n[[storage]]\nname = \"default\"\npath = {storage:?}\n{}",
+            dir.path().join("sock"),
+            gitlab.config(dir.path(), "")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgitaly")).arg("check").arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("Checking GitLab API access: OK"), "{text}");
+    assert!(text.contains("GitLab version: 13.12.0"), "{text}");
+    assert!(text.contains("Redis reachable for GitLab: true"), "{text}");
+    let check = &gitlab.calls()[0];
+    assert_eq!(check.secret, base64::engine::general_purpose::STANDARD.encode(SECRET));
+
+    // A GitLab that refuses the secret.
+    let refusing = FakeGitlab::tcp(|_, _| (401, serde_json::json!({"message": "401 Unauthorized"}), Duration::ZERO));
+    std::fs::write(
+        &config,
+        format!(
+            "socket_path = {:?}\n[[storage]]\nname = \"default\"\npath = {storage:?}\n{}",
+            dir.path().join("sock"),
+            refusing.config(dir.path(), "")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgitaly")).arg("check").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("FAIL") && text.contains("401 Unauthorized"), "{text}");
+}
