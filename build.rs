@@ -2,7 +2,7 @@
 //! `rgitaly`) with a vendored `protoc`, so a fresh machine needs nothing but cargo; then the method
 //! registry (`registry.rs`): one entry per RPC with its streaming kinds and the `lint.proto` annotations
 //! (op type, scope, target/additional repository and storage fields), read from the same descriptors, as
-//! upstream's Praefect reads them. The build fails on an RPC of package `gitaly` whose annotations are
+//! upstream's Praefect reads them, and where a write names its user (for the hook chain). The build fails on an RPC of package `gitaly` whose annotations are
 //! missing or point nowhere, as upstream's proto lint does.
 
 use std::collections::HashMap;
@@ -202,6 +202,45 @@ fn paths(
     out
 }
 
+/// Field-number paths from `msg` to fields of type `gitaly.User` (the user a write is made for, which
+/// upstream does not annotate), through unmarked message fields such as a oneof header. Where there are
+/// several (UserSquash's `user` and `author`), the one named `user`.
+fn user_path(all: &HashMap<String, &DescriptorProto>, msg: &str) -> Vec<Vec<u32>> {
+    let mut named = Vec::new();
+    let paths = user_paths(all, msg, &mut Vec::new(), &mut named);
+    if paths.len() > 1 {
+        return paths.into_iter().zip(named).filter(|(_, n)| n == "user").map(|(p, _)| p).collect();
+    }
+    paths
+}
+
+fn user_paths(
+    all: &HashMap<String, &DescriptorProto>,
+    msg: &str,
+    seen: &mut Vec<String>,
+    names: &mut Vec<String>,
+) -> Vec<Vec<u32>> {
+    let Some(m) = all.get(msg) else { return Vec::new() };
+    if seen.iter().any(|s| s == msg) {
+        return Vec::new();
+    }
+    seen.push(msg.to_string());
+    let mut out = Vec::new();
+    for f in m.field.iter().filter(|f| f.r#type == TYPE_MESSAGE) {
+        let n = f.number as u32;
+        if f.type_name == ".gitaly.User" {
+            out.push(vec![n]);
+            names.push(f.name.clone());
+        } else if f.type_name != REPOSITORY && f.type_name.starts_with(".gitaly.") {
+            for sub in user_paths(all, &f.type_name, seen, names) {
+                out.push([vec![n], sub].concat());
+            }
+        }
+    }
+    seen.pop();
+    out
+}
+
 fn one_path(paths: Vec<Vec<u32>>, what: &str, method: &str) -> Result<Option<Vec<u32>>, String> {
     match paths.len() {
         0 => Ok(None),
@@ -248,6 +287,7 @@ fn registry(set: &FileDescriptorSet) -> Result<String, String> {
                     &full,
                 )?;
                 let storage = one_path(paths(&all, &m.input_type, |o| o.storage, &mut Vec::new()), "storage", &full)?;
+                let user = one_path(user_path(&all, &m.input_type), "user", &full)?;
                 if scope == "Some(Scope::Repository)" && target.is_none() {
                     return Err(format!("{full}: repository scope without a target repository field"));
                 }
@@ -263,7 +303,7 @@ fn registry(set: &FileDescriptorSet) -> Result<String, String> {
                     format!(
                         "    Method {{ full: {full:?}, service: {service:?}, name: {name:?}, request: {req:?}, \
                          client_streaming: {cs}, server_streaming: {ss}, op: {op}, scope: {scope}, \
-                         target_repository: {t}, additional_repository: {a}, storage: {st} }},\n",
+                         target_repository: {t}, additional_repository: {a}, storage: {st}, user: {u} }},\n",
                         name = m.name,
                         req = m.input_type.trim_start_matches('.'),
                         cs = m.client_streaming,
@@ -271,6 +311,7 @@ fn registry(set: &FileDescriptorSet) -> Result<String, String> {
                         t = path(&target),
                         a = path(&additional),
                         st = path(&storage),
+                        u = path(&user),
                     ),
                 ));
             }

@@ -49,6 +49,8 @@ pub struct Method {
     pub target_repository: Option<&'static [u32]>,
     pub additional_repository: Option<&'static [u32]>,
     pub storage: Option<&'static [u32]>,
+    /// Where the request names the user a write is made for (a `gitaly.User` field), for the hooks.
+    pub user: Option<&'static [u32]>,
 }
 
 include!(concat!(env!("OUT_DIR"), "/registry.rs"));
@@ -71,6 +73,15 @@ impl Method {
     /// the method has none or the message does not set it, an error when the message does not decode.
     pub fn target_repository_in(&self, msg: &[u8]) -> Result<Option<Repository>, String> {
         self.target_repository.map_or(Ok(None), |p| repository_at(msg, p))
+    }
+
+    /// The user a write is made for, as [`Method::target_repository_in`].
+    pub fn user_in(&self, msg: &[u8]) -> Result<Option<crate::proto::gitaly::User>, String> {
+        use prost::Message;
+        match self.user.map(|p| message_at(msg, p)).transpose()?.flatten() {
+            Some(bytes) => crate::proto::gitaly::User::decode(bytes.as_slice()).map(Some).map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }
 
     /// The additional repository (an object pool's origin), as [`Method::target_repository_in`].
@@ -128,6 +139,7 @@ static EXTERNAL: LazyLock<Vec<Method>> = LazyLock::new(|| {
                         target_repository: None,
                         additional_repository: None,
                         storage: None,
+                        user: None,
                     });
                 }
             }

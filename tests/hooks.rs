@@ -529,3 +529,181 @@ fn check_reports_gitlab_and_the_secret() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("FAIL") && text.contains("401 Unauthorized"), "{text}");
 }
+
+/// GitLab refusing any change to a ref whose name contains "denied".
+fn deny_named(path: &str, body: &serde_json::Value) -> (u16, serde_json::Value, Duration) {
+    if path.ends_with("/allowed") && body["changes"].as_str().unwrap_or("").contains("denied") {
+        return (403, serde_json::json!({"status": false, "message": "denied by GitLab"}), Duration::ZERO);
+    }
+    allow_all(path, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_writes_run_the_chain() {
+    use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+    use rgitaly::proto::gitaly::user_commit_files_action::UserCommitFilesActionPayload as ActionPayload;
+    use rgitaly::proto::gitaly::user_commit_files_action_header::ActionType;
+    use rgitaly::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload as FilesPayload;
+
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(deny_named);
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let bare = d.repo_path("p.git");
+    for (name, at) in
+        [("denied-delete", "main"), ("denied-ff", "main~1"), ("denied-merge", "side"), ("ok-ff", "main~1")]
+    {
+        run(git(&bare).args(["branch", name, at]));
+    }
+    run(git(&bare).args(["tag", "denied-old-tag", "main"]));
+    let repo = Some(Repository { gl_repository: "project-1".into(), ..d.repo("p.git") });
+    let main = stdout(git(&bare).args(["rev-parse", "main"]));
+    let mut ops = OperationServiceClient::new(d.channel().await);
+    let denied = "GitLab: denied by GitLab";
+
+    // Refused: each answers upstream's pre_receive_error and leaves every ref as it was.
+    let before = refs(&bare);
+    let branch = |name: &str| UserCreateBranchRequest {
+        repository: repo.clone(),
+        branch_name: name.into(),
+        user: user(),
+        start_point: b"main".to_vec(),
+    };
+    let r = ops.user_create_branch(branch("denied-new")).await.unwrap().into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.branch.is_none()), (denied, true));
+    let r = ops
+        .user_delete_branch(UserDeleteBranchRequest {
+            repository: repo.clone(),
+            branch_name: b"denied-delete".to_vec(),
+            user: user(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, denied);
+    let r = ops
+        .user_update_branch(UserUpdateBranchRequest {
+            repository: repo.clone(),
+            branch_name: b"denied-delete".to_vec(),
+            user: user(),
+            newrev: stdout(git(&bare).args(["rev-parse", "side"])).into_bytes(),
+            oldrev: main.clone().into_bytes(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, denied);
+    let r = ops
+        .user_create_tag(UserCreateTagRequest {
+            repository: repo.clone(),
+            tag_name: b"denied-tag".to_vec(),
+            user: user(),
+            target_revision: b"main".to_vec(),
+            message: b"annotated".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.tag.is_none(), r.exists), (denied, true, false));
+    let r = ops
+        .user_delete_tag(UserDeleteTagRequest {
+            repository: repo.clone(),
+            tag_name: b"denied-old-tag".to_vec(),
+            user: user(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, denied);
+    let r = ops
+        .user_ff_branch(UserFfBranchRequest {
+            repository: repo.clone(),
+            user: user(),
+            commit_id: main.clone(),
+            branch: b"denied-ff".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.branch_update.is_none()), (denied, true));
+    let files = |branch: &str| {
+        vec![
+            UserCommitFilesRequest {
+                user_commit_files_request_payload: Some(FilesPayload::Header(UserCommitFilesRequestHeader {
+                    repository: repo.clone(),
+                    user: user(),
+                    branch_name: branch.into(),
+                    commit_message: b"add a file".to_vec(),
+                    start_branch_name: b"main".to_vec(),
+                    ..Default::default()
+                })),
+            },
+            UserCommitFilesRequest {
+                user_commit_files_request_payload: Some(FilesPayload::Action(UserCommitFilesAction {
+                    user_commit_files_action_payload: Some(ActionPayload::Header(UserCommitFilesActionHeader {
+                        action: ActionType::Create as i32,
+                        file_path: b"new.txt".to_vec(),
+                        ..Default::default()
+                    })),
+                })),
+            },
+            UserCommitFilesRequest {
+                user_commit_files_request_payload: Some(FilesPayload::Action(UserCommitFilesAction {
+                    user_commit_files_action_payload: Some(ActionPayload::Content(b"new\n".to_vec())),
+                })),
+            },
+        ]
+    };
+    let r = ops.user_commit_files(futures::stream::iter(files("denied-files"))).await.unwrap().into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.branch_update.is_none()), (denied, true));
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserMergeBranchRequest {
+        repository: repo.clone(),
+        user: user(),
+        commit_id: main.clone(),
+        branch: b"denied-merge".to_vec(),
+        message: b"merge".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = ops.user_merge_branch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert!(!stream.message().await.unwrap().unwrap().commit_id.is_empty());
+    tx.send(UserMergeBranchRequest { apply: true, ..Default::default() }).await.unwrap();
+    let second = stream.message().await.unwrap().unwrap();
+    assert_eq!((second.pre_receive_error.as_str(), second.branch_update.is_none()), (denied, true));
+    assert_eq!(refs(&bare), before);
+    assert!(!gitlab.paths().iter().any(|p| p.ends_with("post_receive")), "{:?}", gitlab.paths());
+
+    // Allowed: the ref moves, GitLab hears of it as a web change by the request's user.
+    let r = ops.user_create_branch(branch("ok-new")).await.unwrap().into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.branch.is_some()), ("", true));
+    let r = ops
+        .user_ff_branch(UserFfBranchRequest {
+            repository: repo.clone(),
+            user: user(),
+            commit_id: main.clone(),
+            branch: b"ok-ff".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.branch_update.is_some());
+    let r = ops.user_commit_files(futures::stream::iter(files("ok-files"))).await.unwrap().into_inner();
+    assert!(r.branch_update.is_some(), "{r:?}");
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-new"])), main);
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-ff"])), main);
+    let calls = gitlab.calls();
+    let allowed: Vec<&ApiCall> = calls.iter().filter(|c| c.path.ends_with("/allowed")).collect();
+    assert!(allowed
+        .iter()
+        .all(|c| c.body["protocol"] == "web" && c.body["user_id"] == "1" && c.body["gl_repository"] == "project-1"));
+    let posts: Vec<&ApiCall> = calls.iter().filter(|c| c.path.ends_with("/post_receive")).collect();
+    assert_eq!(posts.len(), 3, "{:?}", gitlab.paths());
+    assert_eq!(
+        posts[0].body["changes"].as_str().unwrap().trim(),
+        format!("{} {main} refs/heads/ok-new", "0".repeat(40))
+    );
+    assert_eq!(posts[0].body["identifier"], "user-1");
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

@@ -43,6 +43,7 @@ pub static UNKNOWN: Method = Method {
     target_repository: None,
     additional_repository: None,
     storage: None,
+    user: None,
 };
 
 impl Call {

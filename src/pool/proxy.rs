@@ -36,6 +36,9 @@ use crate::registry::{Method, Op};
 pub const REPO_PATH: &str = "x-rgitaly-repo-path-bin";
 pub const STORAGE_PATH: &str = "x-rgitaly-storage-path-bin";
 pub const START_REPO_PATH: &str = "x-rgitaly-start-repo-path-bin";
+/// The hooks payload for a write (see `crate::hook`): signed here, for the call's repository and user, so
+/// the worker can run the hook chain through the daemon's HookService.
+pub const HOOKS_PAYLOAD: &str = "x-rgitaly-hooks-payload";
 const RESERVED_PREFIX: &str = "x-rgitaly-";
 
 /// Attempts for a replayable call whose worker is unreachable, and the pause between them.
@@ -133,6 +136,18 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     md.insert_bin(STORAGE_PATH, bin(&storage_path));
     if let Some(p) = &start_path {
         md.insert_bin(START_REPO_PATH, bin(p));
+    }
+    // A write made for a user runs the hook chain, as GitLab's web UI would through upstream ("web").
+    if method.op == crate::registry::Op::Mutator {
+        if let Ok(Some(user)) = method.user_in(&first_msg) {
+            let hook_user =
+                crate::hook::User { username: user.gl_username, userid: user.gl_id, protocol: "web".into() };
+            let payload =
+                ctx.hooks.payload(&target.repository, Some(hook_user), crate::hook::payload::hooks::RECEIVE_PACK);
+            if let Ok(v) = payload.parse() {
+                md.insert(HOOKS_PAYLOAD, v);
+            }
+        }
     }
     parts.headers = md.into_headers();
 

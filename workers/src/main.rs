@@ -5,6 +5,7 @@
 //! daemon dies (parent-death signal, and a watch on the parent pid as a second line), and on SIGTERM stops
 //! accepting calls and finishes the ones in flight.
 
+mod hooks;
 mod service;
 
 use std::path::PathBuf;

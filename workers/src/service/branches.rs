@@ -5,7 +5,7 @@ use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
 
-use super::{internal, text, Target};
+use super::{internal, text, Hooked, Target};
 
 pub async fn create(
     git: &GitCmdFactory,
@@ -37,9 +37,11 @@ pub async fn create(
     if super::failpoint("create-branch-before-update") {
         std::process::abort();
     }
-    repo.update_ref(&reference, &commit.id, Some(ZERO_OID)).await.map_err(|_| {
-        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
-    })?;
+    match super::update(t, &repo, &reference, &commit.id, ZERO_OID).await? {
+        Hooked::Done => {}
+        Hooked::Refused(pre_receive_error) => return Ok(UserCreateBranchResponse { branch: None, pre_receive_error }),
+        Hooked::Raced => return Err(super::could_not_update(&reference)),
+    }
     if super::failpoint("create-branch-after-update") {
         std::process::abort();
     }
@@ -80,11 +82,12 @@ pub async fn update(
     if req.branch_name.contains(&0) {
         return Err(failed());
     }
-    Repo::new(git, &t.repo)
-        .update_ref(&format!("refs/heads/{branch}"), &new, Some(&old))
-        .await
-        .map_err(|_| failed())?;
-    Ok(UserUpdateBranchResponse { pre_receive_error: String::new() })
+    let repo = Repo::new(git, &t.repo);
+    match super::update(t, &repo, &format!("refs/heads/{branch}"), &new, &old).await? {
+        Hooked::Refused(pre_receive_error) => Ok(UserUpdateBranchResponse { pre_receive_error }),
+        Hooked::Done => Ok(UserUpdateBranchResponse { pre_receive_error: String::new() }),
+        Hooked::Raced => Err(failed()),
+    }
 }
 
 pub async fn delete(
@@ -107,8 +110,9 @@ pub async fn delete(
         return Err(not_found());
     }
     let current = repo.resolve(&reference).await.map_err(internal)?.ok_or_else(not_found)?;
-    repo.update_ref(&reference, ZERO_OID, Some(&current)).await.map_err(|_| {
-        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
-    })?;
-    Ok(UserDeleteBranchResponse { pre_receive_error: String::new() })
+    match super::update(t, &repo, &reference, ZERO_OID, &current).await? {
+        Hooked::Refused(pre_receive_error) => Ok(UserDeleteBranchResponse { pre_receive_error }),
+        Hooked::Done => Ok(UserDeleteBranchResponse { pre_receive_error: String::new() }),
+        Hooked::Raced => Err(super::could_not_update(&reference)),
+    }
 }

@@ -126,9 +126,13 @@ pub async fn commit_files(
         (Some(t), true) => t.clone(),
         (Some(_), false) => parent.clone().unwrap_or_else(|| ZERO_OID.to_string()),
     };
-    repo.update_ref(&reference, &commit, Some(&old)).await.map_err(|_| {
-        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
-    })?;
+    match super::update(t, &repo, &reference, &commit, &old).await? {
+        super::Hooked::Done => {}
+        super::Hooked::Refused(pre_receive_error) => {
+            return Ok(UserCommitFilesResponse { pre_receive_error, ..Default::default() })
+        }
+        super::Hooked::Raced => return Err(super::could_not_update(&reference)),
+    }
     Ok(UserCommitFilesResponse {
         branch_update: Some(OperationBranchUpdate {
             commit_id: commit,

@@ -5,7 +5,7 @@ use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
 
-use super::{internal, text, Target};
+use super::{internal, text, Hooked, Target};
 
 pub async fn ff_branch(
     git: &GitCmdFactory,
@@ -39,9 +39,13 @@ pub async fn ff_branch(
         Some(false) => return Err(Status::failed_precondition("not fast forward")),
         None => return Err(Status::unknown(format!("invalid commit: {:?}", req.commit_id))),
     }
-    if repo.update_ref(&reference, &req.commit_id, Some(&head)).await.is_err() {
-        // Someone moved the branch meanwhile: upstream answers with an empty response.
-        return Ok(UserFfBranchResponse::default());
+    // Someone moved the branch meanwhile: upstream answers with an empty response.
+    match super::update(t, &repo, &reference, &req.commit_id, &head).await? {
+        Hooked::Done => {}
+        Hooked::Refused(pre_receive_error) => {
+            return Ok(UserFfBranchResponse { branch_update: None, pre_receive_error })
+        }
+        Hooked::Raced => return Ok(UserFfBranchResponse::default()),
     }
     Ok(UserFfBranchResponse {
         branch_update: Some(OperationBranchUpdate {

@@ -70,10 +70,21 @@ pub async fn merge_branch(
             return;
         }
         let repo = Repo::new(&git, &t.repo);
-        if repo.update_ref(&reference, &merge, Some(&head)).await.is_err() {
-            // The branch moved since we merged: never trample it; upstream answers with an empty message.
-            send(Ok(UserMergeBranchResponse::default())).await;
-            return;
+        // The branch moved since we merged: never trample it; upstream answers with an empty message.
+        match super::update(&t, &repo, &reference, &merge, &head).await {
+            Ok(super::Hooked::Done) => {}
+            Ok(super::Hooked::Refused(pre_receive_error)) => {
+                send(Ok(UserMergeBranchResponse { pre_receive_error, ..Default::default() })).await;
+                return;
+            }
+            Ok(super::Hooked::Raced) => {
+                send(Ok(UserMergeBranchResponse::default())).await;
+                return;
+            }
+            Err(s) => {
+                send(Err(s)).await;
+                return;
+            }
         }
         // Fault injection for tests of the daemon's safety net: die right after the merge landed.
         if super::failpoint("merge-after-apply") {

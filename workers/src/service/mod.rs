@@ -1,6 +1,6 @@
 //! OperationService as the worker serves it: one file per RPC (or family), all ref updates compare-and-swap
-//! through the shared command layer. No hooks run (the daemon does not call GitLab), so `pre_receive_error`
-//! is always empty.
+//! through the shared command layer, and those made for a user through the hook chain ([`update`]): a
+//! refusal by GitLab or a custom hook is the response's `pre_receive_error`, as upstream answers it.
 
 mod branches;
 mod commit_files;
@@ -14,8 +14,9 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rgitaly::git::repo::Repo;
 use rgitaly::git::GitCmdFactory;
-use rgitaly::pool::proxy::{REPO_PATH, START_REPO_PATH, STORAGE_PATH};
+use rgitaly::pool::proxy::{HOOKS_PAYLOAD, REPO_PATH, START_REPO_PATH, STORAGE_PATH};
 use rgitaly::proto::gitaly::operation_service_server::OperationService;
 use rgitaly::proto::gitaly::*;
 use tonic::codegen::BoxStream;
@@ -37,6 +38,33 @@ pub struct Target {
     #[allow(dead_code)]
     pub storage: PathBuf,
     pub start_repo: Option<PathBuf>,
+    /// The daemon-signed hooks payload for the call's repository and user.
+    pub hooks: Option<String>,
+}
+
+/// What an update through the hooks came to.
+pub enum Hooked {
+    Done,
+    /// A hook refused, with its message (for `pre_receive_error`).
+    Refused(String),
+    /// The compare-and-swap failed: the ref moved meanwhile.
+    Raced,
+}
+
+/// Moves `reference` from `old` to `new` through the hook chain (see `crate::hooks`).
+pub async fn update(t: &Target, repo: &Repo<'_>, reference: &str, new: &str, old: &str) -> Result<Hooked, Status> {
+    use crate::hooks::UpdateError;
+    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new, old).await {
+        Ok(()) => Ok(Hooked::Done),
+        Err(UpdateError::PreReceive(m)) => Ok(Hooked::Refused(m)),
+        Err(UpdateError::UpdateRef(_)) => Ok(Hooked::Raced),
+        Err(UpdateError::Other(s)) => Err(s),
+    }
+}
+
+/// Upstream's answer to a lost compare-and-swap in most write RPCs.
+pub fn could_not_update(reference: &str) -> Status {
+    Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
 }
 
 /// Reads the daemon-resolved paths; a call without them did not come through the daemon and is refused.
@@ -53,6 +81,7 @@ pub fn target<T>(req: &Request<T>) -> Result<Target, Status> {
         repo: get(REPO_PATH).ok_or_else(missing)?,
         storage: get(STORAGE_PATH).ok_or_else(missing)?,
         start_repo: get(START_REPO_PATH),
+        hooks: req.metadata().get(HOOKS_PAYLOAD).and_then(|v| v.to_str().ok()).map(str::to_string),
     })
 }
 

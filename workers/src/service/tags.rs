@@ -77,12 +77,18 @@ pub async fn create(
     if req.tag_name.contains(&0) {
         return Err(Status::internal(format!("invalid tag name {name:?}: contains a NUL byte")));
     }
-    if repo.update_ref(&reference, &new_value, Some(ZERO_OID)).await.is_err() {
-        // An existing tag is an answer, not an error; an impossible name is an error.
-        if repo.valid_ref_name(&reference).await.map_err(internal)? {
-            return Ok(UserCreateTagResponse { tag: None, exists: true, pre_receive_error: String::new() });
+    match super::update(t, &repo, &reference, &new_value, ZERO_OID).await? {
+        super::Hooked::Done => {}
+        super::Hooked::Refused(pre_receive_error) => {
+            return Ok(UserCreateTagResponse { tag: None, exists: false, pre_receive_error })
         }
-        return Err(Status::unknown(commit_error(&reference)));
+        super::Hooked::Raced => {
+            // An existing tag is an answer, not an error; an impossible name is an error.
+            if repo.valid_ref_name(&reference).await.map_err(internal)? {
+                return Ok(UserCreateTagResponse { tag: None, exists: true, pre_receive_error: String::new() });
+            }
+            return Err(Status::unknown(commit_error(&reference)));
+        }
     }
     let target_commit = if peeled_type == "commit" { repo.read_commit(&peeled).await.map_err(internal)? } else { None };
     let message_size = message.as_ref().map(|m| m.len() as i64).unwrap_or(0);
@@ -120,8 +126,9 @@ pub async fn delete(
         false => repo.resolve(&reference).await.map_err(internal)?,
     }
     .ok_or_else(|| Status::failed_precondition(format!("tag not found: {name}")))?;
-    repo.update_ref(&reference, ZERO_OID, Some(&current)).await.map_err(|_| {
-        Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))
-    })?;
-    Ok(UserDeleteTagResponse { pre_receive_error: String::new() })
+    match super::update(t, &repo, &reference, ZERO_OID, &current).await? {
+        super::Hooked::Refused(pre_receive_error) => Ok(UserDeleteTagResponse { pre_receive_error }),
+        super::Hooked::Done => Ok(UserDeleteTagResponse { pre_receive_error: String::new() }),
+        super::Hooked::Raced => Err(super::could_not_update(&reference)),
+    }
 }

@@ -1,0 +1,117 @@
+//! Ref updates of write RPCs through the hook chain, as upstream's `updateReferenceWithHooks`: pre-receive,
+//! update, the compare-and-swap update itself, post-receive. The hooks run in the daemon (HookService on
+//! its internal socket): the worker only holds the payload the daemon signed for this call's repository
+//! and user, so it cannot run them for anything else.
+
+use rgitaly::git::repo::{Repo, UpdateRefError};
+use rgitaly::hook::payload::{Payload, ENV};
+use rgitaly::proto::gitaly::hook_service_client::HookServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::Status;
+
+/// Why an update with hooks did not happen.
+#[derive(Debug)]
+pub enum UpdateError {
+    /// A hook refused: the message for `pre_receive_error`.
+    PreReceive(String),
+    /// The compare-and-swap failed (the ref moved meanwhile).
+    UpdateRef(UpdateRefError),
+    Other(Status),
+}
+
+impl std::fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpdateError::PreReceive(m) => f.write_str(m),
+            UpdateError::UpdateRef(e) => write!(f, "{e}"),
+            UpdateError::Other(s) => f.write_str(s.message()),
+        }
+    }
+}
+
+/// Output and exit status of one hook.
+struct Ran {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    code: i32,
+}
+
+impl Ran {
+    /// Upstream's message for a refusal: stderr if it says anything, else stdout.
+    fn message(&self) -> String {
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        if !stderr.trim().is_empty() {
+            return stderr.into_owned();
+        }
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+macro_rules! collect {
+    ($stream:expr) => {{
+        let mut s = $stream;
+        let mut ran = Ran { stdout: Vec::new(), stderr: Vec::new(), code: 1 };
+        while let Some(m) =
+            s.message().await.map_err(|e| UpdateError::Other(Status::internal(e.message().to_string())))?
+        {
+            ran.stdout.extend_from_slice(&m.stdout);
+            ran.stderr.extend_from_slice(&m.stderr);
+            if let Some(e) = m.exit_status {
+                ran.code = e.value;
+            }
+        }
+        ran
+    }};
+}
+
+/// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
+/// update hooks allowed it, then runs post-receive. `payload` is the daemon's, from the call's metadata.
+pub async fn update_with_hooks(
+    payload: Option<&str>,
+    repo: &Repo<'_>,
+    reference: &str,
+    new: &str,
+    old: &str,
+) -> Result<(), UpdateError> {
+    let internal = |e: String| UpdateError::Other(Status::internal(e));
+    let value = payload.ok_or_else(|| internal("no hooks payload from the rgitaly daemon".into()))?;
+    let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
+    let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
+    let env = vec![format!("{ENV}={value}")];
+    let channel = rgitaly::client::connect(&format!("unix:{}", p.internal_socket), Some(&p.internal_socket_token))
+        .await
+        .map_err(|e| internal(format!("hooks: {e}")))?;
+    let mut client = HookServiceClient::new(channel);
+    let call_err = |e: Status| internal(format!("hooks: {}", e.message()));
+    let changes = format!("{old} {new} {reference}\n").into_bytes();
+
+    let pre = PreReceiveHookRequest {
+        repository: repository.clone(),
+        environment_variables: env.clone(),
+        stdin: changes.clone(),
+        git_push_options: Vec::new(),
+    };
+    let ran = collect!(client.pre_receive_hook(futures::stream::iter([pre])).await.map_err(call_err)?.into_inner());
+    if ran.code != 0 {
+        return Err(UpdateError::PreReceive(ran.message()));
+    }
+    let update = UpdateHookRequest {
+        repository: repository.clone(),
+        environment_variables: env.clone(),
+        r#ref: reference.as_bytes().to_vec(),
+        old_value: old.to_string(),
+        new_value: new.to_string(),
+    };
+    let ran = collect!(client.update_hook(update).await.map_err(call_err)?.into_inner());
+    if ran.code != 0 {
+        return Err(UpdateError::PreReceive(ran.message()));
+    }
+    repo.update_ref(reference, new, Some(old)).await.map_err(UpdateError::UpdateRef)?;
+    let post =
+        PostReceiveHookRequest { repository, environment_variables: env, stdin: changes, git_push_options: Vec::new() };
+    let ran = collect!(client.post_receive_hook(futures::stream::iter([post])).await.map_err(call_err)?.into_inner());
+    if ran.code != 0 {
+        return Err(internal(format!("running post-receive hooks: {}", ran.message().trim())));
+    }
+    Ok(())
+}
