@@ -168,12 +168,10 @@ impl Gitlab {
             "changes": p.changes,
             "protocol": p.protocol,
         });
-        if let Some(dir) = &p.object_directory {
-            let alternates =
-                (!p.alternate_object_directories.is_empty()).then_some(&p.alternate_object_directories[..]);
-            let env = serde_json::to_string(&Env { alternates, object_directory: dir }).expect("plain json");
-            body["env"] = env.into();
-        }
+        // Always sent, as upstream (empty when git gave no quarantine).
+        let alternates = (!p.alternate_object_directories.is_empty()).then_some(&p.alternate_object_directories[..]);
+        let object_directory = p.object_directory.as_deref().unwrap_or("");
+        body["env"] = serde_json::to_string(&Env { alternates, object_directory }).expect("plain json").into();
         let (key, value) = identifier(p.gl_id)?;
         body[key] = value;
         let resp = self.call(http::Method::POST, "/allowed", Some(body)).await?;
@@ -181,7 +179,8 @@ impl Gitlab {
             return Err(err(format!("gitlab api is not accessible: {}", resp.status)));
         }
         if !resp.is_json() {
-            return Err(err(format!("/allowed endpoint respond with unsupported content type: {}", resp.content_type)));
+            let media = resp.content_type.split(';').next().unwrap_or("").trim();
+            return Err(err(format!("/allowed endpoint respond with unsupported content type: {media}")));
         }
         #[derive(Deserialize)]
         struct Answer {
@@ -256,6 +255,7 @@ impl Gitlab {
         if !(200..400).contains(&resp.status) {
             #[derive(Deserialize)]
             struct Message {
+                #[serde(default)]
                 message: String,
             }
             return Err(match serde_json::from_slice::<Message>(&resp.body) {
@@ -365,11 +365,26 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, String> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("gitlab: tls: {e}"))?;
+    // The daemon's own certificate, when it has one, identifies it to GitLab (as upstream).
+    let client = match (&config.tls.certificate_path, &config.tls.key_path) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("tls.certificate_path: {}: {e}", cert.display()))?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("tls.key_path: {}: {e}", key.display()))?;
+            Some((chain, key))
+        }
+        _ => None,
+    };
+    let finish = |b: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>| match client {
+        Some((chain, key)) => {
+            b.with_client_auth_cert(chain, key).map_err(|e| format!("gitlab: tls client certificate: {e}"))
+        }
+        None => Ok(b.with_no_client_auth()),
+    };
     if h.self_signed_cert.unwrap_or(false) {
-        return Ok(builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth());
+        return finish(builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerify(provider))));
     }
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -389,7 +404,7 @@ fn tls_config(config: &Config) -> Result<rustls::ClientConfig, String> {
             roots.add(c).map_err(|e| format!("gitlab.http-settings: {}: {e}", f.display()))?;
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    finish(builder.with_root_certificates(roots))
 }
 
 /// `self_signed_cert = true`: the server's certificate is not checked (signatures still are).

@@ -7,150 +7,15 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::Bytes;
+use common::gitlab::*;
 use common::*;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use rgitaly::pktline;
 use rgitaly::proto::gitaly::hook_service_client::HookServiceClient;
 use rgitaly::proto::gitaly::smart_http_service_client::SmartHttpServiceClient;
 use rgitaly::proto::gitaly::*;
-
-/// One call GitLab's stand-in received.
-#[derive(Debug, Clone)]
-struct ApiCall {
-    path: String,
-    secret: String,
-    body: serde_json::Value,
-}
-
-/// The answer to a call: status, JSON body, and a delay before answering.
-type Script = dyn Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync;
-
-/// GitLab's internal API, as far as the hooks use it, served by a thread of its own (left to the end of the
-/// test process).
-struct FakeGitlab {
-    calls: Arc<Mutex<Vec<ApiCall>>>,
-    url: String,
-}
-
-enum Bound {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
-
-impl FakeGitlab {
-    fn tcp(
-        script: impl Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync + 'static,
-    ) -> FakeGitlab {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
-        Self::start(Bound::Tcp(l), url, Arc::new(script))
-    }
-
-    fn unix(
-        dir: &Path,
-        script: impl Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync + 'static,
-    ) -> FakeGitlab {
-        let path = dir.join("gitlab.socket");
-        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        Self::start(Bound::Unix(l), format!("http+unix://{}", path.display()), Arc::new(script))
-    }
-
-    fn start(bound: Bound, url: String, script: Arc<Script>) -> FakeGitlab {
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let c = calls.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                match bound {
-                    Bound::Tcp(l) => {
-                        l.set_nonblocking(true).unwrap();
-                        let l = tokio::net::TcpListener::from_std(l).unwrap();
-                        while let Ok((s, _)) = l.accept().await {
-                            serve(TokioIo::new(s), c.clone(), script.clone());
-                        }
-                    }
-                    Bound::Unix(l) => {
-                        l.set_nonblocking(true).unwrap();
-                        let l = tokio::net::UnixListener::from_std(l).unwrap();
-                        while let Ok((s, _)) = l.accept().await {
-                            serve(TokioIo::new(s), c.clone(), script.clone());
-                        }
-                    }
-                }
-            });
-        });
-        FakeGitlab { calls, url }
-    }
-
-    fn calls(&self) -> Vec<ApiCall> {
-        self.calls.lock().unwrap().clone()
-    }
-
-    fn paths(&self) -> Vec<String> {
-        self.calls().into_iter().map(|c| c.path).collect()
-    }
-
-    /// The config for a daemon that talks to this GitLab, with the secret in `dir`.
-    fn config(&self, dir: &Path, extra_http: &str) -> String {
-        let secret = dir.join("gitlab_secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        format!("[gitlab]\nurl = {:?}\nrelative_url_root = \"/\"\nsecret_file = {secret:?}\n[gitlab.http-settings]\n{extra_http}\n", self.url)
-    }
-}
-
-const SECRET: &str = "a shared secret\n";
-
-fn serve<I>(io: I, calls: Arc<Mutex<Vec<ApiCall>>>, script: Arc<Script>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let (calls, script) = (calls.clone(), script.clone());
-        async move {
-            let path = req.uri().path().to_string();
-            let secret =
-                req.headers().get("gitlab-shared-secret").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let body = req.into_body().collect().await.unwrap().to_bytes();
-            let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            calls.lock().unwrap().push(ApiCall { path: path.clone(), secret, body: body.clone() });
-            let (status, answer, delay) = script(&path, &body);
-            tokio::time::sleep(delay).await;
-            Ok::<_, std::convert::Infallible>(
-                http::Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(answer.to_string())))
-                    .unwrap(),
-            )
-        }
-    });
-    tokio::spawn(async move {
-        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-    });
-}
-
-/// GitLab allowing everything, with a basic message after the push.
-fn allow_all(path: &str, _: &serde_json::Value) -> (u16, serde_json::Value, Duration) {
-    let body = match path {
-        "/api/v4/internal/allowed" => serde_json::json!({"status": true}),
-        "/api/v4/internal/pre_receive" => serde_json::json!({"reference_counter_increased": true}),
-        "/api/v4/internal/post_receive" => serde_json::json!({
-            "reference_counter_decreased": true,
-            "messages": [{"message": "To create a merge request for feature, visit:\n  http://gitlab/mr", "type": "basic"}]
-        }),
-        "/api/v4/internal/check" => {
-            serde_json::json!({"gitlab_version": "13.12.0", "gitlab_revision": "abc", "api_version": "v4", "redis": true})
-        }
-        _ => return (404, serde_json::json!({"message": "404 Not Found"}), Duration::ZERO),
-    };
-    (200, body, Duration::ZERO)
-}
 
 /// A clone of the seeded repository through rgitaly-ssh, as user 1 of project 1.
 fn clone(d: &Daemon, name: &str) -> PathBuf {
@@ -269,7 +134,10 @@ fn gitlab_failures_refuse_the_push() {
             (500, serde_json::json!("no json message"), Duration::ZERO)
         }
         Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/slow") => {
-            (200, serde_json::json!({"status": true}), Duration::from_secs(4))
+            (200, serde_json::json!({"status": true}), Duration::from_secs(60))
+        }
+        Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/no-message") => {
+            (403, serde_json::json!({"status": false}), Duration::ZERO)
         }
         Some(c) if path.ends_with("/allowed") && c.contains("refs/heads/status-false") => (
             200,
@@ -278,7 +146,7 @@ fn gitlab_failures_refuse_the_push() {
         ),
         _ => allow_all(path, body),
     });
-    let (d, _) = setup(&gitlab.config(dir.path(), "read_timeout = 1"));
+    let (d, _) = setup(&gitlab.config(dir.path(), "read_timeout = 5"));
     let c = clone(&d, "c");
     commit_file(&c, "c.txt", "c\n");
     let repo = d.repo_path("p.git");
@@ -287,6 +155,7 @@ fn gitlab_failures_refuse_the_push() {
         ("error", "remote: GitLab: Internal API error (500)"),
         ("slow", "remote: GitLab: Internal API unreachable"),
         ("status-false", "remote: push rule: commit message must mention an issue"),
+        ("no-message", "remote: GitLab: \n"),
     ] {
         let out = as_user(d.git(&c)).args(["push", "origin", &format!("HEAD:{branch}")]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -507,9 +376,8 @@ fn check_reports_gitlab_and_the_secret() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rgitaly")).arg("check").arg(&config).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("Checking GitLab API access: OK"), "{text}");
-    assert!(text.contains("GitLab version: 13.12.0"), "{text}");
-    assert!(text.contains("Redis reachable for GitLab: true"), "{text}");
+    let expected = "Checking GitLab API access: OK\nGitLab version: 13.12.0\nGitLab revision: abc\nGitLab Api version: v4\nRedis reachable for GitLab: true\nOK\n";
+    assert!(text.ends_with(expected), "{text}");
     let check = &gitlab.calls()[0];
     assert_eq!(check.secret, base64::engine::general_purpose::STANDARD.encode(SECRET));
 
@@ -706,4 +574,86 @@ async fn worker_writes_run_the_chain() {
     );
     assert_eq!(posts[0].body["identifier"], "user-1");
     run(git(&bare).args(["fsck", "--no-progress"]));
+}
+
+/// What a process on the host that reads another's environment (same user) can do with a push's payload:
+/// nothing beyond that push's own repository and hooks, and the internal socket opens nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_payload_reaches_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(allow_all);
+    let (d, wt) = setup(&gitlab.config(dir.path(), ""));
+    d.seed_repo("victim.git", &wt);
+    let repo = d.repo_path("p.git");
+    let stolen = dir.path().join("stolen");
+    let env_seen = dir.path().join("env");
+    // The hook runs while git receive-pack waits for it: it finds the payload in git's environment.
+    script(
+        &repo.join("custom_hooks/pre-receive"),
+        &format!(
+            "env > {env_seen:?}\nfor e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e 2>/dev/null | grep '^GITALY_HOOKS_PAYLOAD=' | head -1; done | head -1 | cut -d= -f2- > {stolen:?}\ncat > /dev/null"
+        ),
+    );
+    let c = clone(&d, "c");
+    commit_file(&c, "e.txt", "e\n");
+    run(as_user(d.git(&c)).args(["push", "--quiet", "origin", "HEAD:feature"]));
+    let payload = std::fs::read_to_string(&stolen).unwrap().trim().to_string();
+    assert!(!payload.is_empty(), "the test hook found no payload");
+    let env = std::fs::read_to_string(&env_seen).unwrap();
+    assert!(!env.contains("GITALY_HOOKS_PAYLOAD"), "{env}");
+    assert!(env.contains(&format!("GIT_DIR={}\n", repo.canonicalize().unwrap().display())), "{env}");
+    assert!(env.contains("GL_ID=user-1") && env.contains("GL_PROTOCOL=ssh"), "{env}");
+
+    let decoded = rgitaly::hook::Payload::decode(&payload).unwrap();
+    let internal = format!("unix:{}", decoded.internal_socket);
+    let ch = rgitaly::client::connect(&internal, Some(&decoded.internal_socket_token)).await.unwrap();
+    let zero = "0".repeat(40);
+    let request = |repo: &str| PreReceiveHookRequest {
+        repository: Some(d.repo(repo)),
+        environment_variables: vec![format!("GITALY_HOOKS_PAYLOAD={payload}")],
+        stdin: format!("{zero} {} refs/heads/x\n", "1".repeat(40)).into_bytes(),
+        ..Default::default()
+    };
+    // Signed by the daemon, but for p.git: refused for another repository.
+    let e = HookServiceClient::new(ch.clone())
+        .pre_receive_hook(futures::stream::iter([request("victim.git")]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // The internal socket's token opens HookService only.
+    let e = rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient::new(ch.clone())
+        .repository_exists(RepositoryExistsRequest { repository: Some(d.repo("victim.git")) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    let calls_before = gitlab.calls().len();
+    // For its own repository it is what it was: the same checks as the push (GitLab asked again).
+    let mut s = HookServiceClient::new(ch)
+        .pre_receive_hook(futures::stream::iter([request("p.git")]))
+        .await
+        .unwrap()
+        .into_inner();
+    while s.message().await.unwrap().is_some() {}
+    assert_eq!(gitlab.calls().len(), calls_before + 2);
+    d.assert_outside_untouched();
+}
+
+#[test]
+fn pushes_are_refused_when_the_hooks_are_gone() {
+    let (d, _) = setup("");
+    let installed: Vec<PathBuf> = std::fs::read_dir(d.dir.path().join("internal"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("rgitaly-hooks."))
+        .collect();
+    assert_eq!(installed.len(), 1, "{installed:?}");
+    let c = clone(&d, "c");
+    commit_file(&c, "f.txt", "f\n");
+    std::fs::remove_file(installed[0].join("rgitaly-hooks")).unwrap();
+    let before = refs(&d.repo_path("p.git"));
+    let out = as_user(d.git(&c)).args(["push", "origin", "HEAD:feature"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("hooks are not installed"), "{stderr}");
+    assert_eq!(refs(&d.repo_path("p.git")), before);
 }

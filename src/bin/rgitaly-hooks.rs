@@ -69,8 +69,9 @@ fn main() {
     match runtime.block_on(run(&hook, args, payload)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
+            // The pushing user sees git's `remote:` lines: no internal paths there, as upstream.
             eprintln!("error executing git hook");
-            eprintln!("rgitaly-hooks: {hook}: {e}");
+            log(&format!("{hook}: {e}"));
             std::process::exit(1);
         }
     }
@@ -79,6 +80,24 @@ fn main() {
 fn fail(msg: &str) -> ! {
     eprintln!("rgitaly-hooks: {msg}");
     std::process::exit(1);
+}
+
+/// Appends to `$GITALY_LOG_DIR/gitaly_hooks.log` (the daemon's `[logging] dir`), as upstream's hooks log;
+/// without a log directory the details are dropped, as upstream drops them.
+fn log(msg: &str) {
+    use std::io::Write as _;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let line = format!("time={now} pid={} level=error msg={msg:?}\n", std::process::id());
+    let file = std::env::var_os("GITALY_LOG_DIR").and_then(|dir| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(std::path::Path::new(&dir).join("gitaly_hooks.log"))
+            .ok()
+    });
+    if let Some(mut f) = file {
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 fn environment() -> Vec<String> {
@@ -99,6 +118,16 @@ fn read_stdin() -> Result<Vec<u8>, String> {
     let mut all = Vec::new();
     std::io::stdin().read_to_end(&mut all).map_err(|e| format!("read stdin: {e}"))?;
     Ok(all)
+}
+
+/// A message's worth of stdin: a push of many refs goes in several messages, each far below the
+/// server's message limit.
+const CHUNK: usize = 128 << 10;
+
+/// The first message (no stdin), then stdin in chunks made by `wrap`.
+fn with_stdin<T>(first: T, stdin: Vec<u8>, wrap: fn(Vec<u8>) -> T) -> impl futures::Stream<Item = T> {
+    let chunks: Vec<T> = stdin.chunks(CHUNK).map(|c| wrap(c.to_vec())).collect();
+    futures::stream::iter(std::iter::once(first).chain(chunks))
 }
 
 /// stdout, stderr and exit status of one answer message.
@@ -154,18 +183,20 @@ async fn run(hook: &str, args: Vec<String>, payload: Payload) -> Result<i32, Str
                 repository,
                 environment_variables,
                 git_push_options: push_options(),
-                stdin: read_stdin()?,
+                stdin: Vec::new(),
             };
-            relay(client.pre_receive_hook(futures::stream::iter([first])).await.map_err(status)?.into_inner()).await
+            let reqs = with_stdin(first, read_stdin()?, |stdin| PreReceiveHookRequest { stdin, ..Default::default() });
+            relay(client.pre_receive_hook(reqs).await.map_err(status)?.into_inner()).await
         }
         "post-receive" => {
             let first = PostReceiveHookRequest {
                 repository,
                 environment_variables,
                 git_push_options: push_options(),
-                stdin: read_stdin()?,
+                stdin: Vec::new(),
             };
-            relay(client.post_receive_hook(futures::stream::iter([first])).await.map_err(status)?.into_inner()).await
+            let reqs = with_stdin(first, read_stdin()?, |stdin| PostReceiveHookRequest { stdin, ..Default::default() });
+            relay(client.post_receive_hook(reqs).await.map_err(status)?.into_inner()).await
         }
         "update" => {
             let [reference, old_value, new_value] =
@@ -190,10 +221,14 @@ async fn run(hook: &str, args: Vec<String>, payload: Payload) -> Result<i32, Str
             let first = ReferenceTransactionHookRequest {
                 repository,
                 environment_variables,
-                stdin: read_stdin()?,
+                stdin: Vec::new(),
                 state: state as i32,
             };
-            let stream = client.reference_transaction_hook(futures::stream::iter([first])).await.map_err(status)?;
+            let reqs = with_stdin(first, read_stdin()?, |stdin| ReferenceTransactionHookRequest {
+                stdin,
+                ..Default::default()
+            });
+            let stream = client.reference_transaction_hook(reqs).await.map_err(status)?;
             relay(stream.into_inner()).await
         }
     }

@@ -191,6 +191,7 @@ const DEFAULT_CONFIG: &[(&str, &str)] = &[
 
 /// The hooks rgitaly runs for ref updates (as upstream installs them).
 pub const HOOKS: [&str; 4] = ["pre-receive", "update", "post-receive", "reference-transaction"];
+const HOOKS_BINARY: &str = "rgitaly-hooks";
 
 /// Builds git commands; created once from the config and shared.
 #[derive(Debug)]
@@ -203,6 +204,7 @@ pub struct GitCmdFactory {
     /// `rgitaly-hooks` linked as each hook git may run for a ref update; `core.hooksPath` of commands
     /// that carry a hooks payload ([`GitCommand::hooks`]).
     live_hooks_dir: Option<PathBuf>,
+    hooks_log_dir: Option<PathBuf>,
     operator_config: Vec<(String, String)>,
     path_env: OsString,
     spawned: AtomicU64,
@@ -227,6 +229,7 @@ impl GitCmdFactory {
             home,
             hooks_dir,
             live_hooks_dir: None,
+            hooks_log_dir: None,
             operator_config: config.iter().map(|c| (c.key.clone(), c.value.clone())).collect(),
             path_env: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             spawned: AtomicU64::new(0),
@@ -234,28 +237,45 @@ impl GitCmdFactory {
         })
     }
 
-    /// Links `hooks_binary` (`rgitaly-hooks`) as git's pre-receive, update, post-receive and
-    /// reference-transaction hooks in a directory of `runtime_dir`, for commands given a hooks payload.
-    /// Made anew under a temporary name and renamed into place, so a predecessor sharing the directory
-    /// never sees it half made.
-    pub fn with_hooks(mut self, hooks_binary: &Path, runtime_dir: &Path) -> std::io::Result<Self> {
+    /// Installs `hooks_binary` (`rgitaly-hooks`) as git's pre-receive, update, post-receive and
+    /// reference-transaction hooks, for commands given a hooks payload: a directory of this daemon's own in
+    /// `runtime_dir` (a successor sharing the directory has its own) holding a hard link to the binary, or
+    /// a copy, so replacing or removing the installed binary does not take the hooks away — git skips a
+    /// hook it cannot find, and a push would land unchecked. [`GitCommand::hooks`] checks it is still
+    /// there before every such command.
+    /// `log_dir` (`[logging] dir`) is where `rgitaly-hooks` writes what went wrong (`GITALY_LOG_DIR`).
+    pub fn with_hooks(
+        mut self,
+        hooks_binary: &Path,
+        runtime_dir: &Path,
+        log_dir: Option<&Path>,
+    ) -> std::io::Result<Self> {
         if !hooks_binary.is_file() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("hooks binary {} not found", hooks_binary.display()),
             ));
         }
-        let dir = runtime_dir.join("rgitaly-hooks");
-        let tmp = runtime_dir.join(format!("rgitaly-hooks.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
-        for hook in HOOKS {
-            std::os::unix::fs::symlink(hooks_binary, tmp.join(hook))?;
-        }
+        let dir = runtime_dir.join(format!("rgitaly-hooks.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&tmp, &dir)?;
+        std::fs::create_dir_all(&dir)?;
+        let binary = dir.join(HOOKS_BINARY);
+        if std::fs::hard_link(hooks_binary, &binary).is_err() {
+            std::fs::copy(hooks_binary, &binary)?;
+        }
+        for hook in HOOKS {
+            std::os::unix::fs::symlink(HOOKS_BINARY, dir.join(hook))?;
+        }
         self.live_hooks_dir = Some(dir);
+        self.hooks_log_dir = log_dir.map(Path::to_path_buf);
         Ok(self)
+    }
+
+    /// Removes this daemon's hooks directory (at exit, once no git runs).
+    pub fn remove_hooks(&self) {
+        if let Some(dir) = &self.live_hooks_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     pub fn bin_path(&self) -> &Path {
@@ -406,14 +426,22 @@ impl<'a> GitCommand<'a> {
     /// daemon-signed `payload` (see `crate::hook`). Only for commands that update refs; a factory built
     /// without the hooks binary refuses to start such a command rather than run it unchecked.
     pub fn hooks(mut self, payload: String) -> Self {
-        if self.factory.live_hooks_dir.is_none() {
+        let usable = self
+            .factory
+            .live_hooks_dir
+            .as_ref()
+            .is_some_and(|d| nix::unistd::access(&d.join(HOOKS_BINARY), nix::unistd::AccessFlags::X_OK).is_ok());
+        if !usable {
             self.error.get_or_insert(GitError::Spawn {
                 sub: self.sub.name(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "hooks are not set up"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "hooks are not installed"),
             });
         }
         self.hooks = true;
         self.env.push((crate::hook::payload::ENV.into(), payload.into()));
+        if let Some(dir) = &self.factory.hooks_log_dir {
+            self.env.push(("GITALY_LOG_DIR".into(), dir.into()));
+        }
         self
     }
 

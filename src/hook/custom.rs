@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{HookError, Out};
 
-/// Variables a custom hook may inherit from git's hook environment (upstream's list).
+/// Variables a custom hook inherits from the daemon's environment (upstream's list).
 const ALLOWED_ENV: &[&str] = &[
     "HOME",
     "PATH",
@@ -91,12 +91,16 @@ pub struct Run<'a> {
 }
 
 fn env(run: &Run<'_>) -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    for e in run.request_env {
-        if let Some((k, v)) = e.split_once('=') {
-            let object_dirs = k == "GIT_OBJECT_DIRECTORY" || k == "GIT_ALTERNATE_OBJECT_DIRECTORIES";
-            if ALLOWED_ENV.contains(&k) || (object_dirs && run.keep_object_dirs) {
-                env.push((k.to_string(), v.to_string()));
+    // The allowed variables come from the daemon's own environment (git ran with a scrubbed one, and the
+    // request's is not signed); from the request only the push's object directories, once checked.
+    let mut env: Vec<(String, String)> =
+        ALLOWED_ENV.iter().filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))).collect();
+    if run.keep_object_dirs {
+        for e in run.request_env {
+            if let Some((k, v)) = e.split_once('=') {
+                if k == "GIT_OBJECT_DIRECTORY" || k == "GIT_ALTERNATE_OBJECT_DIRECTORIES" {
+                    env.push((k.to_string(), v.to_string()));
+                }
             }
         }
     }
@@ -126,12 +130,40 @@ pub async fn run_all(global: Option<&Path>, run: Run<'_>, out: &Out) -> Result<(
     Ok(())
 }
 
-/// Kills a hook's whole process group unless it was reaped (a cancelled push).
+/// Process groups of custom hooks running now, so the daemon can stop them when it exits.
+static RUNNING: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Sends SIGTERM to every custom hook still running (the daemon is exiting).
+pub fn kill_all() {
+    let running = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for pgid in running {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// A running hook's process group: SIGTERM to the whole group unless the hook was reaped (a cancelled
+/// push), as upstream stops them; the hook may clean up.
 struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn new(pgid: Option<i32>) -> Self {
+        if let Some(p) = pgid {
+            RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+        }
+        GroupGuard(pgid)
+    }
+
+    fn reaped(&mut self) {
+        if let Some(p) = self.0.take() {
+            RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| *r != p);
+        }
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.0.take() {
+            RUNNING.lock().unwrap_or_else(|e| e.into_inner()).retain(|r| *r != pgid);
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGTERM);
         }
     }
@@ -146,11 +178,10 @@ async fn run_one(exe: &Path, run: &Run<'_>, env: &[(String, String)], out: &Out)
         .stdin(if run.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .process_group(0);
     let mut child =
         cmd.spawn().map_err(|e| HookError::Failed(format!("executing custom hooks: start {}: {e}", exe.display())))?;
-    let mut guard = GroupGuard(child.id().map(|p| p as i32));
+    let mut guard = GroupGuard::new(child.id().map(|p| p as i32));
     let stdin = child.stdin.take().zip(run.stdin.clone()).map(|(mut w, data)| async move {
         // A hook that does not read its stdin is not an error.
         let _ = w.write_all(&data).await;
@@ -168,13 +199,13 @@ async fn run_one(exe: &Path, run: &Run<'_>, env: &[(String, String)], out: &Out)
         relay(stderr, out, super::Chunk::Stderr),
         child.wait()
     );
-    guard.0 = None;
+    guard.reaped();
     let status = status.map_err(|e| HookError::Failed(format!("executing custom hooks: {e}")))?;
     if status.success() {
         return Ok(());
     }
-    use std::os::unix::process::ExitStatusExt;
-    Err(HookError::Exit(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))))
+    // Killed by a signal: -1, as upstream reports it.
+    Err(HookError::Exit(status.code().unwrap_or(-1)))
 }
 
 async fn relay(mut r: impl tokio::io::AsyncRead + Unpin, out: &Out, wrap: fn(Bytes) -> super::Chunk) {

@@ -105,9 +105,18 @@ impl Hooks {
         .encode(&self.key)
     }
 
-    /// The payload of a hook call, checked: signed by this daemon, for the repository the call names.
-    pub fn verify(&self, env: &[String], repo: Option<&Repository>) -> Result<(Payload, Repository), PayloadError> {
+    /// The payload of a hook call, checked: signed by this daemon, for the repository the call names, asking
+    /// for this hook (`hook`, a [`payload::hooks`] bit).
+    pub fn verify(
+        &self,
+        env: &[String],
+        repo: Option<&Repository>,
+        hook: u32,
+    ) -> Result<(Payload, Repository), PayloadError> {
         let p = Payload::from_env(env, &self.key)?;
+        if p.requested_hooks & hook == 0 {
+            return Err(PayloadError::Forged);
+        }
         let signed = p.repo()?;
         if let Some(r) = repo {
             if r.storage_name != signed.storage_name || r.relative_path != signed.relative_path {
@@ -186,7 +195,18 @@ impl Hooks {
             return Err(failed("hook got no reference updates"));
         }
         if let Some(gitlab) = &self.gitlab {
-            let user = call.gitlab_user()?;
+            // Upstream's checks, in its order for post-receive.
+            let user = call
+                .payload
+                .receive_hooks_payload
+                .as_ref()
+                .ok_or_else(|| failed("payload has no receive hooks info"))?;
+            if user.userid.is_empty() {
+                return Err(failed("user ID not set"));
+            }
+            if call.repo.gl_repository.is_empty() {
+                return Err(failed("repository not set"));
+            }
             let answer = gitlab
                 .post_receive(
                     &call.repo.gl_repository,

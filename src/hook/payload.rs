@@ -3,9 +3,10 @@
 //!
 //! The layout is upstream's (base64 of JSON, the repository as a protobuf-JSON string), so logs and tools
 //! read the same. What upstream does not have: a MAC over the whole payload with a key that never leaves
-//! the daemon. The hook process learns the internal socket and its token from the payload, but it cannot
-//! change what it asks for — another repository, another user, a skipped hook — without the daemon
-//! noticing, so a payload forged in some process's environment gets nowhere.
+//! the daemon. A process that reads a payload learns the internal socket and its token, but it cannot
+//! make the daemon act for another repository, another user or a hook the payload does not ask for, so a
+//! payload forged in some process's environment gets nowhere. What the MAC does not stop: replaying a
+//! payload as it is (for its own repository and user) for as long as the daemon that signed it runs.
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};

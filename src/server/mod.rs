@@ -7,7 +7,7 @@ mod listeners;
 mod routes;
 mod shutdown;
 
-pub use routes::routes;
+pub use routes::{internal_routes, routes};
 pub use shutdown::Signals;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -68,7 +68,7 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
     let locator = Locator::new(&config.storage).map_err(io_err("resolve storages"))?;
     let hooks_binary = crate::pool::config::find_binary(config.bin_dir.as_deref(), "rgitaly-hooks");
     let git = GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime)
-        .and_then(|g| g.with_hooks(&hooks_binary, &runtime))
+        .and_then(|g| g.with_hooks(&hooks_binary, &runtime, config.logging.dir.as_deref()))
         .map_err(io_err("git"))?;
     let hooks = crate::hook::Hooks::new(&config, &runtime).map_err(ServeError::Hooks)?;
     let threads = crate::odb::pool::init(config.read_cache.threads());
@@ -186,7 +186,7 @@ async fn serve_with_pool(
             handover.push((listener.name(), dup_cloexec(listener.raw_fd()).map_err(io_err("dup listener"))?));
         }
         let auth = if internal { internal_auth.clone() } else { auth.clone() };
-        let routes = routes.clone();
+        let routes = if internal { internal_routes(ctx) } else { routes.clone() };
         let mut rx = if internal { internal_stop_rx.clone() } else { stop_rx.clone() };
         let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -331,11 +331,13 @@ async fn serve_with_pool(
     let _ = tokio::time::timeout_at(deadline, async { while internal_tasks.join_next().await.is_some() {} }).await;
     internal_tasks.abort_all();
     let _ = std::fs::remove_file(ctx.hooks.socket_path());
+    crate::hook::custom::kill_all();
     // Whatever git is still running belongs to calls we are abandoning: stop it rather than leave it.
     let killed = ctx.git.kill_all();
     if killed > 0 {
         tracing::warn!(count = killed, "killed git processes still running at exit");
     }
+    ctx.git.remove_hooks();
     if matches!(stop, Stop::Terminate) {
         cleanup(&sockets);
     }

@@ -88,6 +88,18 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
     Ok(b.routes())
 }
 
+/// The internal socket's routes: HookService only. Its token is in every push's git environment, so it
+/// must open nothing else.
+pub fn internal_routes(ctx: &Ctx) -> Routes {
+    let mut b = Routes::builder();
+    b.add_service(
+        HookServiceServer::new(service::hook::HookSvc(ctx.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    );
+    b.routes()
+}
+
 /// Serves a method that carries bulk bytes through [`crate::bulk`].
 type BulkHandler<T> = fn(Arc<T>, http::Request<Body>) -> BoxFuture<'static, http::Response<Body>>;
 

@@ -92,6 +92,10 @@ fn payload_status(e: PayloadError) -> Status {
 trait HookResponse: Default + Send + 'static {
     fn chunk(c: Chunk) -> Self;
     fn exit(value: i32, stderr: String) -> Self;
+    /// A refusal that is not a custom hook's own exit: exit 1 with the message on stderr.
+    fn failure(message: String) -> Result<Self, Status> {
+        Ok(Self::exit(1, message))
+    }
 }
 
 macro_rules! hook_response {
@@ -111,12 +115,34 @@ macro_rules! hook_response {
 }
 hook_response!(PreReceiveHookResponse);
 hook_response!(PostReceiveHookResponse);
-hook_response!(UpdateHookResponse);
+// Upstream's UpdateHook fails the call instead (rgitaly-hooks then says "error executing git hook").
+impl HookResponse for UpdateHookResponse {
+    fn chunk(c: Chunk) -> Self {
+        match c {
+            Chunk::Stdout(d) => Self { stdout: d.to_vec(), ..Default::default() },
+            Chunk::Stderr(d) => Self { stderr: d.to_vec(), ..Default::default() },
+        }
+    }
+    fn exit(value: i32, stderr: String) -> Self {
+        Self { exit_status: Some(ExitStatus { value }), stderr: stderr.into_bytes(), ..Default::default() }
+    }
+    fn failure(message: String) -> Result<Self, Status> {
+        Err(Status::internal(message))
+    }
+}
 hook_response!(ReferenceTransactionHookResponse);
 
-/// Runs a hook, streaming its output as it comes and ending with its exit status. A client that goes
-/// away cancels the hook (custom hooks are killed with their process group).
-fn respond<R, F, Fut>(run: F) -> BoxStream<R>
+/// Whether a hook is cancelled when its caller goes away.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WhenGone {
+    /// Before the refs move: nothing is lost by stopping (custom hooks get SIGTERM, with their group).
+    Cancel,
+    /// After they moved (post-receive): GitLab must still hear of the push, so the hook runs to its end.
+    Finish,
+}
+
+/// Runs a hook, streaming its output as it comes and ending with its exit status.
+fn respond<R, F, Fut>(when_gone: WhenGone, run: F) -> BoxStream<R>
 where
     R: HookResponse,
     F: FnOnce(Out) -> Fut,
@@ -135,16 +161,19 @@ where
             }
         };
         let both = async { tokio::join!(work, forward).0 };
-        let result = tokio::select! {
-            r = both => r,
-            _ = tx.closed() => return,
+        let result = match when_gone {
+            WhenGone::Finish => both.await,
+            WhenGone::Cancel => tokio::select! {
+                r = both => r,
+                _ = tx.closed() => return,
+            },
         };
         let last = match result {
-            Ok(()) => R::exit(0, String::new()),
-            Err(HookError::Exit(code)) => R::exit(code, String::new()),
-            Err(HookError::Failed(message)) => R::exit(1, message),
+            Ok(()) => Ok(R::exit(0, String::new())),
+            Err(HookError::Exit(code)) => Ok(R::exit(code, String::new())),
+            Err(HookError::Failed(message)) => R::failure(message),
         };
-        let _ = tx.send(Ok(last)).await;
+        let _ = tx.send(last).await;
     });
     tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }

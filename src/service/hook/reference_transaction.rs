@@ -4,7 +4,7 @@
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use super::{payload_status, read_stdin, respond, Ctx};
+use super::{payload_status, read_stdin, respond, Ctx, WhenGone};
 use crate::proto::gitaly::reference_transaction_hook_request::State;
 use crate::proto::gitaly::{ReferenceTransactionHookRequest, ReferenceTransactionHookResponse};
 use crate::service::first_request;
@@ -20,8 +20,10 @@ pub async fn reference_transaction_hook(
     if State::try_from(first.state).is_err() {
         return Err(Status::invalid_argument("invalid hook state"));
     }
-    ctx.hooks.verify(&first.environment_variables, Some(repository)).map_err(payload_status)?;
+    ctx.hooks
+        .verify(&first.environment_variables, Some(repository), crate::hook::payload::hooks::REFERENCE_TRANSACTION)
+        .map_err(payload_status)?;
     // The updates are read (git writes them and waits for the hook) but there is nothing to vote on.
     read_stdin(&first.stdin, &mut stream, |r| r.stdin.into()).await?;
-    Ok(respond(|_out| async { Ok(()) }))
+    Ok(respond(WhenGone::Cancel, |_out| async { Ok(()) }))
 }

@@ -3,7 +3,7 @@
 use tonic::codegen::BoxStream;
 use tonic::Status;
 
-use super::{payload_status, respond, Ctx};
+use super::{payload_status, respond, Ctx, WhenGone};
 use crate::hook::Call;
 use crate::proto::gitaly::{UpdateHookRequest, UpdateHookResponse};
 
@@ -11,10 +11,13 @@ pub async fn update_hook(ctx: &Ctx, req: UpdateHookRequest) -> Result<BoxStream<
     let Some(repository) = req.repository.as_ref() else {
         return Err(Status::invalid_argument("repository is empty"));
     };
-    let (payload, repo) = ctx.hooks.verify(&req.environment_variables, Some(repository)).map_err(payload_status)?;
+    let (payload, repo) = ctx
+        .hooks
+        .verify(&req.environment_variables, Some(repository), crate::hook::payload::hooks::UPDATE)
+        .map_err(payload_status)?;
     let repo_path = ctx.locator.repo_path(Some(repository))?;
     let ctx = ctx.clone();
-    Ok(respond(move |out| async move {
+    Ok(respond(WhenGone::Cancel, move |out| async move {
         let call = Call {
             payload: &payload,
             repo: &repo,
