@@ -561,13 +561,74 @@ async fn worker_writes_run_the_chain() {
     assert!(r.branch_update.is_some(), "{r:?}");
     assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-new"])), main);
     assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-ff"])), main);
+    let side = stdout(git(&bare).args(["rev-parse", "side"]));
+    let r = ops
+        .user_update_branch(UserUpdateBranchRequest {
+            repository: repo.clone(),
+            branch_name: b"ok-new".to_vec(),
+            user: user(),
+            newrev: side.clone().into_bytes(),
+            oldrev: main.clone().into_bytes(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, "");
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-new"])), side);
+    let r = ops
+        .user_create_tag(UserCreateTagRequest {
+            repository: repo.clone(),
+            tag_name: b"ok-tag".to_vec(),
+            user: user(),
+            target_revision: b"main".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.tag.is_some() && r.pre_receive_error.is_empty(), "{r:?}");
+    let r = ops
+        .user_delete_tag(UserDeleteTagRequest { repository: repo.clone(), tag_name: b"ok-tag".to_vec(), user: user() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, "");
+    let r = ops
+        .user_delete_branch(UserDeleteBranchRequest {
+            repository: repo.clone(),
+            branch_name: b"ok-new".to_vec(),
+            user: user(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.pre_receive_error, "");
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserMergeBranchRequest {
+        repository: repo.clone(),
+        user: user(),
+        commit_id: side.clone(),
+        branch: b"ok-ff".to_vec(),
+        message: b"merge".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = ops.user_merge_branch(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let merged = stream.message().await.unwrap().unwrap().commit_id;
+    tx.send(UserMergeBranchRequest { apply: true, ..Default::default() }).await.unwrap();
+    let second = stream.message().await.unwrap().unwrap();
+    assert_eq!(second.branch_update.map(|b| b.commit_id), Some(merged.clone()));
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "ok-ff"])), merged);
+    assert!(stdout(git(&bare).args(["tag", "-l", "ok-tag"])).is_empty());
+    assert!(stdout(git(&bare).args(["branch", "--list", "ok-new"])).is_empty());
     let calls = gitlab.calls();
     let allowed: Vec<&ApiCall> = calls.iter().filter(|c| c.path.ends_with("/allowed")).collect();
     assert!(allowed
         .iter()
         .all(|c| c.body["protocol"] == "web" && c.body["user_id"] == "1" && c.body["gl_repository"] == "project-1"));
     let posts: Vec<&ApiCall> = calls.iter().filter(|c| c.path.ends_with("/post_receive")).collect();
-    assert_eq!(posts.len(), 3, "{:?}", gitlab.paths());
+    assert_eq!(posts.len(), 8, "{:?}", gitlab.paths());
     assert_eq!(
         posts[0].body["changes"].as_str().unwrap().trim(),
         format!("{} {main} refs/heads/ok-new", "0".repeat(40))
@@ -656,4 +717,30 @@ fn pushes_are_refused_when_the_hooks_are_gone() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("hooks are not installed"), "{stderr}");
     assert_eq!(refs(&d.repo_path("p.git")), before);
+}
+
+#[test]
+fn gitlab_over_https_with_a_ca_file_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let gitlab = FakeGitlab::https(&cert, &key, allow_all);
+    let (d, _) = setup(&gitlab.config(dir.path(), &format!("ca_file = {ca:?}\nuser = \"api\"\npassword = \"s3cret\"")));
+    let c = clone(&d, "c");
+    commit_file(&c, "g.txt", "g\n");
+    run(as_user(d.git(&c)).args(["push", "--quiet", "origin", "HEAD:feature"]));
+    let calls = gitlab.calls();
+    assert_eq!(calls.len(), 3, "{:?}", gitlab.paths());
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("api:s3cret"));
+    assert!(calls.iter().all(|c| c.authorization == basic), "{calls:?}");
+
+    // Without the CA the certificate is not trusted: the push is refused, nothing lands.
+    let other = tempfile::tempdir().unwrap();
+    let (d2, _) = setup(&gitlab.config(other.path(), ""));
+    let c2 = clone(&d2, "c");
+    commit_file(&c2, "h.txt", "h\n");
+    let out = as_user(d2.git(&c2)).args(["push", "origin", "HEAD:feature"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("GitLab: Internal API unreachable"), "{stderr}");
+    assert_eq!(gitlab.calls().len(), 3);
 }

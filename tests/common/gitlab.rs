@@ -17,6 +17,8 @@ use hyper_util::rt::TokioIo;
 pub struct ApiCall {
     pub path: String,
     pub secret: String,
+    /// The `Authorization` header (`[gitlab.http-settings]` user and password).
+    pub authorization: String,
     pub body: serde_json::Value,
 }
 
@@ -32,6 +34,7 @@ pub struct FakeGitlab {
 
 pub enum Bound {
     Tcp(std::net::TcpListener),
+    Tls(std::net::TcpListener, std::sync::Arc<tokio_rustls::rustls::ServerConfig>),
     Unix(std::os::unix::net::UnixListener),
 }
 
@@ -42,6 +45,28 @@ impl FakeGitlab {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
         Self::start(Bound::Tcp(l), url, Arc::new(script))
+    }
+
+    /// HTTPS with the PEM certificate and key (for `localhost`).
+    pub fn https(
+        cert: &Path,
+        key: &Path,
+        script: impl Fn(&str, &serde_json::Value) -> (u16, serde_json::Value, Duration) + Send + Sync + 'static,
+    ) -> FakeGitlab {
+        use rustls_pki_types::pem::PemObject;
+        let chain =
+            rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://localhost:{}", l.local_addr().unwrap().port());
+        Self::start(Bound::Tls(l, Arc::new(config)), url, Arc::new(script))
     }
 
     pub fn unix(
@@ -65,6 +90,16 @@ impl FakeGitlab {
                         let l = tokio::net::TcpListener::from_std(l).unwrap();
                         while let Ok((s, _)) = l.accept().await {
                             serve(TokioIo::new(s), c.clone(), script.clone());
+                        }
+                    }
+                    Bound::Tls(l, config) => {
+                        l.set_nonblocking(true).unwrap();
+                        let l = tokio::net::TcpListener::from_std(l).unwrap();
+                        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                        while let Ok((s, _)) = l.accept().await {
+                            if let Ok(tls) = acceptor.accept(s).await {
+                                serve(TokioIo::new(tls), c.clone(), script.clone());
+                            }
                         }
                     }
                     Bound::Unix(l) => {
@@ -106,11 +141,13 @@ where
         let (calls, script) = (calls.clone(), script.clone());
         async move {
             let path = req.uri().path().to_string();
+            let authorization =
+                req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let secret =
                 req.headers().get("gitlab-shared-secret").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             let body: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-            calls.lock().unwrap().push(ApiCall { path: path.clone(), secret, body: body.clone() });
+            calls.lock().unwrap().push(ApiCall { path: path.clone(), secret, authorization, body: body.clone() });
             let (status, answer, delay) = script(&path, &body);
             tokio::time::sleep(delay).await;
             Ok::<_, std::convert::Infallible>(
