@@ -4,7 +4,7 @@
 //! and user, so it cannot run them for anything else.
 
 use rgitaly::git::repo::{Repo, UpdateRefError};
-use rgitaly::hook::payload::{Payload, ENV};
+use rgitaly::hook::payload::{hooks, Payload, ENV};
 use rgitaly::proto::gitaly::hook_service_client::HookServiceClient;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
@@ -76,6 +76,10 @@ pub async fn update_with_hooks(
     let internal = |e: String| UpdateError::Other(Status::internal(e));
     let value = payload.ok_or_else(|| internal("no hooks payload from the rgitaly daemon".into()))?;
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
+    // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
+    if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
+        return repo.update_ref(reference, new, Some(old)).await.map_err(UpdateError::UpdateRef);
+    }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
     let env = vec![format!("{ENV}={value}")];
     let channel = rgitaly::client::connect(&format!("unix:{}", p.internal_socket), Some(&p.internal_socket_token))
