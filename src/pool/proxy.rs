@@ -184,8 +184,9 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
         Op::Accessor => None,
         _ => {
             let refs = written_refs(method, &first_msg).unwrap_or_default();
-            let before = crate::git::repo::Repo::new(&ctx.git, &repo_path).refs_digest(&refs).await.ok();
-            Some(Arc::new(LostCheck { ctx: ctx.clone(), repo_path: repo_path.clone(), refs, before }))
+            let check = LostCheck { ctx: ctx.clone(), repo_path: repo_path.clone(), refs, before: None };
+            let before = check.state().await;
+            Some(Arc::new(LostCheck { before, ..check }))
         }
     };
 
@@ -267,20 +268,39 @@ struct LostCheck {
     repo_path: std::path::PathBuf,
     /// The refs the call may move (see `written_refs`); empty: all of them.
     refs: Vec<String>,
-    /// Their digest before the call; None when they could not be read, so nothing can be proven.
-    before: Option<[u8; 32]>,
+    /// Their state before the call; None when they could not be read, so nothing can be proven.
+    before: Option<RefsState>,
+}
+
+/// What the refs a write may move looked like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RefsState {
+    /// The one ref (see `written_refs`), read in-process: what it points at, or nothing.
+    One(Option<gix::ObjectId>),
+    /// A digest of every ref (`git for-each-ref`), for a write that may move any.
+    All([u8; 32]),
 }
 
 impl LostCheck {
     /// True when it is proven that the call changed no ref: the worker and every process it left are gone,
     /// and the refs are as they were before the call.
     async fn unchanged(&self, worker: &super::Worker) -> bool {
-        let Some(before) = self.before else { return false };
+        let Some(before) = &self.before else { return false };
         if !worker.settle().await {
             return false;
         }
-        let after = crate::git::repo::Repo::new(&self.ctx.git, &self.repo_path).refs_digest(&self.refs).await;
-        matches!(after, Ok(after) if after == before)
+        self.state().await.as_ref() == Some(before)
+    }
+
+    /// The refs' state now. One ref is read in-process (a point lookup, no git process: this runs before
+    /// every write the pool serves); every ref through `git for-each-ref`.
+    async fn state(&self) -> Option<RefsState> {
+        if let [one] = self.refs.as_slice() {
+            let handle = self.ctx.repos.open(&self.repo_path).ok()?;
+            return crate::odb::refs::target(&handle, one.as_bytes()).ok().map(RefsState::One);
+        }
+        let digest = crate::git::repo::Repo::new(&self.ctx.git, &self.repo_path).refs_digest(&self.refs).await;
+        digest.ok().map(RefsState::All)
     }
 
     fn status(&self, worker: &str, unchanged: bool, error: &str) -> Status {
