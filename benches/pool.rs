@@ -6,7 +6,8 @@
 //! - recovery: time from `kill -9` of an active worker to the next successful call, and to a healthy
 //!   replacement;
 //! - worker idle RSS;
-//! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence.
+//! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence;
+//! - UserCherryPick vs the bare `git merge-tree --merge-base` + `git commit-tree` + `git update-ref` sequence.
 //!
 //! Loopback Unix sockets only; bounded counts.
 
@@ -296,6 +297,54 @@ async fn main() {
     let (r50, b50) = (percentile(&rpc, 0.5), percentile(&bare_seq, 0.5));
     println!(
         "UserMergeBranch p50 {:.2} ms vs git merge-tree+commit-tree+update-ref p50 {:.2} ms: ratio {:.2}",
+        r50.as_secs_f64() * 1e3,
+        b50.as_secs_f64() * 1e3,
+        r50.as_secs_f64() / b50.as_secs_f64()
+    );
+
+    // UserCherryPick vs the bare git sequence: each picks one topic commit onto a branch of its own.
+    // From where the topics started, so that none of them is in it yet.
+    out(git(&bare).args(["update-ref", "refs/heads/picks", "topic-0^"]));
+    out(git(&bare).args(["update-ref", "refs/heads/picks-git", "topic-0^"]));
+    let mut rpc = Vec::new();
+    for m in 0..MERGES {
+        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+        let s = Instant::now();
+        let r = OperationServiceClient::new(channel.clone())
+            .user_cherry_pick(UserCherryPickRequest {
+                repository: Some(Repository {
+                    storage_name: "default".into(),
+                    relative_path: "bench.git".into(),
+                    ..Default::default()
+                }),
+                user: user(),
+                commit: Some(GitCommit { id: topic, ..Default::default() }),
+                branch_name: b"picks".to_vec(),
+                message: b"picked".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("UserCherryPick")
+            .into_inner();
+        assert!(r.branch_update.is_some(), "{r:?}");
+        rpc.push(s.elapsed());
+    }
+    let mut bare_seq = Vec::new();
+    for m in 0..MERGES {
+        let s = Instant::now();
+        let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
+        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+        let base = format!("--merge-base={topic}^");
+        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, &topic]));
+        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", "picked"]));
+        out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
+        bare_seq.push(s.elapsed());
+    }
+    rpc.sort();
+    bare_seq.sort();
+    let (r50, b50) = (percentile(&rpc, 0.5), percentile(&bare_seq, 0.5));
+    println!(
+        "UserCherryPick p50 {:.2} ms vs git merge-tree --merge-base+commit-tree+update-ref p50 {:.2} ms: ratio {:.2}",
         r50.as_secs_f64() * 1e3,
         b50.as_secs_f64() * 1e3,
         r50.as_secs_f64() / b50.as_secs_f64()

@@ -540,6 +540,20 @@ async fn worker_writes_run_the_chain() {
     tx.send(UserMergeBranchRequest { apply: true, ..Default::default() }).await.unwrap();
     let second = stream.message().await.unwrap().unwrap();
     assert_eq!((second.pre_receive_error.as_str(), second.branch_update.is_none()), (denied, true));
+    let r = ops
+        .user_revert(UserRevertRequest {
+            repository: repo.clone(),
+            user: user(),
+            commit: Some(GitCommit { id: main.clone(), ..Default::default() }),
+            branch_name: b"denied-revert".to_vec(),
+            message: b"Revert".to_vec(),
+            start_branch_name: b"main".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.pre_receive_error.as_str(), r.branch_update.is_none()), (denied, true));
     assert_eq!(refs(&bare), before);
     assert!(!gitlab.paths().iter().any(|p| p.ends_with("post_receive")), "{:?}", gitlab.paths());
 

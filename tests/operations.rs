@@ -614,3 +614,149 @@ async fn commit_files_refuses_nul_and_line_breaks_in_paths() {
     let modes: Vec<Vec<u8>> = tree_entries(&bare, "main").into_iter().map(|e| e[..6].to_vec()).collect();
     assert!(modes.iter().all(|m| m == b"100644" || m == b"100755"), "a gitlink or symlink appeared");
 }
+
+fn pick_request(d: &Daemon, commit: &str, parents: usize, branch: &str, start: &str) -> UserCherryPickRequest {
+    UserCherryPickRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        commit: Some(GitCommit { id: commit.into(), parent_ids: vec![String::new(); parents], ..Default::default() }),
+        branch_name: branch.into(),
+        message: b"picked\n\n(cherry picked from commit x)".to_vec(),
+        start_branch_name: start.into(),
+        timestamp: ts(12345),
+        ..Default::default()
+    }
+}
+
+fn revert_request(p: UserCherryPickRequest) -> UserRevertRequest {
+    UserRevertRequest {
+        repository: p.repository,
+        user: p.user,
+        commit: p.commit,
+        branch_name: p.branch_name,
+        message: p.message,
+        start_branch_name: p.start_branch_name,
+        start_repository: p.start_repository,
+        dry_run: p.dry_run,
+        timestamp: p.timestamp,
+    }
+}
+
+/// The tree plain git makes of the same cherry-pick or revert, in a scratch worktree.
+fn git_tree(d: &Daemon, bare: &Path, onto: &str, verb: &str, commit: &str, mainline: bool) -> Option<String> {
+    let wt = d.work_dir(&format!("plain-{verb}-{commit}"));
+    run(git(&wt).args(["clone", "--quiet"]).arg(bare).arg("."));
+    run(git(&wt).args(["checkout", "--quiet", "--detach", onto]));
+    let mut cmd = git(&wt);
+    cmd.arg(verb).arg("--no-edit");
+    if mainline {
+        cmd.args(["-m", "1"]);
+    }
+    cmd.arg(commit);
+    cmd.output().unwrap().status.success().then(|| rev(&wt, "HEAD^{tree}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cherry_pick_and_revert_as_git_does_them() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let main = rev(&bare, "main");
+    let topic = branch_with_change(&wt, &bare, "topic", "side", "topic.txt", "topic\n");
+
+    // Cherry-pick onto main: git's tree, one parent, the original author, the user as committer.
+    let r = ops.user_cherry_pick(pick_request(&d, &topic, 1, "main", "")).await.unwrap().into_inner();
+    let update = r.branch_update.expect("branch update");
+    assert_eq!((update.branch_created, update.repo_created), (false, false));
+    let picked = update.commit_id;
+    assert_eq!(rev(&bare, "main"), picked);
+    assert_eq!(
+        Some(rev(&bare, &format!("{picked}^{{tree}}"))),
+        git_tree(&d, &bare, &main, "cherry-pick", &topic, false)
+    );
+    assert_eq!(rev(&bare, &format!("{picked}^")), main);
+    let raw = stdout(git(&bare).args(["cat-file", "commit", &picked]));
+    let original = stdout(git(&bare).args(["cat-file", "commit", &topic]));
+    let author = |c: &str| c.lines().find(|l| l.starts_with("author ")).unwrap().to_string();
+    assert_eq!(author(&raw), author(&original));
+    assert!(raw.contains("\ncommitter Jane Doe <jane@example.com> 12345 +0000\n"), "{raw}");
+    assert!(raw.ends_with("\n\npicked\n\n(cherry picked from commit x)"), "{raw}");
+
+    // The same again: nothing left to apply.
+    let r = ops.user_cherry_pick(pick_request(&d, &topic, 1, "main", "")).await.unwrap().into_inner();
+    assert_eq!(
+        (r.create_tree_error.as_str(), r.create_tree_error_code, r.branch_update.is_none()),
+        ("cherry-pick: could not apply because the result was empty", 1, true)
+    );
+
+    // Revert it on a new branch started from main: git's tree; the user as author and committer.
+    let r =
+        ops.user_revert(revert_request(pick_request(&d, &picked, 1, "reverted", "main"))).await.unwrap().into_inner();
+    let update = r.branch_update.expect("branch update");
+    assert!(update.branch_created);
+    assert_eq!(rev(&bare, "reverted"), update.commit_id);
+    assert_eq!(Some(rev(&bare, "reverted^{tree}")), git_tree(&d, &bare, &picked, "revert", &picked, false));
+    let raw = stdout(git(&bare).args(["cat-file", "commit", "reverted"]));
+    assert!(raw.contains("\nauthor Jane Doe <jane@example.com> 12345 +0000\n"), "{raw}");
+
+    // Conflicts: both change file1.txt.
+    let a = branch_with_change(&wt, &bare, "a", "main", "file1.txt", "a\n");
+    let b = branch_with_change(&wt, &bare, "b", "main", "file1.txt", "b\n");
+    let r = ops.user_cherry_pick(pick_request(&d, &a, 1, "b", "")).await.unwrap().into_inner();
+    assert_eq!(
+        (r.create_tree_error.as_str(), r.create_tree_error_code),
+        ("cherry-pick: could not apply due to conflicts", 2)
+    );
+    let r = ops.user_revert(revert_request(pick_request(&d, &a, 1, "b", ""))).await.unwrap().into_inner();
+    assert_eq!(r.create_tree_error_code, 2, "{r:?}");
+    assert_eq!(rev(&bare, "b"), b);
+
+    // A branch that is not an ancestor of the result: diverged, untouched.
+    let r = ops.user_cherry_pick(pick_request(&d, &topic, 1, "a", "side")).await.unwrap().into_inner();
+    assert_eq!(r.commit_error, "Branch diverged");
+    assert_eq!(rev(&bare, "a"), a);
+
+    // Dry run: computed, but the branch is created at the start revision.
+    let mut req = pick_request(&d, &topic, 1, "dry", "b");
+    req.dry_run = true;
+    let r = ops.user_cherry_pick(req).await.unwrap().into_inner();
+    assert_eq!(r.branch_update.map(|u| (u.commit_id, u.branch_created)), Some((b.clone(), true)));
+    assert_eq!(rev(&bare, "dry"), b);
+
+    // A merge commit with its parents given: mainline 1, as git's `-m 1`.
+    run(git(&wt).args(["checkout", "--quiet", "-B", "merged", "a"]));
+    run(git(&wt).args(["merge", "--quiet", "--no-edit", "topic"]));
+    run(git(&wt).arg("push").arg("--quiet").arg(&bare).arg("merged"));
+    let merge = rev(&bare, "merged");
+    let r = ops.user_cherry_pick(pick_request(&d, &merge, 2, "onto-b", "b")).await.unwrap().into_inner();
+    let done = r.branch_update.clone().unwrap_or_else(|| panic!("picked merge: {r:?}")).commit_id;
+    assert_eq!(Some(rev(&bare, &format!("{done}^{{tree}}"))), git_tree(&d, &bare, &b, "cherry-pick", &merge, true));
+
+    // Errors as upstream's.
+    for (req, code, msg) in [
+        (
+            UserCherryPickRequest { user: None, ..pick_request(&d, &topic, 1, "main", "") },
+            Code::InvalidArgument,
+            "UserCherryPick: empty User",
+        ),
+        (
+            UserCherryPickRequest { commit: None, ..pick_request(&d, &topic, 1, "main", "") },
+            Code::InvalidArgument,
+            "UserCherryPick: empty Commit",
+        ),
+        (pick_request(&d, &topic, 1, "", ""), Code::InvalidArgument, "UserCherryPick: empty BranchName"),
+        (
+            UserCherryPickRequest { message: vec![], ..pick_request(&d, &topic, 1, "main", "") },
+            Code::InvalidArgument,
+            "UserCherryPick: empty Message",
+        ),
+        (pick_request(&d, &topic, 1, "nope", ""), Code::InvalidArgument, "resolve start ref: reference not found"),
+    ] {
+        let e = ops.user_cherry_pick(req).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+    let e = ops.user_revert(revert_request(pick_request(&d, &topic, 1, "", ""))).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "empty BranchName"));
+    let e = ops.user_cherry_pick(pick_request(&d, &"1".repeat(40), 1, "main", "")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(e.message().starts_with("cherry-pick command: cherry-pick: commit lookup:"), "{e:?}");
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

@@ -179,11 +179,26 @@ impl<'a> Repo<'a> {
         committer: &Signature,
         message: &[u8],
     ) -> Result<String, GitError> {
+        self.write_commit_as(tree, parents, author.line().as_bytes(), committer, message).await
+    }
+
+    /// As [`Repo::write_commit`], with the author line given as it is (e.g. another commit's, kept with its
+    /// date and time zone by a cherry-pick).
+    pub async fn write_commit_as(
+        &self,
+        tree: &str,
+        parents: &[&str],
+        author_line: &[u8],
+        committer: &Signature,
+        message: &[u8],
+    ) -> Result<String, GitError> {
         let mut data = format!("tree {tree}\n").into_bytes();
         for p in parents {
             data.extend_from_slice(format!("parent {p}\n").as_bytes());
         }
-        data.extend_from_slice(format!("author {}\ncommitter {}\n\n", author.line(), committer.line()).as_bytes());
+        data.extend_from_slice(b"author ");
+        data.extend_from_slice(author_line);
+        data.extend_from_slice(format!("\ncommitter {}\n\n", committer.line()).as_bytes());
         data.extend_from_slice(message);
         self.write_object("commit", data).await
     }
@@ -191,17 +206,29 @@ impl<'a> Repo<'a> {
     /// Three-way merge of two commits without touching any ref or worktree (`git merge-tree
     /// --write-tree`): Ok(tree) when clean, Err(conflicting paths) otherwise.
     pub async fn merge_tree(&self, ours: &str, theirs: &str) -> Result<Result<String, Vec<String>>, GitError> {
-        let out = self
+        self.merge_tree_with_base(ours, theirs, None).await
+    }
+
+    /// As [`Repo::merge_tree`], with the merge base given instead of computed (`--merge-base`): with
+    /// `base` = C^ and `theirs` = C it applies C's change to `ours` (a cherry-pick); with `base` = C and
+    /// `theirs` = C^ it takes C's change back (a revert). All three are object ids.
+    pub async fn merge_tree_with_base(
+        &self,
+        ours: &str,
+        theirs: &str,
+        base: Option<&str>,
+    ) -> Result<Result<String, Vec<String>>, GitError> {
+        let mut cmd = self
             .git
             .command(self.path, Sub::MergeTree)
             .flag("--write-tree")
             .flag("--allow-unrelated-histories")
             .flag("--name-only")
-            .flag("--no-messages")
-            .trusted_arg(ours)
-            .trusted_arg(theirs)
-            .run_to_end()
-            .await?;
+            .flag("--no-messages");
+        if let Some(base) = base {
+            cmd = cmd.flag(format!("--merge-base={base}"));
+        }
+        let out = cmd.trusted_arg(ours).trusted_arg(theirs).run_to_end().await?;
         let text = out.stdout_text();
         let mut lines = text.lines();
         let tree = lines.next().unwrap_or_default().to_string();

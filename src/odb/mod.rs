@@ -443,6 +443,21 @@ impl RepoCache {
     }
 }
 
+/// A repository opened for one call's reads outside the daemon's cache (the workers' point lookups), with
+/// the same isolation as every other handle.
+pub fn open_uncached(path: &Path) -> Result<gix::Repository, OdbError> {
+    gix::open_opts(path, options()).map_err(|e| OdbError::Open(e.to_string()))
+}
+
+/// The raw header line `field` (e.g. `author`) of a commit, as written; None when there is no such commit.
+pub fn commit_header(repo: &gix::Repository, id: ObjectId, field: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    let Some((gix::object::Kind::Commit, data)) = read(repo, id)? else { return Ok(None) };
+    let mut prefix = field.to_vec();
+    prefix.push(b' ');
+    let headers = data.split(|b| *b == b'\n').take_while(|l| !l.is_empty());
+    Ok(headers.filter_map(|l| l.strip_prefix(prefix.as_slice())).next().map(<[u8]>::to_vec))
+}
+
 /// Only the repository's own config is read: never the user's or the system's, and never the environment,
 /// as for the git processes we run.
 fn options() -> gix::open::Options {

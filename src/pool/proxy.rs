@@ -332,6 +332,8 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
         "UserFFBranch" => branch(&UserFfBranchRequest::decode(msg).ok()?.branch),
         "UserMergeBranch" => branch(&UserMergeBranchRequest::decode(msg).ok()?.branch),
         "UserMergeToRef" => text(&UserMergeToRefRequest::decode(msg).ok()?.target_ref),
+        "UserCherryPick" => branch(&UserCherryPickRequest::decode(msg).ok()?.branch_name),
+        "UserRevert" => branch(&UserRevertRequest::decode(msg).ok()?.branch_name),
         "UserCommitFiles" => match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
             P::Header(h) => branch(&h.branch_name),
             P::Action(_) => return None,
@@ -346,14 +348,22 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
     Some(vec![reference])
 }
 
-/// UserCommitFiles' `start_repository`, from its header.
+/// The repository a write starts from: UserCommitFiles' (in its header), UserCherryPick's and UserRevert's.
 fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
     use crate::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload;
-    if method.full != "/gitaly.OperationService/UserCommitFiles" {
-        return None;
-    }
-    match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
-        UserCommitFilesRequestPayload::Header(h) => h.start_repository,
+    match method.full {
+        "/gitaly.OperationService/UserCommitFiles" => {
+            match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
+                UserCommitFilesRequestPayload::Header(h) => h.start_repository,
+                _ => None,
+            }
+        }
+        "/gitaly.OperationService/UserCherryPick" => {
+            crate::proto::gitaly::UserCherryPickRequest::decode(msg).ok()?.start_repository
+        }
+        "/gitaly.OperationService/UserRevert" => {
+            crate::proto::gitaly::UserRevertRequest::decode(msg).ok()?.start_repository
+        }
         _ => None,
     }
 }

@@ -3,6 +3,7 @@
 //! refusal by GitLab or a custom hook is the response's `pre_receive_error`, as upstream answers it.
 
 mod branches;
+mod cherry_pick;
 mod commit_files;
 mod ff_branch;
 mod merge_branch;
@@ -165,6 +166,50 @@ impl OperationService for Operations {
     ) -> Unary<BoxStream<UserMergeBranchResponse>> {
         let t = target(&r)?;
         merge_branch::merge_branch(self.git.clone(), t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_cherry_pick(&self, r: Request<UserCherryPickRequest>) -> Unary<UserCherryPickResponse> {
+        let t = target(&r)?;
+        let r = r.into_inner();
+        let p = cherry_pick::Pick {
+            user: r.user,
+            commit: r.commit,
+            branch_name: r.branch_name,
+            message: r.message,
+            start_branch_name: r.start_branch_name,
+            dry_run: r.dry_run,
+            timestamp: r.timestamp,
+        };
+        let out = cherry_pick::pick(&self.git, &t, cherry_pick::Kind::CherryPick, p).await?;
+        Ok(Response::new(UserCherryPickResponse {
+            branch_update: out.branch_update,
+            create_tree_error: out.create_tree_error,
+            commit_error: out.commit_error,
+            pre_receive_error: out.pre_receive_error,
+            create_tree_error_code: out.create_tree_error_code,
+        }))
+    }
+
+    async fn user_revert(&self, r: Request<UserRevertRequest>) -> Unary<UserRevertResponse> {
+        let t = target(&r)?;
+        let r = r.into_inner();
+        let p = cherry_pick::Pick {
+            user: r.user,
+            commit: r.commit,
+            branch_name: r.branch_name,
+            message: r.message,
+            start_branch_name: r.start_branch_name,
+            dry_run: r.dry_run,
+            timestamp: r.timestamp,
+        };
+        let out = cherry_pick::pick(&self.git, &t, cherry_pick::Kind::Revert, p).await?;
+        Ok(Response::new(UserRevertResponse {
+            branch_update: out.branch_update,
+            create_tree_error: out.create_tree_error,
+            commit_error: out.commit_error,
+            pre_receive_error: out.pre_receive_error,
+            create_tree_error_code: out.create_tree_error_code,
+        }))
     }
 
     async fn user_commit_files(&self, r: Request<Streaming<UserCommitFilesRequest>>) -> Unary<UserCommitFilesResponse> {
