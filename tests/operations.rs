@@ -760,3 +760,66 @@ async fn cherry_pick_and_revert_as_git_does_them() {
     assert!(e.message().starts_with("cherry-pick command: cherry-pick: commit lookup:"), "{e:?}");
     run(git(&bare).args(["fsck", "--no-progress"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_submodule_moves_the_gitlink() {
+    let (d, wt, bare, mut ops) = setup().await;
+    let (one, two) = ("1".repeat(40), "2".repeat(40));
+    run(git(&wt).args(["checkout", "--quiet", "main"]));
+    run(git(&wt).args(["update-index", "--add", "--cacheinfo", &format!("160000,{one},sub/mod")]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "add a submodule"]));
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&bare).arg("main"));
+    let head = rev(&bare, "main");
+    let req = |path: &str, sha: &str, branch: &str| UserUpdateSubmoduleRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        commit_sha: sha.into(),
+        branch: branch.into(),
+        submodule: path.into(),
+        commit_message: b"Update Submodule message".to_vec(),
+        timestamp: ts(12345),
+    };
+    let r = ops.user_update_submodule(req("sub/mod", &two, "main")).await.unwrap().into_inner();
+    let update = r.branch_update.unwrap_or_else(|| panic!("{:?}", r.commit_error));
+    assert_eq!(rev(&bare, "main"), update.commit_id);
+    assert_eq!(rev(&bare, "main^"), head);
+    assert_eq!(stdout(git(&bare).args(["ls-tree", "main", "sub/mod"])), format!("160000 commit {two}\tsub/mod"));
+    // Only the gitlink changed.
+    assert_eq!(stdout(git(&bare).args(["diff", "--name-only", &head, "main"])), "sub/mod");
+    let raw = stdout(git(&bare).args(["cat-file", "commit", "main"]));
+    assert!(
+        raw.contains(
+            "\nauthor Jane Doe <jane@example.com> 12345 +0000\ncommitter Jane Doe <jane@example.com> 12345 +0000\n"
+        ),
+        "{raw}"
+    );
+    assert!(raw.ends_with("\n\nUpdate Submodule message"), "{raw}");
+
+    let moved = rev(&bare, "main");
+    for (path, sha, want) in [
+        ("sub/mod", two.as_str(), format!("The submodule sub/mod is already at {two}")),
+        ("sub", one.as_str(), "Invalid submodule path".to_string()),
+        ("./sub/mod", one.as_str(), "Invalid submodule path".to_string()),
+        ("sub/mod/", one.as_str(), "Invalid submodule path".to_string()),
+        ("file1.txt", one.as_str(), "Invalid submodule path".to_string()),
+        ("nope", one.as_str(), "Invalid submodule path".to_string()),
+    ] {
+        let r = ops.user_update_submodule(req(path, sha, "main")).await.unwrap().into_inner();
+        assert_eq!((r.commit_error.as_str(), r.branch_update.is_none()), (want.as_str(), true), "{path}");
+    }
+    assert_eq!(rev(&bare, "main"), moved);
+    for (r, code, msg) in [
+        (req("sub/mod", &one, "non/existent"), Code::InvalidArgument, "Cannot find branch"),
+        (req("sub/mod", "xyz", "main"), Code::InvalidArgument, "UserUpdateSubmodule: invalid CommitSha"),
+        (req("", &one, "main"), Code::InvalidArgument, "UserUpdateSubmodule: empty Submodule"),
+        (
+            UserUpdateSubmoduleRequest { user: None, ..req("sub/mod", &one, "main") },
+            Code::InvalidArgument,
+            "UserUpdateSubmodule: empty User",
+        ),
+    ] {
+        let e = ops.user_update_submodule(r).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

@@ -334,6 +334,7 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
         "UserMergeToRef" => text(&UserMergeToRefRequest::decode(msg).ok()?.target_ref),
         "UserCherryPick" => branch(&UserCherryPickRequest::decode(msg).ok()?.branch_name),
         "UserRevert" => branch(&UserRevertRequest::decode(msg).ok()?.branch_name),
+        "UserUpdateSubmodule" => branch(&UserUpdateSubmoduleRequest::decode(msg).ok()?.branch),
         "UserCommitFiles" => match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
             P::Header(h) => branch(&h.branch_name),
             P::Action(_) => return None,

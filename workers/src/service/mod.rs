@@ -8,6 +8,7 @@ mod commit_files;
 mod ff_branch;
 mod merge_branch;
 mod merge_to_ref;
+mod submodules;
 mod tags;
 
 use std::ffi::OsString;
@@ -166,6 +167,14 @@ impl OperationService for Operations {
     ) -> Unary<BoxStream<UserMergeBranchResponse>> {
         let t = target(&r)?;
         merge_branch::merge_branch(self.git.clone(), t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_update_submodule(
+        &self,
+        r: Request<UserUpdateSubmoduleRequest>,
+    ) -> Unary<UserUpdateSubmoduleResponse> {
+        let t = target(&r)?;
+        submodules::update_submodule(&self.git, &t, r.into_inner()).await.map(Response::new)
     }
 
     async fn user_cherry_pick(&self, r: Request<UserCherryPickRequest>) -> Unary<UserCherryPickResponse> {
