@@ -823,3 +823,88 @@ async fn update_submodule_moves_the_gitlink() {
     }
     run(git(&bare).args(["fsck", "--no-progress"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squash_as_git_diff_and_apply_make_it() {
+    let (d, wt, bare, mut ops) = setup().await;
+    run(git(&wt).args(["checkout", "--quiet", "-B", "topic", "side"]));
+    commit_file(&wt, "topic.txt", "one\n");
+    commit_file(&wt, "file1.txt", "changed by topic\n");
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&bare).arg("topic"));
+    let (main, topic) = (rev(&bare, "main"), rev(&bare, "topic"));
+    let before = stdout(git(&bare).args(["for-each-ref"]));
+    let author =
+        || Some(User { name: b"John Doe".to_vec(), email: b"johndoe@example.com".to_vec(), ..Default::default() });
+    let req = |start: &str, end: &str| UserSquashRequest {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        squash_id: "1".into(),
+        start_sha: start.into(),
+        end_sha: end.into(),
+        author: author(),
+        commit_message: b"Squashed commit".to_vec(),
+        timestamp: ts(1234512345),
+    };
+    let r = ops.user_squash(req(&main, &topic)).await.unwrap().into_inner();
+    assert_eq!(r.git_error, "");
+    let squash = r.squash_sha;
+    // What upstream's steps give with plain git: the three-dot diff applied with --3way onto start, committed.
+    let plain = d.work_dir("plain-squash");
+    run(git(&plain).args(["clone", "--quiet"]).arg(&bare).arg("."));
+    run(git(&plain).args(["checkout", "--quiet", "--detach", &main]));
+    let patch = git(&plain).args(["diff", "--binary", &format!("{main}...{topic}")]).output().unwrap().stdout;
+    let mut apply = git(&plain)
+        .args(["apply", "--index", "--3way", "--whitespace=nowarn"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    apply.stdin.take().unwrap().write_all(&patch).unwrap();
+    assert!(apply.wait().unwrap().success());
+    run(git(&plain).args(["commit", "--quiet", "-m", "Squashed commit"]));
+    assert_eq!(rev(&bare, &format!("{squash}^{{tree}}")), rev(&plain, "HEAD^{tree}"));
+    assert_eq!(rev(&bare, &format!("{squash}^")), main);
+    let raw = stdout(git(&bare).args(["cat-file", "commit", &squash]));
+    assert!(raw.contains("\nauthor John Doe <johndoe@example.com> 1234512345 +0000\ncommitter Jane Doe <jane@example.com> 1234512345 +0000\n"), "{raw}");
+    assert!(raw.ends_with("\n\nSquashed commit"), "{raw}");
+    assert_eq!(
+        stdout(git(&bare).args(["cat-file", "-s", &squash])),
+        (raw.len() + 1).to_string(),
+        "message ends with a newline"
+    );
+    // No ref moved.
+    assert_eq!(stdout(git(&bare).args(["for-each-ref"])), before);
+
+    // git's refusals are git_error.
+    let r = ops.user_squash(req("doesntexist", &topic)).await.unwrap().into_inner();
+    assert!(r.git_error.contains(&format!("fatal: ambiguous argument 'doesntexist...{topic}'")), "{r:?}");
+    let r = ops.user_squash(req(&topic, &topic)).await.unwrap().into_inner();
+    assert!(r.git_error.contains("No valid patches in input"), "{r:?}");
+    assert!(r.squash_sha.is_empty());
+    let r = ops
+        .user_squash(UserSquashRequest {
+            author: Some(User { email: b"janedoe@example.com".to_vec(), ..Default::default() }),
+            ..req(&main, &topic)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.git_error, "fatal: empty ident name (for <janedoe@example.com>) not allowed");
+    // A conflict: main and the topic change file1.txt differently.
+    let conflicting = branch_with_change(&wt, &bare, "other", "main", "file1.txt", "changed by other\n");
+    let r = ops.user_squash(req(&conflicting, &topic)).await.unwrap().into_inner();
+    assert!(!r.git_error.is_empty() && r.squash_sha.is_empty(), "{r:?}");
+
+    for (r, msg) in [
+        (UserSquashRequest { user: None, ..req(&main, &topic) }, "UserSquash: empty User"),
+        (UserSquashRequest { squash_id: String::new(), ..req(&main, &topic) }, "UserSquash: empty SquashId"),
+        (req("", &topic), "UserSquash: empty StartSha"),
+        (req(&main, ""), "UserSquash: empty EndSha"),
+        (UserSquashRequest { commit_message: vec![], ..req(&main, &topic) }, "UserSquash: empty CommitMessage"),
+        (UserSquashRequest { author: None, ..req(&main, &topic) }, "UserSquash: empty Author"),
+        (UserSquashRequest { squash_id: "a/b".into(), ..req(&main, &topic) }, "worktree id can't contain slashes"),
+    ] {
+        let e = ops.user_squash(r).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+}

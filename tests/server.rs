@@ -9,7 +9,7 @@ use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
 use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
 use rgitaly::proto::gitaly::{
-    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest, UserSquashRequest,
+    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest, UserApplyPatchRequest,
     WikiFindPageRequest,
 };
 
@@ -110,7 +110,16 @@ async fn health_reflection_and_unimplemented() {
         .await
         .unwrap();
     let e = OperationServiceClient::new(ch.clone())
-        .user_squash(UserSquashRequest { repository: repo.clone(), ..Default::default() })
+        .user_apply_patch(futures::stream::iter([UserApplyPatchRequest {
+            user_apply_patch_request_payload: Some(
+                rgitaly::proto::gitaly::user_apply_patch_request::UserApplyPatchRequestPayload::Header(
+                    rgitaly::proto::gitaly::user_apply_patch_request::Header {
+                        repository: repo.clone(),
+                        ..Default::default()
+                    },
+                ),
+            ),
+        }]))
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);

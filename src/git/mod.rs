@@ -55,6 +55,7 @@ impl From<GitError> for tonic::Status {
 /// The git subcommands rgitaly may run. Anything else cannot be expressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sub {
+    Apply,
     Archive,
     Blame,
     Bundle,
@@ -98,6 +99,7 @@ pub enum Sub {
 impl Sub {
     pub fn name(self) -> &'static str {
         match self {
+            Sub::Apply => "apply",
             Sub::Archive => "archive",
             Sub::Blame => "blame",
             Sub::Bundle => "bundle",

@@ -8,6 +8,7 @@ mod commit_files;
 mod ff_branch;
 mod merge_branch;
 mod merge_to_ref;
+mod squash;
 mod submodules;
 mod tags;
 
@@ -167,6 +168,11 @@ impl OperationService for Operations {
     ) -> Unary<BoxStream<UserMergeBranchResponse>> {
         let t = target(&r)?;
         merge_branch::merge_branch(self.git.clone(), t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_squash(&self, r: Request<UserSquashRequest>) -> Unary<UserSquashResponse> {
+        let t = target(&r)?;
+        squash::squash(&self.git, &t, r.into_inner()).await.map(Response::new)
     }
 
     async fn user_update_submodule(
