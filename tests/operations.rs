@@ -908,3 +908,100 @@ async fn squash_as_git_diff_and_apply_make_it() {
         assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
     }
 }
+
+fn patch_messages(d: &Daemon, branch: &str, patches: &[u8], chunk: usize) -> Vec<UserApplyPatchRequest> {
+    use rgitaly::proto::gitaly::user_apply_patch_request::{Header, UserApplyPatchRequestPayload as P};
+    let mut out = vec![UserApplyPatchRequest {
+        user_apply_patch_request_payload: Some(P::Header(Header {
+            repository: Some(d.repo("p.git")),
+            user: user(),
+            target_branch: branch.into(),
+            timestamp: ts(1234512345),
+        })),
+    }];
+    for c in patches.chunks(chunk) {
+        out.push(UserApplyPatchRequest { user_apply_patch_request_payload: Some(P::Patches(c.to_vec())) });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_patch_as_git_am_does_it() {
+    let (d, wt, bare, mut ops) = setup().await;
+    run(git(&wt).args(["checkout", "--quiet", "-B", "topic", "main"]));
+    commit_file(&wt, "patched.txt", "from a patch\n");
+    commit_file(&wt, "file1.txt", "changed by a patch\n");
+    let patches = git(&wt).args(["format-patch", "--stdout", "-2"]).output().unwrap().stdout;
+    let topic_tree = rev(&wt, "topic^{tree}");
+    let main = rev(&bare, "main");
+
+    // Onto an existing branch, the series split at odd places: one commit per patch.
+    let r = ops
+        .user_apply_patch(futures::stream::iter(patch_messages(&d, "main", &patches, 7)))
+        .await
+        .unwrap()
+        .into_inner();
+    let update = r.branch_update.expect("branch update");
+    assert_eq!((update.branch_created, update.repo_created), (false, false));
+    assert_eq!(rev(&bare, "main"), update.commit_id);
+    assert_eq!(rev(&bare, "main^{tree}"), topic_tree);
+    assert_eq!(rev(&bare, "main~2"), main);
+    let raw = stdout(git(&bare).args(["cat-file", "commit", "main"]));
+    assert!(raw.contains("\nauthor Test <test@example.com> "), "{raw}");
+    assert!(raw.contains("\ncommitter Jane Doe <jane@example.com> 1234512345 +0000\n"), "{raw}");
+    assert!(raw.ends_with("\n\nadd file1.txt"), "{raw}");
+
+    // A new branch starts at the default branch.
+    let r = ops
+        .user_apply_patch(futures::stream::iter(patch_messages(&d, "fresh", &patches, 1 << 20)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.branch_update.expect("branch update").branch_created);
+    assert_eq!(rev(&bare, "fresh~2"), rev(&bare, "main~2"));
+
+    // A patch against the old file1.txt does not apply to the new one, even with --3way: git am's refusal,
+    // nothing moved.
+    run(git(&wt).args(["checkout", "--quiet", "-B", "conflict", &main]));
+    commit_file(&wt, "file1.txt", "conflicting change\n");
+    let conflicting = git(&wt).args(["format-patch", "--stdout", "-1"]).output().unwrap().stdout;
+    let before = rev(&bare, "main");
+    let e = ops
+        .user_apply_patch(futures::stream::iter(patch_messages(&d, "main", &conflicting, 1 << 20)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(rev(&bare, "main"), before);
+    // No worktree left behind, however the call ended.
+    for dir in ["gitlab-worktree", "worktrees"] {
+        let left: Vec<_> = std::fs::read_dir(bare.join(dir)).map(|r| r.flatten().collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+
+    // Not a series, and a series whose path climbs out of the tree.
+    let e =
+        ops.user_apply_patch(futures::stream::iter(patch_messages(&d, "main", b"garbage\n", 100))).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "not a patch series from git format-patch"));
+    let evil = String::from_utf8(patches.clone()).unwrap().replace("patched.txt", "../escaped.txt");
+    let e = ops
+        .user_apply_patch(futures::stream::iter(patch_messages(&d, "main", evil.as_bytes(), 100)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(rev(&bare, "main"), before);
+
+    // Header checks, as upstream's.
+    let mut msgs = patch_messages(&d, "", &patches, 1 << 20);
+    let e = ops.user_apply_patch(futures::stream::iter(msgs.clone())).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "UserApplyPatch: missing Branch"));
+    msgs.remove(0);
+    msgs.insert(0, patch_messages(&d, "main", b"", 1).remove(0));
+    if let Some(rgitaly::proto::gitaly::user_apply_patch_request::UserApplyPatchRequestPayload::Header(h)) =
+        msgs[0].user_apply_patch_request_payload.as_mut()
+    {
+        h.user = None;
+    }
+    let e = ops.user_apply_patch(futures::stream::iter(msgs)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "UserApplyPatch: missing User"));
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

@@ -9,8 +9,8 @@ use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
 use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
 use rgitaly::proto::gitaly::{
-    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest, UserApplyPatchRequest,
-    WikiFindPageRequest,
+    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest,
+    UserRebaseConfirmableRequest, WikiFindPageRequest,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,10 +110,10 @@ async fn health_reflection_and_unimplemented() {
         .await
         .unwrap();
     let e = OperationServiceClient::new(ch.clone())
-        .user_apply_patch(futures::stream::iter([UserApplyPatchRequest {
-            user_apply_patch_request_payload: Some(
-                rgitaly::proto::gitaly::user_apply_patch_request::UserApplyPatchRequestPayload::Header(
-                    rgitaly::proto::gitaly::user_apply_patch_request::Header {
+        .user_rebase_confirmable(futures::stream::iter([UserRebaseConfirmableRequest {
+            user_rebase_confirmable_request_payload: Some(
+                rgitaly::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload::Header(
+                    rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
                         repository: repo.clone(),
                         ..Default::default()
                     },

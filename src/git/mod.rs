@@ -55,6 +55,7 @@ impl From<GitError> for tonic::Status {
 /// The git subcommands rgitaly may run. Anything else cannot be expressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sub {
+    Am,
     Apply,
     Archive,
     Blame,
@@ -93,12 +94,14 @@ pub enum Sub {
     UploadArchive,
     UploadPack,
     Version,
+    Worktree,
     WriteTree,
 }
 
 impl Sub {
     pub fn name(self) -> &'static str {
         match self {
+            Sub::Am => "am",
             Sub::Apply => "apply",
             Sub::Archive => "archive",
             Sub::Blame => "blame",
@@ -137,6 +140,7 @@ impl Sub {
             Sub::UploadArchive => "upload-archive",
             Sub::UploadPack => "upload-pack",
             Sub::Version => "version",
+            Sub::Worktree => "worktree",
             Sub::WriteTree => "write-tree",
         }
     }

@@ -335,6 +335,12 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
         "UserCherryPick" => branch(&UserCherryPickRequest::decode(msg).ok()?.branch_name),
         "UserRevert" => branch(&UserRevertRequest::decode(msg).ok()?.branch_name),
         "UserUpdateSubmodule" => branch(&UserUpdateSubmoduleRequest::decode(msg).ok()?.branch),
+        "UserApplyPatch" => match UserApplyPatchRequest::decode(msg).ok()?.user_apply_patch_request_payload? {
+            crate::proto::gitaly::user_apply_patch_request::UserApplyPatchRequestPayload::Header(h) => {
+                branch(&h.target_branch)
+            }
+            _ => return None,
+        },
         "UserCommitFiles" => match UserCommitFilesRequest::decode(msg).ok()?.user_commit_files_request_payload? {
             P::Header(h) => branch(&h.branch_name),
             P::Action(_) => return None,

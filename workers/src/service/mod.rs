@@ -2,6 +2,7 @@
 //! through the shared command layer, and those made for a user through the hook chain ([`update`]): a
 //! refusal by GitLab or a custom hook is the response's `pre_receive_error`, as upstream answers it.
 
+mod apply_patch;
 mod branches;
 mod cherry_pick;
 mod commit_files;
@@ -168,6 +169,11 @@ impl OperationService for Operations {
     ) -> Unary<BoxStream<UserMergeBranchResponse>> {
         let t = target(&r)?;
         merge_branch::merge_branch(self.git.clone(), t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_apply_patch(&self, r: Request<Streaming<UserApplyPatchRequest>>) -> Unary<UserApplyPatchResponse> {
+        let t = target(&r)?;
+        apply_patch::apply_patch(&self.git, &t, r.into_inner()).await.map(Response::new)
     }
 
     async fn user_squash(&self, r: Request<UserSquashRequest>) -> Unary<UserSquashResponse> {
