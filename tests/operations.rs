@@ -1005,3 +1005,135 @@ async fn apply_patch_as_git_am_does_it() {
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "UserApplyPatch: missing User"));
     run(git(&bare).args(["fsck", "--no-progress"]));
 }
+
+async fn rebase_exchange(
+    ops: &mut Ops,
+    header: rgitaly::proto::gitaly::user_rebase_confirmable_request::Header,
+    apply: Option<bool>,
+) -> Result<Vec<UserRebaseConfirmableResponse>, tonic::Status> {
+    use rgitaly::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload as P;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Header(header)) })
+        .await
+        .unwrap();
+    let mut stream = ops.user_rebase_confirmable(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    let mut out = vec![];
+    match stream.message().await? {
+        Some(m) => out.push(m),
+        None => return Ok(out),
+    }
+    match apply {
+        Some(a) => tx
+            .send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(a)) })
+            .await
+            .unwrap(),
+        None => drop(tx),
+    }
+    while let Some(m) = stream.message().await? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebase_confirmable_as_git_rebase_does_it() {
+    use rgitaly::proto::gitaly::user_rebase_confirmable_response::UserRebaseConfirmableResponsePayload as R;
+    let (d, wt, bare, mut ops) = setup().await;
+    run(git(&wt).args(["checkout", "--quiet", "-B", "feature", "main~1"]));
+    commit_file(&wt, "feature-1.txt", "one\n");
+    commit_file(&wt, "feature-2.txt", "two\n");
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&bare).arg("feature"));
+    let feature = rev(&bare, "feature");
+    let header = |branch_sha: &str| rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        rebase_id: "1".into(),
+        branch: b"feature".to_vec(),
+        branch_sha: branch_sha.into(),
+        remote_repository: Some(d.repo("p.git")),
+        remote_branch: b"main".to_vec(),
+        git_push_options: vec!["ci.skip".into()],
+        timestamp: ts(100000000),
+    };
+
+    // The client aborts: nothing moves.
+    let e = rebase_exchange(&mut ops, header(&feature), Some(false)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "rebase aborted by client"));
+    let e = rebase_exchange(&mut ops, header(&feature), None).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Internal, "recv: EOF"));
+    assert_eq!(rev(&bare, "feature"), feature);
+
+    let out = rebase_exchange(&mut ops, header(&feature), Some(true)).await.unwrap();
+    let Some(R::RebaseSha(sha)) = out[0].user_rebase_confirmable_response_payload.clone() else { panic!("{out:?}") };
+    assert_eq!(out[1].user_rebase_confirmable_response_payload, Some(R::RebaseApplied(true)));
+    assert_eq!(rev(&bare, "feature"), sha);
+    assert_eq!(rev(&bare, "feature~2"), rev(&bare, "main"));
+    // git's own rebase gives the same tree.
+    let plain = d.work_dir("plain-rebase");
+    run(git(&plain).args(["clone", "--quiet"]).arg(&bare).arg("."));
+    run(git(&plain).args(["checkout", "--quiet", "--detach", &feature]));
+    run(git(&plain).args(["rebase", "--quiet", "origin/main"]));
+    assert_eq!(rev(&bare, "feature^{tree}"), rev(&plain, "HEAD^{tree}"));
+    let raw = stdout(git(&bare).args(["cat-file", "commit", "feature"]));
+    let original = stdout(git(&bare).args(["cat-file", "commit", &feature]));
+    let author = |c: &str| c.lines().find(|l| l.starts_with("author ")).unwrap().to_string();
+    assert_eq!(author(&raw), author(&original));
+    assert!(raw.contains("\ncommitter Jane Doe <jane@example.com> 100000000 +0000\n"), "{raw}");
+    assert!(raw.ends_with("\n\nadd feature-2.txt"), "{raw}");
+
+    // A stale branch_sha: upstream's error, the branch as it is.
+    let e = rebase_exchange(&mut ops, header(&feature), Some(true)).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unknown, "Could not update refs/heads/feature. Please refresh and try again.")
+    );
+    assert_eq!(rev(&bare, "feature"), sha);
+
+    // A conflict is git_error on an OK call.
+    run(git(&wt).args(["checkout", "--quiet", "-B", "clash", "main~1"]));
+    commit_file(&wt, "file3.txt", "clash\n");
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&bare).arg("clash"));
+    let clash = rev(&bare, "clash");
+    let out = rebase_exchange(
+        &mut ops,
+        rgitaly::proto::gitaly::user_rebase_confirmable_request::Header { branch: b"clash".to_vec(), ..header(&clash) },
+        Some(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].git_error.contains("conflict"), "{out:?}");
+    assert_eq!(rev(&bare, "clash"), clash);
+
+    for (h, code, msg) in [
+        (
+            rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+                rebase_id: String::new(),
+                ..header(&sha)
+            },
+            Code::InvalidArgument,
+            "UserRebaseConfirmable: empty RebaseId",
+        ),
+        (
+            rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+                remote_branch: b"+dev:master".to_vec(),
+                ..header(&sha)
+            },
+            Code::InvalidArgument,
+            "UserRebaseConfirmable: invalid branch name",
+        ),
+        (header("nope"), Code::NotFound, "invalid object ID: \"nope\""),
+        (
+            rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+                remote_branch: b"missing".to_vec(),
+                ..header(&sha)
+            },
+            Code::Internal,
+            "resolve start ref: reference not found",
+        ),
+    ] {
+        let e = rebase_exchange(&mut ops, h, Some(true)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg));
+    }
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

@@ -4,13 +4,11 @@ mod common;
 
 use common::*;
 use rgitaly::proto::gitaly::diff_service_client::DiffServiceClient;
-use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
 use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
 use rgitaly::proto::gitaly::server_service_client::ServerServiceClient;
 use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
 use rgitaly::proto::gitaly::{
-    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest,
-    UserRebaseConfirmableRequest, WikiFindPageRequest,
+    CreateRepositoryRequest, DiskStatisticsRequest, FindChangedPathsRequest, ServerInfoRequest, WikiFindPageRequest,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,26 +101,12 @@ async fn health_reflection_and_unimplemented() {
     let e =
         DiffServiceClient::new(ch.clone()).find_changed_paths(FindChangedPathsRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    // Operation and Wiki RPCs not built yet are UNIMPLEMENTED too, answered by a worker through the proxy.
+    // Wiki RPCs not built yet are UNIMPLEMENTED too, answered by a worker through the proxy.
     let repo = Some(d.repo("u.git"));
     RepositoryServiceClient::new(ch.clone())
         .create_repository(CreateRepositoryRequest { repository: repo.clone() })
         .await
         .unwrap();
-    let e = OperationServiceClient::new(ch.clone())
-        .user_rebase_confirmable(futures::stream::iter([UserRebaseConfirmableRequest {
-            user_rebase_confirmable_request_payload: Some(
-                rgitaly::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload::Header(
-                    rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
-                        repository: repo.clone(),
-                        ..Default::default()
-                    },
-                ),
-            ),
-        }]))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
     let e = WikiServiceClient::new(ch)
         .wiki_find_page(WikiFindPageRequest { repository: repo, ..Default::default() })
         .await

@@ -458,6 +458,13 @@ pub fn commit_header(repo: &gix::Repository, id: ObjectId, field: &[u8]) -> Resu
     Ok(headers.filter_map(|l| l.strip_prefix(prefix.as_slice())).next().map(<[u8]>::to_vec))
 }
 
+/// A commit's message exactly as stored (after the headers and the blank line); None when there is no such
+/// commit.
+pub fn commit_message(repo: &gix::Repository, id: ObjectId) -> Result<Option<Vec<u8>>, Status> {
+    let Some((gix::object::Kind::Commit, data)) = read(repo, id)? else { return Ok(None) };
+    Ok(Some(data.windows(2).position(|w| w == b"\n\n").map(|i| data[i + 2..].to_vec()).unwrap_or_default()))
+}
+
 /// Only the repository's own config is read: never the user's or the system's, and never the environment,
 /// as for the git processes we run.
 fn options() -> gix::open::Options {

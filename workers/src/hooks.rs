@@ -65,13 +65,15 @@ macro_rules! collect {
 }
 
 /// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
-/// update hooks allowed it, then runs post-receive. `payload` is the daemon's, from the call's metadata.
+/// update hooks allowed it, then runs post-receive. `payload` is the daemon's, from the call's metadata;
+/// `push_options` go to pre-receive and post-receive (UserRebaseConfirmable's).
 pub async fn update_with_hooks(
     payload: Option<&str>,
     repo: &Repo<'_>,
     reference: &str,
     new: &str,
     old: &str,
+    push_options: &[String],
 ) -> Result<(), UpdateError> {
     let internal = |e: String| UpdateError::Other(Status::internal(e));
     let value = payload.ok_or_else(|| internal("no hooks payload from the rgitaly daemon".into()))?;
@@ -93,7 +95,7 @@ pub async fn update_with_hooks(
         repository: repository.clone(),
         environment_variables: env.clone(),
         stdin: changes.clone(),
-        git_push_options: Vec::new(),
+        git_push_options: push_options.to_vec(),
     };
     let ran = collect!(client.pre_receive_hook(futures::stream::iter([pre])).await.map_err(call_err)?.into_inner());
     if ran.code != 0 {
@@ -111,8 +113,12 @@ pub async fn update_with_hooks(
         return Err(UpdateError::PreReceive(ran.message()));
     }
     repo.update_ref(reference, new, Some(old)).await.map_err(UpdateError::UpdateRef)?;
-    let post =
-        PostReceiveHookRequest { repository, environment_variables: env, stdin: changes, git_push_options: Vec::new() };
+    let post = PostReceiveHookRequest {
+        repository,
+        environment_variables: env,
+        stdin: changes,
+        git_push_options: push_options.to_vec(),
+    };
     let ran = collect!(client.post_receive_hook(futures::stream::iter([post])).await.map_err(call_err)?.into_inner());
     if ran.code != 0 {
         return Err(internal(format!("running post-receive hooks: {}", ran.message().trim())));

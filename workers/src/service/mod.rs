@@ -9,6 +9,7 @@ mod commit_files;
 mod ff_branch;
 mod merge_branch;
 mod merge_to_ref;
+mod rebase;
 mod squash;
 mod submodules;
 mod tags;
@@ -57,8 +58,20 @@ pub enum Hooked {
 
 /// Moves `reference` from `old` to `new` through the hook chain (see `crate::hooks`).
 pub async fn update(t: &Target, repo: &Repo<'_>, reference: &str, new: &str, old: &str) -> Result<Hooked, Status> {
+    update_with_options(t, repo, reference, new, old, &[]).await
+}
+
+/// As [`update`], with push options for the hooks.
+pub async fn update_with_options(
+    t: &Target,
+    repo: &Repo<'_>,
+    reference: &str,
+    new: &str,
+    old: &str,
+    push_options: &[String],
+) -> Result<Hooked, Status> {
     use crate::hooks::UpdateError;
-    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new, old).await {
+    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new, old, push_options).await {
         Ok(()) => Ok(Hooked::Done),
         Err(UpdateError::PreReceive(m)) => Ok(Hooked::Refused(m)),
         Err(UpdateError::UpdateRef(_)) => Ok(Hooked::Raced),
@@ -174,6 +187,14 @@ impl OperationService for Operations {
     async fn user_apply_patch(&self, r: Request<Streaming<UserApplyPatchRequest>>) -> Unary<UserApplyPatchResponse> {
         let t = target(&r)?;
         apply_patch::apply_patch(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn user_rebase_confirmable(
+        &self,
+        r: Request<Streaming<UserRebaseConfirmableRequest>>,
+    ) -> Unary<BoxStream<UserRebaseConfirmableResponse>> {
+        let t = target(&r)?;
+        rebase::rebase(self.git.clone(), t, r.into_inner()).await.map(Response::new)
     }
 
     async fn user_squash(&self, r: Request<UserSquashRequest>) -> Unary<UserSquashResponse> {
