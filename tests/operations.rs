@@ -1081,6 +1081,27 @@ async fn rebase_confirmable_as_git_rebase_does_it() {
     assert!(raw.contains("\ncommitter Jane Doe <jane@example.com> 100000000 +0000\n"), "{raw}");
     assert!(raw.ends_with("\n\nadd feature-2.txt"), "{raw}");
 
+    // Onto another repository's branch (a fork's), whose commit is fetched in.
+    run(git(&wt).args(["checkout", "--quiet", "-B", "upstream-main", "main"]));
+    let extra = commit_file(&wt, "upstream.txt", "only in the fork\n");
+    let fork = d.seed_repo("fork.git", &wt);
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&fork).arg("upstream-main:main"));
+    assert!(git(&bare).args(["cat-file", "-e", &extra]).output().unwrap().status.code() != Some(0));
+    let current = rev(&bare, "feature");
+    let out = rebase_exchange(
+        &mut ops,
+        rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+            remote_repository: Some(d.repo("fork.git")),
+            ..header(&current)
+        },
+        Some(true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.last().unwrap().user_rebase_confirmable_response_payload, Some(R::RebaseApplied(true)), "{out:?}");
+    assert_eq!(rev(&bare, "feature~2"), extra);
+    let sha = rev(&bare, "feature");
+
     // A stale branch_sha: upstream's error, the branch as it is.
     let e = rebase_exchange(&mut ops, header(&feature), Some(true)).await.unwrap_err();
     assert_eq!(

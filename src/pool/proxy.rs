@@ -182,6 +182,8 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     // without answering, the daemon can tell "nothing was written" from "outcome unknown".
     let lost = match method.op {
         Op::Accessor => None,
+        // Writes objects only, never a ref: nothing a dead worker can have half done.
+        _ if method.full == "/gitaly.OperationService/UserSquash" => None,
         _ => {
             let refs = written_refs(method, &first_msg).unwrap_or_default();
             let check = LostCheck { ctx: ctx.clone(), repo_path: repo_path.clone(), refs, before: None };
@@ -335,6 +337,13 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
         "UserCherryPick" => branch(&UserCherryPickRequest::decode(msg).ok()?.branch_name),
         "UserRevert" => branch(&UserRevertRequest::decode(msg).ok()?.branch_name),
         "UserUpdateSubmodule" => branch(&UserUpdateSubmoduleRequest::decode(msg).ok()?.branch),
+        "UserRebaseConfirmable" => {
+            use crate::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload as R;
+            match UserRebaseConfirmableRequest::decode(msg).ok()?.user_rebase_confirmable_request_payload? {
+                R::Header(h) => branch(&h.branch),
+                _ => return None,
+            }
+        }
         "UserApplyPatch" => match UserApplyPatchRequest::decode(msg).ok()?.user_apply_patch_request_payload? {
             crate::proto::gitaly::user_apply_patch_request::UserApplyPatchRequestPayload::Header(h) => {
                 branch(&h.target_branch)
@@ -355,7 +364,8 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
     Some(vec![reference])
 }
 
-/// The repository a write starts from: UserCommitFiles' (in its header), UserCherryPick's and UserRevert's.
+/// The repository a write starts from: UserCommitFiles' (in its header), UserCherryPick's and UserRevert's,
+/// UserRebaseConfirmable's remote repository.
 fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
     use crate::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload;
     match method.full {
@@ -370,6 +380,16 @@ fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
         }
         "/gitaly.OperationService/UserRevert" => {
             crate::proto::gitaly::UserRevertRequest::decode(msg).ok()?.start_repository
+        }
+        "/gitaly.OperationService/UserRebaseConfirmable" => {
+            use crate::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload as R;
+            match crate::proto::gitaly::UserRebaseConfirmableRequest::decode(msg)
+                .ok()?
+                .user_rebase_confirmable_request_payload?
+            {
+                R::Header(h) => h.remote_repository,
+                _ => None,
+            }
         }
         _ => None,
     }

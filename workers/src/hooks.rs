@@ -76,6 +76,13 @@ pub async fn update_with_hooks(
     push_options: &[String],
 ) -> Result<(), UpdateError> {
     let internal = |e: String| UpdateError::Other(Status::internal(e));
+    // A name git would refuse never reaches the hooks: a line break in it would forge change lines.
+    if reference.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(UpdateError::UpdateRef(rgitaly::git::repo::UpdateRefError {
+            reference: reference.to_string(),
+            stderr: "invalid ref name".into(),
+        }));
+    }
     let value = payload.ok_or_else(|| internal("no hooks payload from the rgitaly daemon".into()))?;
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
@@ -121,7 +128,8 @@ pub async fn update_with_hooks(
     };
     let ran = collect!(client.post_receive_hook(futures::stream::iter([post])).await.map_err(call_err)?.into_inner());
     if ran.code != 0 {
-        return Err(internal(format!("running post-receive hooks: {}", ran.message().trim())));
+        // Upstream reports it as a refusal too, though the ref has moved.
+        return Err(UpdateError::PreReceive(ran.message()));
     }
     Ok(())
 }

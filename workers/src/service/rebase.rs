@@ -72,7 +72,12 @@ pub async fn rebase(
             let tx = tx.clone();
             async move { tx.send(m).await.is_ok() }
         };
-        let rebased = match replay(&git, &t, &reference, &onto, &committer).await {
+        // A client that goes away during the replay stops it (its git processes with it).
+        let replayed = tokio::select! {
+            r = replay(&git, &t, &reference, &onto, &committer) => r,
+            _ = tx.closed() => return,
+        };
+        let rebased = match replayed {
             Ok(Ok(sha)) => sha,
             Ok(Err(git_error)) => {
                 send(Ok(UserRebaseConfirmableResponse { git_error, ..Default::default() })).await;
@@ -187,8 +192,13 @@ async fn replay(
         .await
         .map_err(internal)?
         .stdout_text();
+    let picks: Vec<&str> = list.lines().filter(|l| !l.is_empty()).collect();
+    // Only merges are new: libgit2 has nothing to do and upstream keeps the tip as it is.
+    if picks.is_empty() {
+        return Ok(Ok(tip));
+    }
     let mut current = onto.to_string();
-    for pick in list.lines().filter(|l| !l.is_empty()) {
+    for pick in picks {
         let id =
             rgitaly::odb::resolve_commit(&odb, pick.as_bytes()).ok_or_else(|| internal("rebase: lookup commit"))?;
         let Some(commit) = rgitaly::odb::read_commit(&odb, id)? else { return Err(internal("rebase: lookup commit")) };

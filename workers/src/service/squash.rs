@@ -98,6 +98,17 @@ pub async fn squash(git: &GitCmdFactory, t: &Target, req: UserSquashRequest) -> 
         (Err(r), _) | (_, Err(r)) => return Ok(r),
     };
     let message = cleanup(&req.commit_message);
+    if message.is_empty() {
+        return Ok(UserSquashResponse {
+            git_error: "Aborting commit due to empty commit message.".into(),
+            ..Default::default()
+        });
+    }
+    // Nothing changed on start: `git commit` refuses with nothing on stderr, which upstream reports as an
+    // internal error.
+    if repo.resolve(&format!("{start}^{{tree}}")).await.map_err(internal)?.as_deref() == Some(tree.as_str()) {
+        return Err(Status::internal("UserSquash: nothing to commit"));
+    }
     let commit = repo.write_commit(&tree, &[&start], &author, &committer, &message).await.map_err(internal)?;
     Ok(UserSquashResponse { squash_sha: commit, ..Default::default() })
 }
