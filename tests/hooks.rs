@@ -758,3 +758,46 @@ fn gitlab_over_https_with_a_ca_file_and_basic_auth() {
     assert!(stderr.contains("GitLab: Internal API unreachable"), "{stderr}");
     assert_eq!(gitlab.calls().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebase_push_options_reach_gitlab() {
+    use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
+    use rgitaly::proto::gitaly::user_rebase_confirmable_request::{Header, UserRebaseConfirmableRequestPayload as P};
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(allow_all);
+    let (d, wt) = setup(&gitlab.config(dir.path(), ""));
+    let bare = d.repo_path("p.git");
+    run(git(&wt).args(["checkout", "--quiet", "-B", "feature", "main~1"]));
+    commit_file(&wt, "f.txt", "f\n");
+    run(git(&wt).arg("push").arg("--quiet").arg(&bare).arg("feature"));
+    let feature = stdout(git(&bare).args(["rev-parse", "feature"]));
+    let repo = Some(Repository { gl_repository: "project-1".into(), ..d.repo("p.git") });
+    let header = Header {
+        repository: repo.clone(),
+        user: user(),
+        rebase_id: "1".into(),
+        branch: b"feature".to_vec(),
+        branch_sha: feature.clone(),
+        remote_repository: repo,
+        remote_branch: b"main".to_vec(),
+        git_push_options: vec!["ci.skip".into(), "test=value".into()],
+        timestamp: None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Header(header)) })
+        .await
+        .unwrap();
+    let mut ops = OperationServiceClient::new(d.channel().await);
+    let mut stream =
+        ops.user_rebase_confirmable(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(true)) })
+        .await
+        .unwrap();
+    while stream.message().await.unwrap().is_some() {}
+    assert_ne!(stdout(git(&bare).args(["rev-parse", "feature"])), feature);
+    let calls = gitlab.calls();
+    let post = calls.iter().find(|c| c.path.ends_with("/post_receive")).expect("post_receive");
+    assert_eq!(post.body["push_options"], serde_json::json!(["ci.skip", "test=value"]));
+    assert_eq!(calls.iter().find(|c| c.path.ends_with("/allowed")).unwrap().body["protocol"], "web");
+}
