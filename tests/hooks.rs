@@ -662,11 +662,12 @@ async fn a_stolen_payload_reaches_nothing_else() {
     let repo = d.repo_path("p.git");
     let stolen = dir.path().join("stolen");
     let env_seen = dir.path().join("env");
-    // The hook runs while git receive-pack waits for it: it finds the payload in git's environment.
+    // The hook runs while git receive-pack waits for it: it finds the payload in the environment of the git
+    // working in this repository (other tests' pushes run in theirs).
     script(
         &repo.join("custom_hooks/pre-receive"),
         &format!(
-            "env > {env_seen:?}\nfor e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e 2>/dev/null | grep '^GITALY_HOOKS_PAYLOAD=' | head -1; done | head -1 | cut -d= -f2- > {stolen:?}\ncat > /dev/null"
+            "env > {env_seen:?}\nfor p in /proc/[0-9]*; do [ \"$(readlink $p/cwd)\" = \"$PWD\" ] || continue; tr '\\0' '\\n' < $p/environ 2>/dev/null | grep '^GITALY_HOOKS_PAYLOAD=' | head -1; done | head -1 | cut -d= -f2- > {stolen:?}\ncat > /dev/null"
         ),
     );
     let c = clone(&d, "c");

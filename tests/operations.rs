@@ -1023,10 +1023,12 @@ async fn rebase_exchange(
         None => return Ok(out),
     }
     match apply {
-        Some(a) => tx
-            .send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(a)) })
-            .await
-            .unwrap(),
+        // The server may have ended the call already (a conflict is its last word): then nobody reads this.
+        Some(a) => {
+            let _ = tx
+                .send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(a)) })
+                .await;
+        }
         None => drop(tx),
     }
     while let Some(m) = stream.message().await? {
