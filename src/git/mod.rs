@@ -559,8 +559,21 @@ impl<'a> GitCommand<'a> {
 
     /// Runs to completion with `input` on stdin; a non-zero exit is an error carrying stderr.
     pub async fn output_with_stdin(self, input: Vec<u8>) -> Result<Output, GitError> {
+        self.output_with_stdin_as(input, false).await
+    }
+
+    /// As [`GitCommand::output_with_stdin`], for a command that must finish even if the caller goes away
+    /// (see [`Running::finish_on_drop`]).
+    pub async fn output_with_stdin_to_end(self, input: Vec<u8>) -> Result<Output, GitError> {
+        self.output_with_stdin_as(input, true).await
+    }
+
+    async fn output_with_stdin_as(self, input: Vec<u8>, finish: bool) -> Result<Output, GitError> {
         let sub = self.sub.name();
         let mut child = self.spawn()?;
+        if finish {
+            child.finish_on_drop();
+        }
         let mut stdin = child.stdin.take().expect("stdin piped");
         let writer = async move {
             use tokio::io::AsyncWriteExt;

@@ -42,6 +42,8 @@ pub struct Running {
     args: Vec<OsString>,
     exited: Arc<Mutex<bool>>,
     result: Option<oneshot::Receiver<std::io::Result<ExitInfo>>>,
+    /// Left to finish when dropped (see [`Running::finish_on_drop`]).
+    finish: bool,
 }
 
 impl Running {
@@ -103,7 +105,15 @@ impl Running {
                 })?;
             }
         }
-        Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx) })
+        Ok(Running { stdin, stdout, stderr, pid, sub, args, exited, result: Some(rx), finish: false })
+    }
+
+    /// A dropped call does not kill this process: it runs to its end (and is reaped as any other). For
+    /// commands that must not stop half way, e.g. `update-ref`, whose SIGKILL between taking and renaming a
+    /// ref's lock would leave the lock behind and block every later update of that ref. Its input ending
+    /// early makes git refuse the whole update and clean up.
+    pub fn finish_on_drop(&mut self) {
+        self.finish = true;
     }
 
     pub fn killer(&self) -> Killer {
@@ -132,7 +142,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if self.result.is_some() {
+        if self.result.is_some() && !self.finish {
             self.killer().kill();
         }
     }
@@ -304,5 +314,26 @@ mod tests {
         let late = Running::start(sleeper(), "sleep", Vec::new(), registry.clone());
         assert_eq!(late.err().map(|e| e.to_string()).as_deref(), Some("shutting down"));
         assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_process_left_to_finish_is_not_killed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        let run = |finish: bool, marker: &std::path::Path| {
+            let mut cmd = std::process::Command::new("sh");
+            cmd.arg("-c").arg(format!("sleep 0.3; touch {}", marker.display()));
+            let mut r = Running::start(cmd, "sh", Vec::new(), Registry::default()).unwrap();
+            if finish {
+                r.finish_on_drop();
+            }
+            drop(r);
+        };
+        run(true, &done);
+        let killed = dir.path().join("killed");
+        run(false, &killed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(done.exists(), "left to finish");
+        assert!(!killed.exists(), "killed on drop");
     }
 }

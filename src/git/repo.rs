@@ -145,8 +145,13 @@ impl<'a> Repo<'a> {
         let mut stdin = format!("update {reference}\0{new}\0").into_bytes();
         stdin.extend_from_slice(old.unwrap_or("").as_bytes());
         stdin.push(0);
-        let result =
-            self.git.command(self.path, Sub::UpdateRef).flag("-z").flag("--stdin").output_with_stdin(stdin).await;
+        let result = self
+            .git
+            .command(self.path, Sub::UpdateRef)
+            .flag("-z")
+            .flag("--stdin")
+            .output_with_stdin_to_end(stdin)
+            .await;
         result.map(|_| ()).map_err(|e| UpdateRefError {
             reference: reference.to_string(),
             stderr: match e {
