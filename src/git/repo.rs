@@ -161,6 +161,12 @@ impl<'a> Repo<'a> {
         })
     }
 
+    /// Fetches commit `oid` from the repository at `from` (a path the daemon resolved), no refs or tags.
+    pub async fn fetch_commit(&self, from: &Path, oid: &str) -> Result<(), GitError> {
+        let cmd = self.git.command(self.path, Sub::Fetch).flag("--no-tags").flag("--quiet");
+        cmd.trusted_arg(from).trusted_arg(oid).output().await.map(|_| ())
+    }
+
     /// Writes an object from exact bytes (`hash-object -t <kind> -w --stdin`) and returns its id.
     pub async fn write_object(&self, kind: &str, data: Vec<u8>) -> Result<String, GitError> {
         let out = self

@@ -37,6 +37,12 @@ pub fn target(repo: &gix::Repository, full_name: &[u8]) -> Result<Option<ObjectI
     Ok(reference.follow_to_object().ok().map(|id| id.detach()))
 }
 
+/// The commit a ref ends at (through symbolic refs and tags); `None` when there is no such ref or it does
+/// not end at a commit.
+pub fn commit(repo: &gix::Repository, full_name: &[u8]) -> Result<Option<ObjectId>, Status> {
+    Ok(target(repo, full_name)?.and_then(|id| super::resolve_commit(repo, id.to_string().as_bytes())))
+}
+
 /// The full name HEAD points at, when it is a symbolic ref.
 pub fn head_target(repo: &gix::Repository) -> Result<Option<Vec<u8>>, Status> {
     match repo.head_name() {

@@ -81,6 +81,22 @@ async fn read_stdin<T>(
     Ok(all)
 }
 
+/// What a pre-receive, update or post-receive call acts on: its payload (signed by this daemon, for the
+/// call's repository, asking for `hook`), that repository as signed (with gl_repository), and its path.
+fn checked(
+    ctx: &Ctx,
+    env: &[String],
+    repository: Option<&Repository>,
+    hook: u32,
+) -> Result<(crate::hook::Payload, Repository, std::path::PathBuf), Status> {
+    let Some(repository) = repository else {
+        return Err(Status::invalid_argument("repository is empty"));
+    };
+    let (payload, repo) = ctx.hooks.verify(env, Some(repository), hook).map_err(payload_status)?;
+    let path = ctx.locator.repo_path(Some(repository))?;
+    Ok((payload, repo, path))
+}
+
 fn payload_status(e: PayloadError) -> Status {
     match e {
         PayloadError::Forged => Status::permission_denied(e.to_string()),

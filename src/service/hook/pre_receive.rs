@@ -3,7 +3,7 @@
 use tonic::codegen::BoxStream;
 use tonic::{Status, Streaming};
 
-use super::{payload_status, read_stdin, respond, Ctx, WhenGone};
+use super::{checked, read_stdin, respond, Ctx, WhenGone};
 use crate::hook::Call;
 use crate::proto::gitaly::{PreReceiveHookRequest, PreReceiveHookResponse};
 use crate::service::first_request;
@@ -13,14 +13,12 @@ pub async fn pre_receive_hook(
     mut stream: Streaming<PreReceiveHookRequest>,
 ) -> Result<BoxStream<PreReceiveHookResponse>, Status> {
     let first = first_request(&mut stream).await?;
-    let Some(repository) = first.repository.as_ref() else {
-        return Err(Status::invalid_argument("repository is empty"));
-    };
-    let (payload, repo) = ctx
-        .hooks
-        .verify(&first.environment_variables, Some(repository), crate::hook::payload::hooks::PRE_RECEIVE)
-        .map_err(payload_status)?;
-    let repo_path = ctx.locator.repo_path(Some(repository))?;
+    let (payload, repo, repo_path) = checked(
+        ctx,
+        &first.environment_variables,
+        first.repository.as_ref(),
+        crate::hook::payload::hooks::PRE_RECEIVE,
+    )?;
     let changes = read_stdin(&first.stdin, &mut stream, |r| r.stdin.into()).await?;
     let ctx = ctx.clone();
     Ok(respond(WhenGone::Cancel, move |out| async move {

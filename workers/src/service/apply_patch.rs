@@ -81,9 +81,7 @@ pub async fn apply_patch(
     let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
     let branch = text(&header.target_branch);
     let reference = format!("refs/heads/{branch}");
-    let tip = rgitaly::odb::refs::target(&odb, reference.as_bytes())?
-        .and_then(|id| rgitaly::odb::resolve_commit(&odb, id.to_string().as_bytes()))
-        .map(|id| id.to_string());
+    let tip = rgitaly::odb::refs::commit(&odb, reference.as_bytes())?.map(|id| id.to_string());
     let start = match &tip {
         Some(tip) => tip.clone(),
         None => {

@@ -5,7 +5,7 @@
 //! is. Conflicts, an empty result, a diverged branch and a hook's refusal are answers, not failures.
 
 use rgitaly::git::repo::{Repo, Signature, ZERO_OID};
-use rgitaly::git::{GitCmdFactory, Sub};
+use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
 
@@ -71,7 +71,7 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
     let (user, commit) = (p.user.as_ref().expect("validated"), p.commit.as_ref().expect("validated"));
     let when = unix_time(p.timestamp.as_ref())?;
     let repo = Repo::new(git, &t.repo);
-    let start = start_revision(git, t, &repo, &p).await?;
+    let start = start_revision(git, t, &p).await?;
     // Reads are in-process (gix): a git process per lookup cost more than the pick itself. Writes (the
     // merge, the commit, the ref) go through git.
     let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
@@ -148,9 +148,7 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
     let new = if p.dry_run { start.clone() } else { new };
 
     let reference = format!("refs/heads/{}", text(&p.branch_name));
-    let old = rgitaly::odb::refs::target(&odb, reference.as_bytes())?
-        .and_then(|id| rgitaly::odb::resolve_commit(&odb, id.to_string().as_bytes()))
-        .map(|id| id.to_string());
+    let old = rgitaly::odb::refs::commit(&odb, reference.as_bytes())?.map(|id| id.to_string());
     let branch_created = old.is_none();
     if let Some(old) = &old {
         if !rgitaly::odb::is_ancestor(&odb, old.as_bytes(), new.as_bytes()) {
@@ -176,7 +174,7 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
 
 /// `<start_branch_name or branch_name>^{commit}` in the start repository (the target when none is given);
 /// a commit only there is fetched into the target (both paths come from the daemon).
-async fn start_revision(git: &GitCmdFactory, t: &Target, repo: &Repo<'_>, p: &Pick) -> Result<String, Status> {
+async fn start_revision(git: &GitCmdFactory, t: &Target, p: &Pick) -> Result<String, Status> {
     let name = if p.start_branch_name.is_empty() { &p.branch_name } else { &p.start_branch_name };
     let start_path = t.start_repo.as_deref().unwrap_or(&t.repo);
     let odb = rgitaly::odb::open_uncached(start_path).map_err(internal)?;
@@ -185,17 +183,6 @@ async fn start_revision(git: &GitCmdFactory, t: &Target, repo: &Repo<'_>, p: &Pi
         return Err(not_found());
     }
     let oid = rgitaly::odb::resolve_commit(&odb, name).ok_or_else(not_found)?.to_string();
-    if let Some(start) = &t.start_repo {
-        if repo.resolve(&format!("{oid}^{{commit}}")).await.map_err(internal)?.is_none() {
-            git.command(&t.repo, Sub::Fetch)
-                .flag("--no-tags")
-                .flag("--quiet")
-                .trusted_arg(start)
-                .trusted_arg(&oid)
-                .output()
-                .await
-                .map_err(|e| Status::internal(format!("fetch start: {e}")))?;
-        }
-    }
+    super::start_commit_here(git, t, &oid).await?;
     Ok(oid)
 }

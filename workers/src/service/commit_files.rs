@@ -177,13 +177,7 @@ async fn resolve_parent(
         // The parent lives only in the start repository: fetch it (both paths come from the daemon).
         match &t.start_repo {
             Some(start) => {
-                repo.git
-                    .command(repo.path, Sub::Fetch)
-                    .flag("--no-tags")
-                    .flag("--quiet")
-                    .trusted_arg(start)
-                    .trusted_arg(&parent)
-                    .output()
+                repo.fetch_commit(start, &parent)
                     .await
                     .map_err(|e| Status::unknown(format!("fetch missing commit: {e}")))?;
             }

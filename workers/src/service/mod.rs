@@ -79,6 +79,20 @@ pub async fn update_with_options(
     }
 }
 
+/// Makes start commit `oid` (found in the call's start repository) present in the target: fetched from
+/// the start repository when only it has the commit (UserCherryPick, UserRevert, UserRebaseConfirmable).
+pub async fn start_commit_here(git: &GitCmdFactory, t: &Target, oid: &str) -> Result<(), Status> {
+    let Some(start) = &t.start_repo else { return Ok(()) };
+    let here = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    if rgitaly::odb::resolve_commit(&here, oid.as_bytes()).is_none() {
+        Repo::new(git, &t.repo)
+            .fetch_commit(start, oid)
+            .await
+            .map_err(|e| Status::internal(format!("fetch start: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Upstream's answer to a lost compare-and-swap in most write RPCs.
 pub fn could_not_update(reference: &str) -> Status {
     Status::failed_precondition(format!("Could not update {reference}. Please refresh and try again."))

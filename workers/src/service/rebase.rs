@@ -133,19 +133,7 @@ async fn onto(git: &GitCmdFactory, t: &Target, remote_branch: &[u8]) -> Result<S
     let oid = rgitaly::odb::resolve_commit(&odb, remote_branch)
         .ok_or_else(|| Status::internal("resolve start ref: reference not found"))?
         .to_string();
-    if let Some(remote) = &t.start_repo {
-        let local = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-        if rgitaly::odb::resolve_commit(&local, oid.as_bytes()).is_none() {
-            git.command(&t.repo, Sub::Fetch)
-                .flag("--no-tags")
-                .flag("--quiet")
-                .trusted_arg(remote)
-                .trusted_arg(&oid)
-                .output()
-                .await
-                .map_err(|e| Status::internal(format!("fetch start: {e}")))?;
-        }
-    }
+    super::start_commit_here(git, t, &oid).await?;
     Ok(oid)
 }
 
@@ -158,9 +146,7 @@ async fn replay(
     committer: &Signature,
 ) -> Result<Result<String, String>, Status> {
     let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-    let Some(tip) = rgitaly::odb::refs::target(&odb, reference.as_bytes())?
-        .and_then(|id| rgitaly::odb::resolve_commit(&odb, id.to_string().as_bytes()))
-    else {
+    let Some(tip) = rgitaly::odb::refs::commit(&odb, reference.as_bytes())? else {
         return Ok(Err(format!("rebase: look up branch {:?}: reference not found", reference)));
     };
     let tip = tip.to_string();

@@ -48,8 +48,7 @@ pub async fn update_submodule(
         return Ok(refused("Repository is empty"));
     }
     let reference = format!("refs/heads/{}", text(&req.branch));
-    let head = rgitaly::odb::refs::target(&odb, reference.as_bytes())?
-        .and_then(|id| rgitaly::odb::resolve_commit(&odb, id.to_string().as_bytes()))
+    let head = rgitaly::odb::refs::commit(&odb, reference.as_bytes())?
         .ok_or_else(|| Status::invalid_argument("Cannot find branch"))?
         .to_string();
     // An exact path to a leaf entry, as libgit2's index lookup: no `.`/`..`/empty components.
