@@ -802,3 +802,47 @@ async fn rebase_push_options_reach_gitlab() {
     assert_eq!(post.body["push_options"], serde_json::json!(["ci.skip", "test=value"]));
     assert_eq!(calls.iter().find(|c| c.path.ends_with("/allowed")).unwrap().body["protocol"], "web");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_conflicts_runs_the_chain() {
+    use rgitaly::proto::gitaly::conflicts_service_client::ConflictsServiceClient;
+    use rgitaly::proto::gitaly::resolve_conflicts_request::ResolveConflictsRequestPayload as Payload;
+
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = FakeGitlab::tcp(deny_named);
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let bare = d.repo_path("p.git");
+    run(git(&bare).args(["branch", "denied-src", "side"]));
+    run(git(&bare).args(["branch", "ok-src", "side"]));
+    let repo = Some(Repository { gl_repository: "project-1".into(), ..d.repo("p.git") });
+    let (side, main) = (stdout(git(&bare).args(["rev-parse", "side"])), stdout(git(&bare).args(["rev-parse", "main"])));
+    let mut client = ConflictsServiceClient::new(d.channel().await);
+    let resolve = |source: &str| {
+        let header = ResolveConflictsRequestHeader {
+            repository: repo.clone(),
+            our_commit_oid: side.clone(),
+            target_repository: repo.clone(),
+            their_commit_oid: main.clone(),
+            source_branch: source.as_bytes().to_vec(),
+            target_branch: b"main".to_vec(),
+            commit_message: b"Merge main".to_vec(),
+            user: user(),
+            timestamp: None,
+        };
+        // Nothing conflicts (side is behind main): no resolutions, a plain merge commit.
+        tokio_stream::iter(vec![
+            ResolveConflictsRequest { resolve_conflicts_request_payload: Some(Payload::Header(header)) },
+            ResolveConflictsRequest { resolve_conflicts_request_payload: Some(Payload::FilesJson(b"[]".to_vec())) },
+        ])
+    };
+    let e = client.resolve_conflicts(resolve("denied-src")).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (tonic::Code::FailedPrecondition, "GitLab: denied by GitLab"));
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "denied-src"])), side);
+    assert!(!gitlab.paths().iter().any(|p| p.ends_with("post_receive")));
+
+    let r = client.resolve_conflicts(resolve("ok-src")).await.unwrap().into_inner();
+    assert_eq!(r.resolution_error, "");
+    let merged = stdout(git(&bare).args(["rev-parse", "ok-src"]));
+    assert_eq!(stdout(git(&bare).args(["log", "-1", "--format=%P", &merged])), format!("{side} {main}"));
+    assert!(gitlab.paths().iter().any(|p| p.ends_with("post_receive")), "{:?}", gitlab.paths());
+}

@@ -250,6 +250,68 @@ impl<'a> Repo<'a> {
         }
     }
 
+    /// As [`Repo::merge_tree`], keeping what a conflict is made of: the merged tree (conflicted files hold
+    /// git's conflict markers, labelled with the two commit ids as given) and the index stages of every
+    /// conflicted path, in git's order. `stages` is empty for a clean merge.
+    pub async fn merge_tree_stages(&self, ours: &str, theirs: &str) -> Result<MergeTree, GitError> {
+        let out = self
+            .git
+            .command(self.path, Sub::MergeTree)
+            .flag("--write-tree")
+            .flag("--allow-unrelated-histories")
+            .flag("--no-messages")
+            .flag("-z")
+            .trusted_arg(ours)
+            .trusted_arg(theirs)
+            .run_to_end()
+            .await?;
+        if !matches!(out.exit.code, 0 | 1) {
+            return Err(GitError::Failed { sub: "merge-tree", code: out.exit.code, stderr: out.stderr_text() });
+        }
+        let mut items = out.stdout.split(|b| *b == 0).filter(|i| !i.is_empty());
+        let tree = String::from_utf8_lossy(items.next().unwrap_or_default()).into_owned();
+        let mut stages = Vec::new();
+        for item in items {
+            // "<mode> <oid> <stage>\t<path>"
+            let Some(tab) = item.iter().position(|b| *b == b'\t') else { continue };
+            let meta = String::from_utf8_lossy(&item[..tab]);
+            let mut f = meta.split(' ');
+            let (Some(mode), Some(oid), Some(stage)) = (f.next(), f.next(), f.next()) else { continue };
+            stages.push(Stage {
+                mode: u32::from_str_radix(mode, 8).unwrap_or(0),
+                oid: oid.to_string(),
+                stage: stage.parse().unwrap_or(0),
+                path: item[tab + 1..].to_vec(),
+            });
+        }
+        Ok(MergeTree { tree, stages })
+    }
+
+    /// Writes a tree: `base`'s (or an empty one) with `entries` put in place, through a scratch index
+    /// (`read-tree`, `update-index --index-info`, `write-tree`), no worktree. Paths must hold no NUL.
+    pub async fn edit_tree(&self, base: Option<&str>, entries: &[TreeEdit]) -> Result<String, GitError> {
+        let dir = tempfile::tempdir().map_err(|source| GitError::Io { sub: "write-tree", source })?;
+        let index = dir.path().join("index");
+        if let Some(base) = base {
+            self.git.command(self.path, Sub::ReadTree).env("GIT_INDEX_FILE", &index).trusted_arg(base).output().await?;
+        }
+        let mut info = Vec::new();
+        for e in entries {
+            info.extend_from_slice(format!("{:o} {}\t", e.mode, e.oid).as_bytes());
+            info.extend_from_slice(&e.path);
+            info.push(0);
+        }
+        self.git
+            .command(self.path, Sub::UpdateIndex)
+            .env("GIT_INDEX_FILE", &index)
+            .flag("-z")
+            .flag("--index-info")
+            .output_with_stdin(info)
+            .await?;
+        let out = self.git.command(self.path, Sub::WriteTree).env("GIT_INDEX_FILE", &index).output().await?;
+        Ok(out.stdout_text())
+    }
+
     /// Whether `ancestor` is an ancestor of (or equal to) `descendant`.
     pub async fn is_ancestor(&self, ancestor: &str, descendant: &str) -> Result<Option<bool>, GitError> {
         let out = self
@@ -275,6 +337,30 @@ impl<'a> Repo<'a> {
         let out = self.git.bare(Sub::CheckRefFormat).trusted_arg(name).run_to_end().await?;
         Ok(out.exit.success())
     }
+}
+
+/// A merge as `git merge-tree --write-tree` leaves it (see [`Repo::merge_tree_stages`]).
+#[derive(Debug, Clone)]
+pub struct MergeTree {
+    pub tree: String,
+    pub stages: Vec<Stage>,
+}
+
+/// One index stage of a conflicted path: 1 the merge base's, 2 ours, 3 theirs.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub mode: u32,
+    pub oid: String,
+    pub stage: u8,
+    pub path: Vec<u8>,
+}
+
+/// A tree entry to put in place with [`Repo::edit_tree`]; mode 0 removes the path.
+#[derive(Debug, Clone)]
+pub struct TreeEdit {
+    pub mode: u32,
+    pub oid: String,
+    pub path: Vec<u8>,
 }
 
 /// Upstream's limits when reading trailers: at most this many, keys and values no longer than these.

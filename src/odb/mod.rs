@@ -496,6 +496,8 @@ pub mod commit;
 mod produce;
 pub mod refs;
 
+/// The handle type of [`open_uncached`], for callers without their own gix dependency (the workers).
+pub use gix::Repository;
 pub use produce::{stream, Out};
 pub mod tree;
 

@@ -1,4 +1,4 @@
-//! Forwards OperationService and WikiService calls to the worker pool, as a tower layer in front of the
+//! Forwards OperationService, WikiService and ConflictsService calls to the worker pool, as a tower layer in front of the
 //! daemon's routes.
 //!
 //! Message bytes pass through untouched, in both directions and for every streaming shape; only the first
@@ -46,7 +46,7 @@ const MAX_ATTEMPTS: u32 = 3;
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The services whose calls go to workers.
-pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService"];
+pub const PROXIED_SERVICES: &[&str] = &["gitaly.OperationService", "gitaly.WikiService", "gitaly.ConflictsService"];
 
 #[derive(Clone)]
 pub struct PoolProxyLayer {
@@ -354,6 +354,13 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
             P::Header(h) => branch(&h.branch_name),
             P::Action(_) => return None,
         },
+        "ResolveConflicts" => {
+            use crate::proto::gitaly::resolve_conflicts_request::ResolveConflictsRequestPayload as R;
+            match ResolveConflictsRequest::decode(msg).ok()?.resolve_conflicts_request_payload? {
+                R::Header(h) => branch(&h.source_branch),
+                R::FilesJson(_) => return None,
+            }
+        }
         _ => return None,
     };
     // An empty name is refused by the worker before it writes; a name that is no plain ref name (an option,
@@ -365,7 +372,7 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
 }
 
 /// The repository a write starts from: UserCommitFiles' (in its header), UserCherryPick's and UserRevert's,
-/// UserRebaseConfirmable's remote repository.
+/// UserRebaseConfirmable's remote repository, ResolveConflicts' target repository.
 fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
     use crate::proto::gitaly::user_commit_files_request::UserCommitFilesRequestPayload;
     match method.full {
@@ -389,6 +396,13 @@ fn start_repository(method: &Method, msg: &[u8]) -> Option<Repository> {
             {
                 R::Header(h) => h.remote_repository,
                 _ => None,
+            }
+        }
+        "/gitaly.ConflictsService/ResolveConflicts" => {
+            use crate::proto::gitaly::resolve_conflicts_request::ResolveConflictsRequestPayload as R;
+            match crate::proto::gitaly::ResolveConflictsRequest::decode(msg).ok()?.resolve_conflicts_request_payload? {
+                R::Header(h) => h.target_repository,
+                R::FilesJson(_) => None,
             }
         }
         _ => None,

@@ -14,11 +14,11 @@ use super::ServeError;
 use crate::pool::Pool;
 use crate::proto::gitaly::{
     blob_service_server::BlobServiceServer, commit_service_server::CommitServiceServer,
-    diff_service_server::DiffServiceServer, hook_service_server::HookServiceServer,
-    operation_service_server::OperationServiceServer, ref_service_server::RefServiceServer,
-    repository_service_server::RepositoryServiceServer, server_service_server::ServerServiceServer,
-    smart_http_service_server::SmartHttpServiceServer, ssh_service_server::SshServiceServer,
-    wiki_service_server::WikiServiceServer,
+    conflicts_service_server::ConflictsServiceServer, diff_service_server::DiffServiceServer,
+    hook_service_server::HookServiceServer, operation_service_server::OperationServiceServer,
+    ref_service_server::RefServiceServer, repository_service_server::RepositoryServiceServer,
+    server_service_server::ServerServiceServer, smart_http_service_server::SmartHttpServiceServer,
+    ssh_service_server::SshServiceServer, wiki_service_server::WikiServiceServer,
 };
 use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
 use crate::service::{self, Ctx};
@@ -77,6 +77,7 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
         .add_service(limits!(HookServiceServer::new(service::hook::HookSvc(ctx.clone()))))
         .add_service(limits!(OperationServiceServer::new(unbuilt)))
         .add_service(limits!(WikiServiceServer::new(unbuilt)))
+        .add_service(limits!(ConflictsServiceServer::new(unbuilt)))
         .add_service(AdminServiceServer::new(service::admin::AdminSvc(pool.clone())));
     // The overall status, and each service by name, as grpc-health-probe asks for them.
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;

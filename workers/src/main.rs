@@ -1,4 +1,4 @@
-//! `rgitaly-worker`: serves the heavy write RPCs (OperationService, WikiService) for the rgitaly daemon.
+//! `rgitaly-worker`: serves the heavy write RPCs (OperationService, WikiService, ConflictsService) for the rgitaly daemon.
 //!
 //! Started only by the daemon's supervisor, on a Unix socket in the daemon's private directory. It trusts
 //! repository paths only from the daemon's metadata, never from request messages. It exits when the
@@ -15,7 +15,8 @@ use std::time::Duration;
 use clap::Parser;
 use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::{
-    operation_service_server::OperationServiceServer, wiki_service_server::WikiServiceServer,
+    conflicts_service_server::ConflictsServiceServer, operation_service_server::OperationServiceServer,
+    wiki_service_server::WikiServiceServer,
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -102,6 +103,7 @@ async fn run(args: Args) -> i32 {
     let result = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(OperationServiceServer::new(ops))
+        .add_service(ConflictsServiceServer::new(service::conflicts::Conflicts::new(git.clone())))
         .add_service(WikiServiceServer::new(rgitaly::service::unbuilt::Unbuilt))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;

@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use base64::Engine;
-use rgitaly::git::repo::{is_oid, Repo, Signature, ZERO_OID};
+use rgitaly::git::repo::{is_oid, Repo, Signature, TreeEdit, ZERO_OID};
 use rgitaly::git::{GitCmdFactory, Sub};
 use rgitaly::proto::gitaly::user_commit_files_action::UserCommitFilesActionPayload as ActionPayload;
 use rgitaly::proto::gitaly::user_commit_files_action_header::ActionType;
@@ -211,25 +211,15 @@ async fn read_tree(repo: &Repo<'_>, commit: &str) -> Result<Tree, Status> {
 }
 
 async fn write_tree(repo: &Repo<'_>, tree: &Tree) -> Result<String, Status> {
-    let dir = tempfile::tempdir().map_err(internal)?;
-    let index = dir.path().join("index");
-    let mut info = Vec::new();
-    for (path, (mode, oid)) in tree {
-        info.extend_from_slice(format!("{mode} {oid}\t").as_bytes());
-        info.extend_from_slice(path);
-        info.push(0);
-    }
-    repo.git
-        .command(repo.path, Sub::UpdateIndex)
-        .env("GIT_INDEX_FILE", &index)
-        .flag("-z")
-        .flag("--index-info")
-        .output_with_stdin(info)
-        .await
-        .map_err(internal)?;
-    let out =
-        repo.git.command(repo.path, Sub::WriteTree).env("GIT_INDEX_FILE", &index).output().await.map_err(internal)?;
-    Ok(out.stdout_text())
+    let entries: Vec<TreeEdit> = tree
+        .iter()
+        .map(|(path, (mode, oid))| TreeEdit {
+            mode: u32::from_str_radix(mode, 8).unwrap_or(0o100644),
+            oid: oid.clone(),
+            path: path.clone(),
+        })
+        .collect();
+    repo.edit_tree(None, &entries).await.map_err(internal)
 }
 
 async fn write_blob(repo: &Repo<'_>, path: &[u8], content: Vec<u8>) -> Result<String, Status> {

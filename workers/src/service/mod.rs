@@ -6,6 +6,7 @@ mod apply_patch;
 mod branches;
 mod cherry_pick;
 mod commit_files;
+pub mod conflicts;
 mod ff_branch;
 mod merge_branch;
 mod merge_to_ref;

@@ -4,8 +4,8 @@
 //! message as it is; the branch moves through the hook chain. Refusals are `commit_error` with upstream's
 //! bare texts.
 
-use rgitaly::git::repo::{is_oid, Repo, Signature};
-use rgitaly::git::{GitCmdFactory, Sub};
+use rgitaly::git::repo::{is_oid, Repo, Signature, TreeEdit};
+use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
 
@@ -99,29 +99,8 @@ pub async fn update_submodule(
     }
 }
 
-/// `head`'s tree with the gitlink at `path` set to `commit`, through a scratch index.
+/// `head`'s tree with the gitlink at `path` set to `commit`.
 async fn gitlink_tree(repo: &Repo<'_>, head: &str, path: &[u8], commit: &str) -> Result<String, Status> {
-    let dir = tempfile::tempdir().map_err(internal)?;
-    let index = dir.path().join("index");
-    repo.git
-        .command(repo.path, Sub::ReadTree)
-        .env("GIT_INDEX_FILE", &index)
-        .trusted_arg(head)
-        .output()
-        .await
-        .map_err(internal)?;
-    let mut info = format!("{GITLINK:o} {commit}\t").into_bytes();
-    info.extend_from_slice(path);
-    info.push(0);
-    repo.git
-        .command(repo.path, Sub::UpdateIndex)
-        .env("GIT_INDEX_FILE", &index)
-        .flag("-z")
-        .flag("--index-info")
-        .output_with_stdin(info)
-        .await
-        .map_err(internal)?;
-    let out =
-        repo.git.command(repo.path, Sub::WriteTree).env("GIT_INDEX_FILE", &index).output().await.map_err(internal)?;
-    Ok(out.stdout_text())
+    let edit = TreeEdit { mode: GITLINK as u32, oid: commit.to_string(), path: path.to_vec() };
+    repo.edit_tree(Some(head), &[edit]).await.map_err(internal)
 }
