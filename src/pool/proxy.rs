@@ -139,9 +139,12 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     }
     // A write made for a user runs the hook chain, as GitLab's web UI would through upstream ("web").
     if method.op == crate::registry::Op::Mutator {
-        if let Ok(Some(user)) = method.user_in(&first_msg) {
-            let hook_user =
-                crate::hook::User { username: user.gl_username, userid: user.gl_id, protocol: "web".into() };
+        let user = match method.user_in(&first_msg) {
+            Ok(Some(user)) => Some((user.gl_username, user.gl_id)),
+            _ => wiki_user(method, &first_msg),
+        };
+        if let Some((username, userid)) = user {
+            let hook_user = crate::hook::User { username, userid, protocol: "web".into() };
             let payload =
                 ctx.hooks.payload(&target.repository, Some(hook_user), crate::hook::payload::hooks::RECEIVE_PACK);
             if let Ok(v) = payload.parse() {
@@ -354,6 +357,8 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
             P::Header(h) => branch(&h.branch_name),
             P::Action(_) => return None,
         },
+        // gollum's branch (see the worker's wiki module).
+        "WikiWritePage" | "WikiUpdatePage" | "WikiDeletePage" => "refs/heads/master".to_string(),
         "ResolveConflicts" => {
             use crate::proto::gitaly::resolve_conflicts_request::ResolveConflictsRequestPayload as R;
             match ResolveConflictsRequest::decode(msg).ok()?.resolve_conflicts_request_payload? {
@@ -369,6 +374,19 @@ fn written_refs(method: &Method, msg: &[u8]) -> Option<Vec<String>> {
         return None;
     }
     Some(vec![reference])
+}
+
+/// A wiki write's user (username, GitLab id), from its commit details: upstream commits wiki pages as
+/// the user `user-<user_id>` through the same hook chain as other writes.
+fn wiki_user(method: &Method, msg: &[u8]) -> Option<(String, String)> {
+    use crate::proto::gitaly::*;
+    let details = match method.full {
+        "/gitaly.WikiService/WikiWritePage" => WikiWritePageRequest::decode(msg).ok()?.commit_details,
+        "/gitaly.WikiService/WikiUpdatePage" => WikiUpdatePageRequest::decode(msg).ok()?.commit_details,
+        "/gitaly.WikiService/WikiDeletePage" => WikiDeletePageRequest::decode(msg).ok()?.commit_details,
+        _ => None,
+    }?;
+    Some((String::from_utf8_lossy(&details.user_name).into_owned(), format!("user-{}", details.user_id)))
 }
 
 /// The repository a write starts from: UserCommitFiles' (in its header), UserCherryPick's and UserRevert's,

@@ -1,5 +1,7 @@
-//! Services whose RPCs are not built yet. Every method answers `UNIMPLEMENTED` (the generated default), so
-//! a client can tell "not here" from "nothing there"; the services are registered so reflection lists them.
+//! The services the workers serve (OperationService, WikiService, ConflictsService), as the daemon's routes
+//! carry them: the pool proxy in front forwards every call before it reaches these, which exist so that
+//! reflection lists the services and a call the proxy would not take answers `UNIMPLEMENTED` (the generated
+//! default) rather than success with nothing.
 
 use crate::proto::gitaly::{
     conflicts_service_server::ConflictsService, operation_service_server::OperationService,

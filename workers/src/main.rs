@@ -104,7 +104,7 @@ async fn run(args: Args) -> i32 {
         .add_service(health)
         .add_service(OperationServiceServer::new(ops))
         .add_service(ConflictsServiceServer::new(service::conflicts::Conflicts::new(git.clone())))
-        .add_service(WikiServiceServer::new(rgitaly::service::unbuilt::Unbuilt))
+        .add_service(WikiServiceServer::new(service::wiki::Wiki::new(git.clone())))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&args.socket);

@@ -14,6 +14,7 @@ mod rebase;
 mod squash;
 mod submodules;
 mod tags;
+pub mod wiki;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;

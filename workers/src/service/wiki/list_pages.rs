@@ -1,0 +1,120 @@
+//! WikiGetAllPages (metadata and text of each page, then `end_of_page`) and WikiListPages (metadata only)
+//! of the pages on the wiki's branch, as gollum lists them: sorted by title, which is git's tree order of
+//! the paths, or by creation (the commit that added the file, followed through renames), either
+//! direction, at most `limit` (0: all). WikiListPages' `offset` is ignored, as upstream's Ruby code does.
+
+use std::collections::HashMap;
+
+use rgitaly::git::{GitCmdFactory, Sub};
+use rgitaly::proto::gitaly::*;
+use tonic::codegen::BoxStream;
+use tonic::Status;
+
+use super::{chunks, page_text, Page, Snapshot, WIKI_REF};
+use crate::service::{internal, Target};
+
+async fn pages(
+    git: &GitCmdFactory,
+    t: &Target,
+    created_at: bool,
+    desc: bool,
+    limit: u32,
+) -> Result<Option<(Snapshot, Vec<Page>)>, Status> {
+    let snapshot = {
+        let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        Snapshot::tip(&odb)?
+    };
+    let Some(snapshot) = snapshot else { return Ok(None) };
+    let mut pages: Vec<Page> = if created_at {
+        let listed: HashMap<&[u8], &Page> = snapshot.listed().map(|p| (p.path.as_slice(), p)).collect();
+        let mut order = creation_order(git, t).await?;
+        if !desc {
+            order.reverse();
+        }
+        order.iter().filter_map(|path| listed.get(path.as_slice()).map(|p| (*p).clone())).collect()
+    } else {
+        let mut pages: Vec<Page> = snapshot.listed().cloned().collect();
+        pages.sort_by(|a, b| a.path.cmp(&b.path));
+        if desc {
+            pages.reverse();
+        }
+        pages
+    };
+    if limit > 0 {
+        pages.truncate(limit as usize);
+    }
+    Ok(Some((snapshot, pages)))
+}
+
+/// The files the branch's history added, newest first; a file renamed later under its final name.
+async fn creation_order(git: &GitCmdFactory, t: &Target) -> Result<Vec<Vec<u8>>, Status> {
+    let out = git
+        .command(&t.repo, Sub::Log)
+        .flag("--format=")
+        .flag("--name-status")
+        .flag("-M")
+        .flag("-z")
+        .flag("--diff-merges=first-parent")
+        .trusted_arg(WIKI_REF)
+        .output()
+        .await
+        .map_err(internal)?;
+    let mut tokens = out.stdout.split(|b| *b == 0).filter(|t| !t.is_empty());
+    let mut renamed: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut added = Vec::new();
+    while let Some(status) = tokens.next() {
+        let Some(path) = tokens.next() else { break };
+        match status.first() {
+            Some(b'R') | Some(b'C') => {
+                let Some(new) = tokens.next() else { break };
+                let last = renamed.get(new).cloned().unwrap_or_else(|| new.to_vec());
+                if status[0] == b'R' {
+                    renamed.insert(path.to_vec(), last);
+                }
+            }
+            Some(b'A') => added.push(renamed.get(path).cloned().unwrap_or_else(|| path.to_vec())),
+            _ => {}
+        }
+    }
+    Ok(added)
+}
+
+pub async fn get_all_pages(
+    git: &GitCmdFactory,
+    t: &Target,
+    req: WikiGetAllPagesRequest,
+) -> Result<BoxStream<WikiGetAllPagesResponse>, Status> {
+    let created_at = req.sort == wiki_get_all_pages_request::SortBy::CreatedAt as i32;
+    let Some((snapshot, pages)) = pages(git, t, created_at, req.direction_desc, req.limit).await? else {
+        return Ok(Box::pin(tokio_stream::empty()));
+    };
+    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let version = snapshot.version(&odb)?;
+    let mut messages = Vec::new();
+    for page in &pages {
+        messages.push(Ok(WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false }));
+        let text = page_text(&odb, page)?;
+        for chunk in chunks(&text) {
+            let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
+            messages.push(Ok(WikiGetAllPagesResponse { page: Some(page), end_of_page: false }));
+        }
+        messages.push(Ok(WikiGetAllPagesResponse { page: None, end_of_page: true }));
+    }
+    Ok(Box::pin(tokio_stream::iter(messages)))
+}
+
+pub async fn list_pages(
+    git: &GitCmdFactory,
+    t: &Target,
+    req: WikiListPagesRequest,
+) -> Result<BoxStream<WikiListPagesResponse>, Status> {
+    let created_at = req.sort == wiki_list_pages_request::SortBy::CreatedAt as i32;
+    let Some((snapshot, pages)) = pages(git, t, created_at, req.direction_desc, req.limit).await? else {
+        return Ok(Box::pin(tokio_stream::empty()));
+    };
+    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let version = snapshot.version(&odb)?;
+    let messages: Vec<_> =
+        pages.iter().map(|p| Ok(WikiListPagesResponse { page: Some(p.proto(&version, false)) })).collect();
+    Ok(Box::pin(tokio_stream::iter(messages)))
+}

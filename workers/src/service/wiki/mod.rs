@@ -1,0 +1,340 @@
+//! WikiService as the worker serves it: a GitLab wiki is a repository whose `master` branch holds one file
+//! per page, laid out by gollum's rules (`gollum`). Reads list and look up pages in-process; writes build
+//! one commit on the branch tip, authored by the request's commit details, and move the branch through the
+//! hook chain as the user `user-<user_id>`, as upstream's Ruby code (gollum's committer through
+//! OperationService) does.
+//!
+//! A wiki write names no expected old tip: it applies to whatever the wiki holds. When another write
+//! moves the branch first, the change is planned again on the new tip (the page checks included) rather
+//! than failing as upstream does, so concurrent editors of one wiki lose nothing and see no spurious error.
+
+mod delete_page;
+mod find_page;
+mod gollum;
+mod list_pages;
+mod page_versions;
+mod update_page;
+mod write_page;
+
+use std::sync::Arc;
+
+use rgitaly::git::repo::{Repo, Signature, TreeEdit, ZERO_OID};
+use rgitaly::git::GitCmdFactory;
+use rgitaly::proto::gitaly::wiki_service_server::WikiService;
+use rgitaly::proto::gitaly::*;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{internal, target, Hooked, Target};
+
+/// The branch gollum reads and writes (GitLab configures no other).
+pub const WIKI_REF: &str = "refs/heads/master";
+
+/// How many times a write is planned again after losing the branch to a concurrent write.
+const WRITE_ATTEMPTS: usize = 8;
+
+/// Upstream's chunk size for page data in responses.
+const CHUNK: usize = 128 * 1024;
+
+/// The most page content one write may send: a bound on what a client can make the worker hold.
+const MAX_CONTENT: usize = 64 << 20;
+
+pub struct Wiki {
+    git: Arc<GitCmdFactory>,
+}
+
+impl Wiki {
+    pub fn new(git: Arc<GitCmdFactory>) -> Self {
+        Wiki { git }
+    }
+}
+
+/// A page file in a wiki tree.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub path: Vec<u8>,
+    pub blob: String,
+    pub format: &'static str,
+}
+
+impl Page {
+    fn filename(&self) -> &[u8] {
+        gollum::split_path(&self.path).1
+    }
+
+    /// The page's metadata as upstream sends it, at `version` (the commit it was read from).
+    fn proto(&self, version: &GitCommit, historical: bool) -> WikiPage {
+        let title = gollum::title_of(self.filename());
+        WikiPage {
+            version: Some(WikiPageVersion { commit: Some(version.clone()), format: self.format.to_string() }),
+            format: self.format.to_string(),
+            title: title.clone(),
+            url_path: gollum::url_path(&self.path),
+            path: self.path.clone(),
+            name: title,
+            historical,
+            raw_data: Vec::new(),
+        }
+    }
+}
+
+/// A wiki as of one commit.
+pub struct Snapshot {
+    pub commit: String,
+    /// Every file gollum tries when looking a title up, in git's tree order (depth first).
+    pub files: Vec<Page>,
+}
+
+impl Snapshot {
+    /// The wiki at `revision` (a commit), None when it does not resolve to one.
+    pub fn at(odb: &rgitaly::odb::Repository, revision: &[u8]) -> Result<Option<Snapshot>, Status> {
+        let Some(commit) = rgitaly::odb::resolve_commit(odb, revision) else { return Ok(None) };
+        let commit = commit.to_string();
+        let entries = rgitaly::odb::tree::tree_entries(odb, &commit, b"", true)?;
+        let files = entries
+            .into_iter()
+            .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32)
+            .filter_map(|e| {
+                let format = gollum::format_of(gollum::split_path(&e.path).1)?;
+                Some(Page { path: e.path, blob: e.oid, format })
+            })
+            .collect();
+        Ok(Some(Snapshot { commit, files }))
+    }
+
+    /// The wiki on its branch; None when the branch does not exist (an empty wiki).
+    pub fn tip(odb: &rgitaly::odb::Repository) -> Result<Option<Snapshot>, Status> {
+        match rgitaly::odb::refs::commit(odb, WIKI_REF.as_bytes())? {
+            Some(id) => Snapshot::at(odb, id.to_string().as_bytes()),
+            None => Ok(None),
+        }
+    }
+
+    /// The page a title in a directory names (see `gollum::lookup_query`).
+    pub fn find(&self, query: &str) -> Option<&Page> {
+        self.files.iter().find(|p| gollum::matches(query, &p.path))
+    }
+
+    /// The pages gollum lists, in tree order.
+    pub fn listed(&self) -> impl Iterator<Item = &Page> {
+        self.files.iter().filter(|p| gollum::is_listed(p.filename()))
+    }
+
+    pub fn version(&self, odb: &rgitaly::odb::Repository) -> Result<GitCommit, Status> {
+        let id = rgitaly::odb::resolve(odb, self.commit.as_bytes())
+            .ok_or_else(|| Status::internal(format!("commit {} vanished", self.commit)))?;
+        rgitaly::odb::read_commit(odb, id)?.ok_or_else(|| Status::internal(format!("commit {} vanished", self.commit)))
+    }
+}
+
+/// Reads a page's text as upstream returns it.
+pub fn page_text(odb: &rgitaly::odb::Repository, page: &Page) -> Result<Vec<u8>, Status> {
+    let id = rgitaly::odb::resolve(odb, page.blob.as_bytes())
+        .ok_or_else(|| Status::internal(format!("blob {} vanished", page.blob)))?;
+    let data = rgitaly::odb::read(odb, id)?.map(|(_, d)| d).unwrap_or_default();
+    Ok(gollum::text_data(data))
+}
+
+/// Upstream's checks of a write's commit details (after the RPC's own).
+pub fn validate_details(rpc: &str, details: Option<&WikiCommitDetails>) -> Result<(), Status> {
+    let problem = match details {
+        None => "empty CommitDetails",
+        Some(d) if d.name.is_empty() => "empty CommitDetails.Name",
+        Some(d) if d.email.is_empty() => "empty CommitDetails.Email",
+        Some(d) if d.message.is_empty() => "empty CommitDetails.Message",
+        Some(_) => return Ok(()),
+    };
+    Err(Status::invalid_argument(format!("{rpc}: {problem}")))
+}
+
+/// One change to the wiki's tree: a path set to a blob, or removed.
+pub struct Edit {
+    pub path: Vec<u8>,
+    pub blob: Option<String>,
+}
+
+/// What a write planned on a tip comes to: edits to commit, or an answer without a commit.
+pub enum Plan<T> {
+    Commit(Vec<Edit>),
+    Answer(T),
+}
+
+/// Commits a change planned by `plan` on the branch tip (None: an empty wiki) and moves the branch through
+/// the hook chain; planned again on the new tip when another write moved the branch meanwhile.
+/// Ok(None) once committed, Ok(Some(answer)) when the plan answered instead.
+pub async fn commit_change<T>(
+    git: &GitCmdFactory,
+    t: &Target,
+    details: &WikiCommitDetails,
+    plan: impl Fn(&rgitaly::odb::Repository, Option<&Snapshot>) -> Result<Plan<T>, Status>,
+) -> Result<Option<T>, Status> {
+    // Writes to one wiki in this worker take turns: each would otherwise mostly lose the race to the others
+    // and plan again. Another worker's writes are caught by the compare-and-swap.
+    let turn = repository_lock(&t.repo);
+    let _turn = turn.lock().await;
+    let repo = Repo::new(git, &t.repo);
+    let now = super::unix_time(None)?;
+    let sig = Signature::new(&details.name, &details.email, now)
+        .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
+    for _ in 0..WRITE_ATTEMPTS {
+        let (tip, edits) = {
+            let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+            let tip = Snapshot::tip(&odb)?;
+            match plan(&odb, tip.as_ref())? {
+                Plan::Answer(a) => return Ok(Some(a)),
+                Plan::Commit(edits) => (tip.map(|s| s.commit), edits),
+            }
+        };
+        let edits: Vec<TreeEdit> = edits
+            .into_iter()
+            .map(|e| match e.blob {
+                Some(oid) => TreeEdit { mode: 0o100644, oid, path: e.path },
+                None => TreeEdit { mode: 0, oid: ZERO_OID.to_string(), path: e.path },
+            })
+            .collect();
+        let tree = repo.edit_tree(tip.as_deref(), &edits).await.map_err(internal)?;
+        let parents: Vec<&str> = tip.as_deref().into_iter().collect();
+        let commit = repo.write_commit(&tree, &parents, &sig, &sig, &details.message).await.map_err(internal)?;
+        match super::update(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await? {
+            Hooked::Done => return Ok(None),
+            Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
+            Hooked::Raced => continue,
+        }
+    }
+    Err(super::could_not_update("master"))
+}
+
+/// The paths of the blobs directly in `dir` of the wiki (gollum's duplicate check looks at every file, not
+/// only pages).
+pub fn blobs_in(odb: &rgitaly::odb::Repository, tip: &Snapshot, dir: &[u8]) -> Result<Vec<Vec<u8>>, Status> {
+    let entries = rgitaly::odb::tree::tree_entries(odb, &tip.commit, dir, false)?;
+    Ok(entries.into_iter().filter(|e| e.r#type == tree_entry::EntryType::Blob as i32).map(|e| e.path).collect())
+}
+
+/// gollum's refusal of a page whose name another file in its directory already has, or None.
+pub fn duplicate(
+    odb: &rgitaly::odb::Repository,
+    tip: &Snapshot,
+    path: &[u8],
+    except: Option<&[u8]>,
+) -> Result<Option<String>, Status> {
+    let (dir, filename) = gollum::split_path(path);
+    for existing_path in blobs_in(odb, tip, dir)? {
+        let existing = gollum::split_path(&existing_path).1;
+        if Some(existing_path.as_slice()) != except && gollum::same_page_name(existing, filename) {
+            let d = if dir.is_empty() { "/".to_string() } else { String::from_utf8_lossy(dir).into_owned() };
+            return Ok(Some(format!(
+                "Cannot write {d}/{}, found {d}/{}.",
+                String::from_utf8_lossy(filename),
+                String::from_utf8_lossy(existing)
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// The lock for writes to the wiki at `path`, shared by this worker's calls while any holds it.
+fn repository_lock(path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, Weak};
+    static LOCKS: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    locks.retain(|_, lock| lock.strong_count() > 0);
+    if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
+        return lock;
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
+    lock
+}
+
+/// Writes page content as gollum stores it (every `\r` removed) and returns the blob's id.
+pub async fn write_content(git: &GitCmdFactory, t: &Target, mut content: Vec<u8>) -> Result<String, Status> {
+    content.retain(|b| *b != b'\r');
+    Repo::new(git, &t.repo).write_object("blob", content).await.map_err(internal)
+}
+
+/// Reads a client-streamed write: the first message's fields and all messages' content, bounded.
+pub async fn read_content<M>(
+    stream: &mut Streaming<M>,
+    first: &M,
+    content_of: impl Fn(&M) -> &[u8],
+) -> Result<Vec<u8>, Status>
+where
+    M: Send + 'static,
+    Streaming<M>: Send,
+{
+    let mut content = content_of(first).to_vec();
+    while let Some(m) = stream.message().await? {
+        let chunk = content_of(&m);
+        if content.len() + chunk.len() > MAX_CONTENT {
+            return Err(Status::invalid_argument("page content too large"));
+        }
+        content.extend_from_slice(chunk);
+    }
+    Ok(content)
+}
+
+/// Splits page text into upstream's chunks.
+pub fn chunks(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    data.chunks(CHUNK)
+}
+
+#[tonic::async_trait]
+impl WikiService for Wiki {
+    async fn wiki_get_page_versions(
+        &self,
+        r: Request<WikiGetPageVersionsRequest>,
+    ) -> Result<Response<BoxStream<WikiGetPageVersionsResponse>>, Status> {
+        let t = target(&r)?;
+        page_versions::page_versions(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn wiki_write_page(
+        &self,
+        r: Request<Streaming<WikiWritePageRequest>>,
+    ) -> Result<Response<WikiWritePageResponse>, Status> {
+        let t = target(&r)?;
+        write_page::write_page(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn wiki_update_page(
+        &self,
+        r: Request<Streaming<WikiUpdatePageRequest>>,
+    ) -> Result<Response<WikiUpdatePageResponse>, Status> {
+        let t = target(&r)?;
+        update_page::update_page(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn wiki_delete_page(
+        &self,
+        r: Request<WikiDeletePageRequest>,
+    ) -> Result<Response<WikiDeletePageResponse>, Status> {
+        let t = target(&r)?;
+        delete_page::delete_page(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn wiki_find_page(
+        &self,
+        r: Request<WikiFindPageRequest>,
+    ) -> Result<Response<BoxStream<WikiFindPageResponse>>, Status> {
+        let t = target(&r)?;
+        find_page::find_page(&t, r.into_inner()).map(Response::new)
+    }
+
+    async fn wiki_get_all_pages(
+        &self,
+        r: Request<WikiGetAllPagesRequest>,
+    ) -> Result<Response<BoxStream<WikiGetAllPagesResponse>>, Status> {
+        let t = target(&r)?;
+        list_pages::get_all_pages(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn wiki_list_pages(
+        &self,
+        r: Request<WikiListPagesRequest>,
+    ) -> Result<Response<BoxStream<WikiListPagesResponse>>, Status> {
+        let t = target(&r)?;
+        list_pages::list_pages(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+}
