@@ -846,3 +846,51 @@ async fn resolve_conflicts_runs_the_chain() {
     assert_eq!(stdout(git(&bare).args(["log", "-1", "--format=%P", &merged])), format!("{side} {main}"));
     assert!(gitlab.paths().iter().any(|p| p.ends_with("post_receive")), "{:?}", gitlab.paths());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiki_writes_run_the_chain_as_the_committing_user() {
+    use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    // GitLab refuses user 9's changes.
+    let gitlab = FakeGitlab::tcp(|path, body| {
+        if path.ends_with("/allowed") && body["user_id"] == "9" {
+            return (403, serde_json::json!({"status": false, "message": "wiki is read-only for you"}), Duration::ZERO);
+        }
+        allow_all(path, body)
+    });
+    let (d, _) = setup(&gitlab.config(dir.path(), ""));
+    let bare = d.repo_path("w.git");
+    run(git(&d.work_dir("src")).args(["init", "--quiet", "--bare", "-b", "master"]).arg(&bare));
+    let repo = Some(Repository { gl_repository: "wiki-1".into(), ..d.repo("w.git") });
+    let mut client = WikiServiceClient::new(d.channel().await);
+    let page = |user_id: i32, name: &str| {
+        tokio_stream::iter(vec![WikiWritePageRequest {
+            repository: repo.clone(),
+            name: name.as_bytes().to_vec(),
+            format: "markdown".into(),
+            commit_details: Some(WikiCommitDetails {
+                name: b"Jane".to_vec(),
+                email: b"jane@example.com".to_vec(),
+                message: b"page".to_vec(),
+                user_id,
+                user_name: b"jane".to_vec(),
+            }),
+            content: b"text\n".to_vec(),
+        }])
+    };
+    let r = client.wiki_write_page(page(7, "Home")).await.unwrap().into_inner();
+    assert!(r.duplicate_error.is_empty());
+    let calls = gitlab.calls();
+    let allowed = calls.iter().find(|c| c.path.ends_with("/allowed")).expect("access check");
+    assert_eq!((allowed.body["user_id"].as_str(), allowed.body["protocol"].as_str()), (Some("7"), Some("web")));
+    assert!(calls.iter().any(|c| c.path.ends_with("post_receive")));
+
+    let before = stdout(git(&bare).args(["rev-parse", "master"]));
+    let e = client.wiki_write_page(page(9, "Other")).await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::FailedPrecondition, "Hook failed: GitLab: wiki is read-only for you")
+    );
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "master"])), before);
+}
