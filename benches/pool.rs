@@ -7,7 +7,8 @@
 //!   replacement;
 //! - worker idle RSS;
 //! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence;
-//! - UserCherryPick vs the bare `git merge-tree --merge-base` + `git commit-tree` + `git update-ref` sequence.
+//! - UserCherryPick vs the bare `git merge-tree --merge-base` + `git commit-tree` + `git update-ref` sequence;
+//! - on a 1,000-page wiki: WikiWritePage + WikiFindPage round trips at concurrency 8, and WikiGetAllPages.
 //!
 //! Loopback Unix sockets only; bounded counts.
 
@@ -349,8 +350,98 @@ async fn main() {
         b50.as_secs_f64() * 1e3,
         r50.as_secs_f64() / b50.as_secs_f64()
     );
+    wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
     let _ = admin.list_workers(ListWorkersRequest {}).await;
     drop(daemon);
+}
+
+const WIKI_PAGES: usize = 1000;
+const WIKI_PAIRS: usize = 400;
+const WIKI_CONCURRENCY: usize = 8;
+
+fn wiki_repo() -> Option<Repository> {
+    Some(Repository { storage_name: "default".into(), relative_path: "bench.wiki.git".into(), ..Default::default() })
+}
+
+/// Wiki throughput on a 1,000-page wiki laid out as gollum does (built with plain git).
+async fn wiki(src: &Path, storage: &Path, channel: &AuthChannel) {
+    use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
+    out(git(storage).args(["init", "--quiet", "-b", "master"]).arg(src));
+    for i in 0..WIKI_PAGES {
+        let dir = src.join(format!("section-{}", i % 10));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("Page-{i}.md")), format!("# Page {i}\n\n{}\n", "text ".repeat(100))).unwrap();
+    }
+    out(git(src).args(["add", "-A"]));
+    out(git(src).args(["commit", "--quiet", "-m", "pages"]));
+    out(git(storage).args(["clone", "--quiet", "--bare"]).arg(src).arg(storage.join("bench.wiki.git")));
+
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..WIKI_CONCURRENCY {
+        let mut c = WikiServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            for i in 0..WIKI_PAIRS / WIKI_CONCURRENCY {
+                let title = format!("New Page {w}-{i}");
+                let s = Instant::now();
+                let write = WikiWritePageRequest {
+                    repository: wiki_repo(),
+                    name: title.clone().into_bytes(),
+                    format: "markdown".into(),
+                    commit_details: Some(WikiCommitDetails {
+                        name: b"Bench".to_vec(),
+                        email: b"bench@example.com".to_vec(),
+                        message: b"bench".to_vec(),
+                        user_id: 1,
+                        user_name: b"bench".to_vec(),
+                    }),
+                    content: b"# new page\n".to_vec(),
+                };
+                let r = c.wiki_write_page(tokio_stream::iter(vec![write])).await.expect("WikiWritePage").into_inner();
+                assert!(r.duplicate_error.is_empty());
+                let find = WikiFindPageRequest { repository: wiki_repo(), title: title.into_bytes(), ..Default::default() };
+                let mut stream = c.wiki_find_page(find).await.expect("WikiFindPage").into_inner();
+                assert!(stream.message().await.unwrap().unwrap().page.is_some());
+                while stream.message().await.unwrap().is_some() {}
+                times.push(s.elapsed());
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for t in tasks {
+        times.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    times.sort();
+    println!(
+        "WikiWritePage+WikiFindPage at c{WIKI_CONCURRENCY} on {WIKI_PAGES} pages: {:.0} round trips/s, p50 {:.1} ms p99 {:.1} ms",
+        times.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3
+    );
+
+    let mut c = WikiServiceClient::new(channel.clone());
+    let mut all = Vec::new();
+    for _ in 0..20 {
+        let s = Instant::now();
+        let req = WikiGetAllPagesRequest { repository: wiki_repo(), ..Default::default() };
+        let mut stream = c.wiki_get_all_pages(req).await.expect("WikiGetAllPages").into_inner();
+        let mut pages = 0;
+        while let Some(m) = stream.message().await.unwrap() {
+            pages += m.end_of_page as usize;
+        }
+        assert_eq!(pages, WIKI_PAGES + WIKI_PAIRS);
+        all.push(s.elapsed());
+    }
+    all.sort();
+    println!(
+        "WikiGetAllPages of {} pages: p50 {:.1} ms max {:.1} ms",
+        WIKI_PAGES + WIKI_PAIRS,
+        percentile(&all, 0.5).as_secs_f64() * 1e3,
+        all.last().unwrap().as_secs_f64() * 1e3
+    );
 }
 
 /// The daemon under test; stopped (and its workers with it) however the benchmark ends.

@@ -168,10 +168,13 @@ pub async fn commit_change<T>(
     details: &WikiCommitDetails,
     plan: impl Fn(&rgitaly::odb::Repository, Option<&Snapshot>) -> Result<Plan<T>, Status>,
 ) -> Result<Option<T>, Status> {
-    // Writes to one wiki in this worker take turns: each would otherwise mostly lose the race to the others
-    // and plan again. Another worker's writes are caught by the compare-and-swap.
+    // Writes to one wiki take turns: each would otherwise mostly lose the race to the others and plan
+    // again. In this worker through a lock per repository, across workers through `flock` on the
+    // repository's directory (released by the kernel if a worker dies); a writer outside rgitaly (a push)
+    // is caught by the compare-and-swap.
     let turn = repository_lock(&t.repo);
     let _turn = turn.lock().await;
+    let _across = DirLock::exclusive(&t.repo).await?;
     let repo = Repo::new(git, &t.repo);
     let now = super::unix_time(None)?;
     let sig = Signature::new(&details.name, &details.email, now)
@@ -246,6 +249,34 @@ fn repository_lock(path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
     let lock = Arc::new(tokio::sync::Mutex::new(()));
     locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
     lock
+}
+
+/// An exclusive `flock` on a directory, held until dropped.
+struct DirLock(std::fs::File);
+
+impl DirLock {
+    async fn exclusive(dir: &std::path::Path) -> Result<DirLock, Status> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(dir).map_err(internal)?;
+        tokio::task::spawn_blocking(move || {
+            // SAFETY: flock on a descriptor this closure owns.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc != 0 {
+                return Err(internal(std::io::Error::last_os_error()));
+            }
+            Ok(DirLock(file))
+        })
+        .await
+        .map_err(internal)?
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking the descriptor this value owns (closing it would release the lock too).
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 /// Writes page content as gollum stores it (every `\r` removed) and returns the blob's id.
