@@ -241,17 +241,18 @@ pub fn worker_json(w: &crate::proto::rgitaly::Worker) -> serde_json::Value {
         "health_latency_ms": w.health_latency_ms,
         "last_rotation_reason": w.last_rotation_reason,
         "last_rotation_unix": w.last_rotation_unix,
+        "rotations": w.rotations,
     })
 }
 
 fn worker_table(workers: &[crate::proto::rgitaly::Worker]) -> String {
     let mut out = format!(
-        "{:<10} {:>8} {:<9} {:<8} {:>9} {:>8} {:>6} {:>7} {:>9}  {}\n",
-        "NAME", "PID", "ROLE", "HEALTH", "RSS_MIB", "UPTIME", "STARTS", "CRASHES", "IN_FLIGHT", "LAST_ROTATION"
+        "{:<10} {:>8} {:<9} {:<8} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
+        "NAME", "PID", "ROLE", "HEALTH", "RSS_MIB", "UPTIME", "STARTS", "CRASHES", "ROTATIONS", "IN_FLIGHT", "LAST_ROTATION"
     );
     for w in workers {
         out.push_str(&format!(
-            "{:<10} {:>8} {:<9} {:<8} {:>9.1} {:>7}s {:>6} {:>7} {:>9}  {}\n",
+            "{:<10} {:>8} {:<9} {:<8} {:>9.1} {:>7}s {:>6} {:>7} {:>9} {:>9}  {}\n",
             w.name,
             w.pid,
             role_word(w.role),
@@ -260,6 +261,7 @@ fn worker_table(workers: &[crate::proto::rgitaly::Worker]) -> String {
             w.uptime_seconds,
             w.starts,
             w.crashes,
+            w.rotations,
             w.in_flight,
             if w.last_rotation_reason.is_empty() { "-" } else { &w.last_rotation_reason },
         ));

@@ -141,6 +141,7 @@ async fn roles_and_kill_9_of_an_active_worker() {
         "health_latency_ms",
         "last_rotation_reason",
         "last_rotation_unix",
+        "rotations",
     ] {
         assert!(rows[0].get(key).is_some(), "missing {key}");
     }
@@ -280,7 +281,8 @@ async fn restart_worker_one_and_all() {
     let after = workers(&ch).await;
     let (b, a) = (&before[1], &after[1]);
     assert_ne!(b.pid, a.pid);
-    assert_eq!((a.starts, a.crashes, a.last_rotation_reason.as_str()), (2, 0, "admin"));
+    assert_eq!((a.starts, a.crashes, a.rotations, a.last_rotation_reason.as_str()), (2, 0, 1, "admin"));
+    assert_eq!(b.rotations, 0);
     assert!(a.last_rotation_unix > 0);
     assert!(!process_alive(b.pid));
     assert_eq!(count(&after, worker::Role::Active), 2);

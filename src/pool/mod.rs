@@ -183,6 +183,7 @@ pub struct WorkerInfo {
     pub health_latency_ms: u64,
     pub last_rotation_reason: String,
     pub last_rotation_unix: i64,
+    pub rotations: u64,
 }
 
 #[derive(Debug)]
@@ -201,6 +202,7 @@ struct Slot {
     high_rss_since: Option<Instant>,
     last_rotation_reason: String,
     last_rotation_unix: i64,
+    rotations: u64,
 }
 
 struct Inner {
@@ -308,6 +310,7 @@ impl Pool {
                 high_rss_since: None,
                 last_rotation_reason: String::new(),
                 last_rotation_unix: 0,
+                rotations: 0,
             })
             .collect();
         let pool = Pool {
@@ -496,6 +499,7 @@ impl Pool {
                     health_latency_ms: s.health_latency_ms,
                     last_rotation_reason: s.last_rotation_reason.clone(),
                     last_rotation_unix: s.last_rotation_unix,
+                    rotations: s.rotations,
                 }
             })
             .collect()
@@ -530,6 +534,7 @@ impl Pool {
             slot.role = Role::Draining;
             slot.last_rotation_reason = reason.to_string();
             slot.last_rotation_unix = unix_now();
+            slot.rotations += 1;
             worker.planned_stop.store(true, Ordering::SeqCst);
             worker
         };

@@ -50,6 +50,7 @@ impl AdminService for AdminSvc {
                 health_latency_ms: w.health_latency_ms,
                 last_rotation_reason: w.last_rotation_reason,
                 last_rotation_unix: w.last_rotation_unix,
+                rotations: w.rotations,
             })
             .collect();
         Ok(Response::new(ListWorkersResponse { workers }))
