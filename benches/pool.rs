@@ -400,7 +400,8 @@ async fn wiki(src: &Path, storage: &Path, channel: &AuthChannel) {
                 };
                 let r = c.wiki_write_page(tokio_stream::iter(vec![write])).await.expect("WikiWritePage").into_inner();
                 assert!(r.duplicate_error.is_empty());
-                let find = WikiFindPageRequest { repository: wiki_repo(), title: title.into_bytes(), ..Default::default() };
+                let find =
+                    WikiFindPageRequest { repository: wiki_repo(), title: title.into_bytes(), ..Default::default() };
                 let mut stream = c.wiki_find_page(find).await.expect("WikiFindPage").into_inner();
                 assert!(stream.message().await.unwrap().unwrap().page.is_some());
                 while stream.message().await.unwrap().is_some() {}

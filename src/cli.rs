@@ -248,7 +248,17 @@ pub fn worker_json(w: &crate::proto::rgitaly::Worker) -> serde_json::Value {
 fn worker_table(workers: &[crate::proto::rgitaly::Worker]) -> String {
     let mut out = format!(
         "{:<10} {:>8} {:<9} {:<8} {:>9} {:>8} {:>6} {:>7} {:>9} {:>9}  {}\n",
-        "NAME", "PID", "ROLE", "HEALTH", "RSS_MIB", "UPTIME", "STARTS", "CRASHES", "ROTATIONS", "IN_FLIGHT", "LAST_ROTATION"
+        "NAME",
+        "PID",
+        "ROLE",
+        "HEALTH",
+        "RSS_MIB",
+        "UPTIME",
+        "STARTS",
+        "CRASHES",
+        "ROTATIONS",
+        "IN_FLIGHT",
+        "LAST_ROTATION"
     );
     for w in workers {
         out.push_str(&format!(
