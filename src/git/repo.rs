@@ -44,7 +44,7 @@ impl Signature {
         Ok(Signature { name, email, unix })
     }
 
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         format!("{} <{}> {} +0000", self.name, self.email, self.unix)
     }
 }
@@ -203,15 +203,7 @@ impl<'a> Repo<'a> {
         committer: &Signature,
         message: &[u8],
     ) -> Result<String, GitError> {
-        let mut data = format!("tree {tree}\n").into_bytes();
-        for p in parents {
-            data.extend_from_slice(format!("parent {p}\n").as_bytes());
-        }
-        data.extend_from_slice(b"author ");
-        data.extend_from_slice(author_line);
-        data.extend_from_slice(format!("\ncommitter {}\n\n", committer.line()).as_bytes());
-        data.extend_from_slice(message);
-        self.write_object("commit", data).await
+        self.write_object("commit", commit_bytes(tree, parents, author_line, committer, message)).await
     }
 
     /// Three-way merge of two commits without touching any ref or worktree (`git merge-tree
@@ -337,6 +329,20 @@ impl<'a> Repo<'a> {
         let out = self.git.bare(Sub::CheckRefFormat).trusted_arg(name).run_to_end().await?;
         Ok(out.exit.success())
     }
+}
+
+/// A commit object's bytes as rgitaly writes them: tree, parents, author line as given, committer, a blank
+/// line, the message exactly as given.
+pub fn commit_bytes(tree: &str, parents: &[&str], author_line: &[u8], committer: &Signature, message: &[u8]) -> Vec<u8> {
+    let mut data = format!("tree {tree}\n").into_bytes();
+    for p in parents {
+        data.extend_from_slice(format!("parent {p}\n").as_bytes());
+    }
+    data.extend_from_slice(b"author ");
+    data.extend_from_slice(author_line);
+    data.extend_from_slice(format!("\ncommitter {}\n\n", committer.line()).as_bytes());
+    data.extend_from_slice(message);
+    data
 }
 
 /// A merge as `git merge-tree --write-tree` leaves it (see [`Repo::merge_tree_stages`]).

@@ -500,6 +500,7 @@ pub mod refs;
 pub use gix::Repository;
 pub use produce::{stream, Out};
 pub mod tree;
+pub mod write;
 
 use gix::ObjectId;
 

@@ -18,7 +18,8 @@ mod write_page;
 
 use std::sync::Arc;
 
-use rgitaly::git::repo::{Repo, Signature, TreeEdit, ZERO_OID};
+use rgitaly::git::repo::{commit_bytes, Repo, Signature, ZERO_OID};
+use rgitaly::odb::write::TreeChange;
 use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::wiki_service_server::WikiService;
 use rgitaly::proto::gitaly::*;
@@ -180,24 +181,29 @@ pub async fn commit_change<T>(
     let sig = Signature::new(&details.name, &details.email, now)
         .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
     for _ in 0..WRITE_ATTEMPTS {
-        let (tip, edits) = {
+        let (tip, commit) = {
             let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
             let tip = Snapshot::tip(&odb)?;
-            match plan(&odb, tip.as_ref())? {
+            let edits = match plan(&odb, tip.as_ref())? {
                 Plan::Answer(a) => return Ok(Some(a)),
-                Plan::Commit(edits) => (tip.map(|s| s.commit), edits),
-            }
+                Plan::Commit(edits) => edits,
+            };
+            let tip = tip.map(|s| s.commit);
+            let base = match &tip {
+                Some(c) => Some(
+                    rgitaly::odb::tree::root_tree(&odb, c)
+                        .ok_or_else(|| Status::internal(format!("no tree for {c}")))?
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let changes: Vec<TreeChange<'_>> =
+                edits.iter().map(|e| TreeChange { path: &e.path, blob: e.blob.as_deref() }).collect();
+            let tree = rgitaly::odb::write::edit_tree(&odb, base.as_deref(), &changes)?;
+            let parents: Vec<&str> = tip.as_deref().into_iter().collect();
+            let bytes = commit_bytes(&tree, &parents, sig.line().as_bytes(), &sig, &details.message);
+            (tip.clone(), rgitaly::odb::write::commit(&odb, &bytes)?)
         };
-        let edits: Vec<TreeEdit> = edits
-            .into_iter()
-            .map(|e| match e.blob {
-                Some(oid) => TreeEdit { mode: 0o100644, oid, path: e.path },
-                None => TreeEdit { mode: 0, oid: ZERO_OID.to_string(), path: e.path },
-            })
-            .collect();
-        let tree = repo.edit_tree(tip.as_deref(), &edits).await.map_err(internal)?;
-        let parents: Vec<&str> = tip.as_deref().into_iter().collect();
-        let commit = repo.write_commit(&tree, &parents, &sig, &sig, &details.message).await.map_err(internal)?;
         match super::update(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await? {
             Hooked::Done => return Ok(None),
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
@@ -280,9 +286,10 @@ impl Drop for DirLock {
 }
 
 /// Writes page content as gollum stores it (every `\r` removed) and returns the blob's id.
-pub async fn write_content(git: &GitCmdFactory, t: &Target, mut content: Vec<u8>) -> Result<String, Status> {
+pub fn write_content(t: &Target, mut content: Vec<u8>) -> Result<String, Status> {
     content.retain(|b| *b != b'\r');
-    Repo::new(git, &t.repo).write_object("blob", content).await.map_err(internal)
+    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    rgitaly::odb::write::blob(&odb, &content)
 }
 
 /// Reads a client-streamed write: the first message's fields and all messages' content, bounded.

@@ -31,7 +31,7 @@ pub async fn update_page(
     }
     validate_details("WikiUpdatePage", first.commit_details.as_ref())?;
     let content = read_content(&mut stream, &first, |m| &m.content).await?;
-    let blob = write_content(git, t, content).await?;
+    let blob = write_content(t, content)?;
     let details = first.commit_details.clone().unwrap_or_default();
     let query = gollum::query_for_path(&first.page_path);
     let not_found = || Status::not_found(String::from_utf8_lossy(&first.page_path).into_owned());

@@ -26,7 +26,7 @@ pub async fn write_page(
         Status::invalid_argument(format!("WikiWritePage: invalid page name {:?}", String::from_utf8_lossy(&first.name)))
     })?;
     let content = read_content(&mut stream, &first, |m| &m.content).await?;
-    let blob = write_content(git, t, content).await?;
+    let blob = write_content(t, content)?;
     let details = first.commit_details.clone().unwrap_or_default();
     let answer = commit_change(git, t, &details, |odb, tip| {
         if let Some(message) = tip.map(|tip| duplicate(odb, tip, &path, None)).transpose()?.flatten() {
