@@ -426,3 +426,29 @@ async fn target_branch_from_a_fork_parent() {
     );
     run(git(&fork).args(["fsck", "--strict", "--no-progress"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_mid_stream_changes_nothing() {
+    let (d, bare, c) = setup().await;
+    let feature = rev(&bare, "feature");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let h = header(&d, &bare, "feature", "main", "merge");
+    tx.send(ResolveConflictsRequest { resolve_conflicts_request_payload: Some(Payload::Header(h)) }).await.unwrap();
+    tx.send(ResolveConflictsRequest {
+        resolve_conflicts_request_payload: Some(Payload::FilesJson(b"[{\"old_pa".to_vec())),
+    })
+    .await
+    .unwrap();
+    let mut client = c.clone();
+    let call =
+        tokio::spawn(async move { client.resolve_conflicts(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    call.abort();
+    drop(tx);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(rev(&bare, "feature"), feature);
+    // The worker is free for the next call.
+    let json = r#"[{"old_path":"f.txt","new_path":"f.txt","content":"x\n"},{"old_path":"g.txt","new_path":"g.txt","content":"y\n"}]"#;
+    assert_eq!(resolve(&mut c.clone(), header(&d, &bare, "feature", "main", "merge"), json).await.unwrap(), "");
+    assert_ne!(rev(&bare, "feature"), feature);
+}

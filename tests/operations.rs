@@ -1160,3 +1160,45 @@ async fn rebase_confirmable_as_git_rebase_does_it() {
     }
     run(git(&bare).args(["fsck", "--no-progress"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebase_loses_to_a_push_between_its_phases() {
+    use rgitaly::proto::gitaly::user_rebase_confirmable_request::UserRebaseConfirmableRequestPayload as P;
+    let (d, wt, bare, mut ops) = setup().await;
+    run(git(&wt).args(["checkout", "--quiet", "-B", "feature", "main~1"]));
+    commit_file(&wt, "feature-1.txt", "one\n");
+    run(git(&wt).arg("push").arg("--quiet").arg("--force").arg(&bare).arg("feature"));
+    let feature = rev(&bare, "feature");
+    let header = rgitaly::proto::gitaly::user_rebase_confirmable_request::Header {
+        repository: Some(d.repo("p.git")),
+        user: user(),
+        rebase_id: "1".into(),
+        branch: b"feature".to_vec(),
+        branch_sha: feature.clone(),
+        remote_repository: Some(d.repo("p.git")),
+        remote_branch: b"main".to_vec(),
+        git_push_options: vec![],
+        timestamp: None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Header(header)) })
+        .await
+        .unwrap();
+    let mut stream =
+        ops.user_rebase_confirmable(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    stream.message().await.unwrap().expect("rebase_sha");
+    // Someone pushes to the branch while the client looks at the rebase.
+    commit_file(&wt, "pushed.txt", "pushed meanwhile\n");
+    run(git(&wt).arg("push").arg("--quiet").arg(&bare).arg("feature"));
+    let pushed = rev(&bare, "feature");
+    tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(true)) })
+        .await
+        .unwrap();
+    let e = stream.message().await.unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::Unknown, "Could not update refs/heads/feature. Please refresh and try again.")
+    );
+    assert_eq!(rev(&bare, "feature"), pushed, "the push is kept");
+    run(git(&bare).args(["fsck", "--no-progress"]));
+}

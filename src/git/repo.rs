@@ -333,7 +333,13 @@ impl<'a> Repo<'a> {
 
 /// A commit object's bytes as rgitaly writes them: tree, parents, author line as given, committer, a blank
 /// line, the message exactly as given.
-pub fn commit_bytes(tree: &str, parents: &[&str], author_line: &[u8], committer: &Signature, message: &[u8]) -> Vec<u8> {
+pub fn commit_bytes(
+    tree: &str,
+    parents: &[&str],
+    author_line: &[u8],
+    committer: &Signature,
+    message: &[u8],
+) -> Vec<u8> {
     let mut data = format!("tree {tree}\n").into_bytes();
     for p in parents {
         data.extend_from_slice(format!("parent {p}\n").as_bytes());

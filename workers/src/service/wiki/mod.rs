@@ -19,8 +19,8 @@ mod write_page;
 use std::sync::Arc;
 
 use rgitaly::git::repo::{commit_bytes, Repo, Signature, ZERO_OID};
-use rgitaly::odb::write::TreeChange;
 use rgitaly::git::GitCmdFactory;
+use rgitaly::odb::write::TreeChange;
 use rgitaly::proto::gitaly::wiki_service_server::WikiService;
 use rgitaly::proto::gitaly::*;
 use tonic::codegen::BoxStream;
