@@ -127,6 +127,38 @@ fn collect(
     Ok(())
 }
 
+/// The files (blobs, symlinks) of `revision`'s tree whose name `keep` accepts, depth first in git's
+/// tree order, as (path, object id): a lean walk for callers that need no `TreeEntry` (the wiki's page
+/// listing). Empty when the revision does not resolve.
+pub fn files(
+    repo: &gix::Repository,
+    revision: &str,
+    keep: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<(Vec<u8>, String)>, Status> {
+    let Some(root) = root_tree(repo, revision) else { return Ok(Vec::new()) };
+    let Some(entries) = entries_of(repo, root)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    let mut stack: Vec<(Vec<u8>, Vec<RawEntry>, usize)> = vec![(Vec::new(), entries, 0)];
+    while let Some((dir, entries, next)) = stack.last_mut() {
+        let Some((mode, name, oid)) = entries.get(*next) else {
+            stack.pop();
+            continue;
+        };
+        *next += 1;
+        match entry_type(*mode) {
+            EntryType::Tree => {
+                let path = join(dir, name);
+                if let Some(children) = entries_of(repo, *oid)? {
+                    stack.push((path, children, 0));
+                }
+            }
+            EntryType::Blob if keep(name) => out.push((join(dir, name), oid.to_string())),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Sets `flat_path`: for a tree, the path down a chain of trees that each hold only one tree.
 pub fn populate_flat_paths(repo: &gix::Repository, entries: &mut [TreeEntry]) -> Result<(), Status> {
     for entry in entries.iter_mut() {

@@ -29,6 +29,24 @@ impl std::fmt::Display for UpdateError {
     }
 }
 
+/// The channel to the daemon's internal socket, connected once per socket and token and shared by this
+/// worker's writes (a connection per write cost each of them an HTTP/2 handshake).
+async fn hook_channel(socket: &str, token: &str) -> Result<rgitaly::client::AuthChannel, String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CHANNELS: OnceLock<Mutex<HashMap<(String, String), rgitaly::client::AuthChannel>>> = OnceLock::new();
+    let channels = CHANNELS.get_or_init(Default::default);
+    let key = (socket.to_string(), token.to_string());
+    if let Some(c) = channels.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let channel = rgitaly::client::connect(&format!("unix:{socket}"), Some(token)).await.map_err(|e| e.to_string())?;
+    let mut map = channels.lock().unwrap_or_else(|e| e.into_inner());
+    // A daemon has one internal socket; an upgraded daemon's replaces the old one.
+    map.retain(|(s, _), _| s == socket);
+    Ok(map.entry(key).or_insert(channel).clone())
+}
+
 /// Output and exit status of one hook.
 struct Ran {
     stdout: Vec<u8>,
@@ -91,9 +109,7 @@ pub async fn update_with_hooks(
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
     let env = vec![format!("{ENV}={value}")];
-    let channel = rgitaly::client::connect(&format!("unix:{}", p.internal_socket), Some(&p.internal_socket_token))
-        .await
-        .map_err(|e| internal(format!("hooks: {e}")))?;
+    let channel = hook_channel(&p.internal_socket, &p.internal_socket_token).await.map_err(|e| internal(format!("hooks: {e}")))?;
     let mut client = HookServiceClient::new(channel);
     let call_err = |e: Status| internal(format!("hooks: {}", e.message()));
     let changes = format!("{old} {new} {reference}\n").into_bytes();

@@ -19,9 +19,11 @@ pub async fn delete_page(
     validate_details("WikiDeletePage", req.commit_details.as_ref())?;
     let details = req.commit_details.clone().unwrap_or_default();
     let query = gollum::query_for_path(&req.page_path);
-    commit_change(git, t, &details, |_, tip| {
+    commit_change(git, t, &details, |odb, tip| {
         let page = tip
-            .and_then(|tip| tip.find(&query))
+            .map(|tip| tip.find(odb, &query))
+            .transpose()?
+            .flatten()
             .ok_or_else(|| Status::not_found(String::from_utf8_lossy(&req.page_path).into_owned()))?;
         Ok(Plan::<()>::Commit(vec![Edit { path: page.path.clone(), blob: None }]))
     })

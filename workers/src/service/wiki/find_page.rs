@@ -17,7 +17,10 @@ pub fn find_page(t: &Target, req: WikiFindPageRequest) -> Result<BoxStream<WikiF
     let historical = !req.revision.is_empty();
     let snapshot = if historical { Snapshot::at(&odb, &req.revision)? } else { Snapshot::tip(&odb)? };
     let query = gollum::lookup_query(&req.title, &req.directory);
-    let found = snapshot.as_ref().and_then(|s| s.find(&query).map(|p| (s, p)));
+    let found = match &snapshot {
+        Some(s) => s.find(&odb, &query)?.map(|p| (s, p)),
+        None => None,
+    };
     let Some((snapshot, page)) = found else {
         return Ok(Box::pin(tokio_stream::iter(vec![Ok(WikiFindPageResponse::default())])));
     };

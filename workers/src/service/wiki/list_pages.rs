@@ -20,20 +20,21 @@ async fn pages(
     desc: bool,
     limit: u32,
 ) -> Result<Option<(Snapshot, Vec<Page>)>, Status> {
-    let snapshot = {
+    let (snapshot, listed) = {
         let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-        Snapshot::tip(&odb)?
+        let Some(snapshot) = Snapshot::tip(&odb)? else { return Ok(None) };
+        let listed: Vec<Page> = snapshot.listed(&odb)?.cloned().collect();
+        (snapshot, listed)
     };
-    let Some(snapshot) = snapshot else { return Ok(None) };
     let mut pages: Vec<Page> = if created_at {
-        let listed: HashMap<&[u8], &Page> = snapshot.listed().map(|p| (p.path.as_slice(), p)).collect();
+        let listed: HashMap<&[u8], &Page> = listed.iter().map(|p| (p.path.as_slice(), p)).collect();
         let mut order = creation_order(git, t).await?;
         if !desc {
             order.reverse();
         }
         order.iter().filter_map(|path| listed.get(path.as_slice()).map(|p| (*p).clone())).collect()
     } else {
-        let mut pages: Vec<Page> = snapshot.listed().cloned().collect();
+        let mut pages = listed;
         pages.sort_by(|a, b| a.path.cmp(&b.path));
         if desc {
             pages.reverse();

@@ -79,46 +79,52 @@ impl Page {
     }
 }
 
-/// A wiki as of one commit.
+/// A wiki as of one commit. Its files are listed on first use: a write that only checks one directory
+/// never walks the whole tree.
 pub struct Snapshot {
     pub commit: String,
-    /// Every file gollum tries when looking a title up, in git's tree order (depth first).
-    pub files: Vec<Page>,
+    files: std::cell::OnceCell<Vec<Page>>,
 }
 
 impl Snapshot {
     /// The wiki at `revision` (a commit), None when it does not resolve to one.
     pub fn at(odb: &rgitaly::odb::Repository, revision: &[u8]) -> Result<Option<Snapshot>, Status> {
         let Some(commit) = rgitaly::odb::resolve_commit(odb, revision) else { return Ok(None) };
-        let commit = commit.to_string();
-        let entries = rgitaly::odb::tree::tree_entries(odb, &commit, b"", true)?;
-        let files = entries
-            .into_iter()
-            .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32)
-            .filter_map(|e| {
-                let format = gollum::format_of(gollum::split_path(&e.path).1)?;
-                Some(Page { path: e.path, blob: e.oid, format })
-            })
-            .collect();
-        Ok(Some(Snapshot { commit, files }))
+        Ok(Some(Snapshot { commit: commit.to_string(), files: Default::default() }))
     }
 
     /// The wiki on its branch; None when the branch does not exist (an empty wiki).
     pub fn tip(odb: &rgitaly::odb::Repository) -> Result<Option<Snapshot>, Status> {
         match rgitaly::odb::refs::commit(odb, WIKI_REF.as_bytes())? {
-            Some(id) => Snapshot::at(odb, id.to_string().as_bytes()),
+            Some(id) => Ok(Some(Snapshot { commit: id.to_string(), files: Default::default() })),
             None => Ok(None),
         }
     }
 
+    /// Every file gollum tries when looking a title up, in git's tree order (depth first).
+    pub fn files(&self, odb: &rgitaly::odb::Repository) -> Result<&[Page], Status> {
+        if let Some(files) = self.files.get() {
+            return Ok(files);
+        }
+        let found = rgitaly::odb::tree::files(odb, &self.commit, |name| gollum::format_of(name).is_some())?;
+        let files = found
+            .into_iter()
+            .filter_map(|(path, blob)| {
+                let format = gollum::format_of(gollum::split_path(&path).1)?;
+                Some(Page { path, blob, format })
+            })
+            .collect();
+        Ok(self.files.get_or_init(|| files))
+    }
+
     /// The page a title in a directory names (see `gollum::lookup_query`).
-    pub fn find(&self, query: &str) -> Option<&Page> {
-        self.files.iter().find(|p| gollum::matches(query, &p.path))
+    pub fn find(&self, odb: &rgitaly::odb::Repository, query: &str) -> Result<Option<&Page>, Status> {
+        Ok(self.files(odb)?.iter().find(|p| gollum::matches(query, &p.path)))
     }
 
     /// The pages gollum lists, in tree order.
-    pub fn listed(&self) -> impl Iterator<Item = &Page> {
-        self.files.iter().filter(|p| gollum::is_listed(p.filename()))
+    pub fn listed(&self, odb: &rgitaly::odb::Repository) -> Result<impl Iterator<Item = &Page>, Status> {
+        Ok(self.files(odb)?.iter().filter(|p| gollum::is_listed(p.filename())))
     }
 
     pub fn version(&self, odb: &rgitaly::odb::Repository) -> Result<GitCommit, Status> {

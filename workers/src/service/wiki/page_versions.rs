@@ -25,7 +25,10 @@ pub async fn page_versions(
     let found = {
         let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
         let tip = Snapshot::tip(&odb)?;
-        tip.and_then(|tip| tip.find(&gollum::query_for_path(&req.page_path)).cloned())
+        match tip {
+            Some(tip) => tip.find(&odb, &gollum::query_for_path(&req.page_path))?.cloned(),
+            None => None,
+        }
     };
     let Some(page) = found else {
         return Ok(Box::pin(tokio_stream::iter(vec![Ok(WikiGetPageVersionsResponse { versions: vec![] })])));
@@ -49,7 +52,7 @@ pub async fn page_versions(
     for oid in out.stdout_text().lines() {
         let snapshot =
             Snapshot::at(&odb, oid.as_bytes())?.ok_or_else(|| Status::internal(format!("commit {oid} vanished")))?;
-        let format = snapshot.find(&root_query).map(|p| p.format).unwrap_or_default();
+        let format = snapshot.find(&odb, &root_query)?.map(|p| p.format).unwrap_or_default();
         versions.push(WikiPageVersion { commit: Some(snapshot.version(&odb)?), format: format.to_string() });
     }
     let messages: Vec<_> =

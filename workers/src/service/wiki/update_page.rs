@@ -36,7 +36,7 @@ pub async fn update_page(
     let query = gollum::query_for_path(&first.page_path);
     let not_found = || Status::not_found(String::from_utf8_lossy(&first.page_path).into_owned());
     commit_change(git, t, &details, |odb, tip| {
-        let page = tip.and_then(|tip| tip.find(&query)).ok_or_else(not_found)?;
+        let page = tip.map(|tip| tip.find(odb, &query)).transpose()?.flatten().ok_or_else(not_found)?;
         let tip = tip.expect("a page was found");
         let (dir, filename) = gollum::split_path(&page.path);
         let stem = gollum::strip_ext(filename);
