@@ -167,18 +167,19 @@ impl<'a> Repo<'a> {
         cmd.trusted_arg(from).trusted_arg(oid).output().await.map(|_| ())
     }
 
-    /// Writes an object from exact bytes (`hash-object -t <kind> -w --stdin`) and returns its id.
+    /// Writes an object from exact bytes and returns its id: in-process (`odb::write`), as a loose object
+    /// the way `hash-object -w` writes it, without the cost of a process per object.
     pub async fn write_object(&self, kind: &str, data: Vec<u8>) -> Result<String, GitError> {
-        let out = self
-            .git
-            .command(self.path, Sub::HashObject)
-            .flag("-t")
-            .flag(kind)
-            .flag("-w")
-            .flag("--stdin")
-            .output_with_stdin(data)
-            .await?;
-        Ok(out.stdout_text())
+        let failed = |e: String| GitError::Io { sub: "hash-object", source: std::io::Error::other(e) };
+        let kind = match kind {
+            "blob" => gix::object::Kind::Blob,
+            "commit" => gix::object::Kind::Commit,
+            "tree" => gix::object::Kind::Tree,
+            "tag" => gix::object::Kind::Tag,
+            other => return Err(failed(format!("unknown object type {other:?}"))),
+        };
+        let repo = crate::odb::open_uncached(self.path).map_err(|e| failed(e.to_string()))?;
+        crate::odb::write::object(&repo, kind, &data).map_err(|s| failed(s.message().to_string()))
     }
 
     /// Writes a commit with exactly this message (no newline added) and returns its id.

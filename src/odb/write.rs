@@ -22,13 +22,17 @@ pub fn blob(repo: &gix::Repository, data: &[u8]) -> Result<String, Status> {
 
 /// Writes a commit from its exact bytes (as `git::repo::commit_bytes` lays them out) and returns its id.
 pub fn commit(repo: &gix::Repository, data: &[u8]) -> Result<String, Status> {
-    let kind = gix::object::Kind::Commit;
-    let id = gix::objs::compute_hash(repo.object_hash(), kind, data).map_err(|e| failed("commit", e))?;
+    object(repo, gix::object::Kind::Commit, data)
+}
+
+/// Writes an object of `kind` from its exact bytes and returns its id.
+pub fn object(repo: &gix::Repository, kind: gix::object::Kind, data: &[u8]) -> Result<String, Status> {
+    let id = gix::objs::compute_hash(repo.object_hash(), kind, data).map_err(|e| failed("object", e))?;
     if repo.has_object(id) {
         return Ok(id.to_string());
     }
     use gix::objs::Write;
-    repo.objects.write_buf(kind, data).map(|id| id.to_string()).map_err(|e| failed("commit", e))
+    repo.objects.write_buf(kind, data).map(|id| id.to_string()).map_err(|e| failed("object", e))
 }
 
 /// One change to a tree: the regular file at `path` set to the blob `blob`, or removed (None).
