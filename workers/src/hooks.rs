@@ -109,7 +109,9 @@ pub async fn update_with_hooks(
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
     let env = vec![format!("{ENV}={value}")];
-    let channel = hook_channel(&p.internal_socket, &p.internal_socket_token).await.map_err(|e| internal(format!("hooks: {e}")))?;
+    let channel = hook_channel(&p.internal_socket, &p.internal_socket_token)
+        .await
+        .map_err(|e| internal(format!("hooks: {e}")))?;
     let mut client = HookServiceClient::new(channel);
     let call_err = |e: Status| internal(format!("hooks: {}", e.message()));
     let changes = format!("{old} {new} {reference}\n").into_bytes();
