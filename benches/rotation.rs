@@ -138,7 +138,7 @@ async fn main() {
                     for w in &ws {
                         max_in_flight.fetch_max(w.in_flight, Ordering::Relaxed);
                     }
-                    if tick % 60 == 0 {
+                    if tick.is_multiple_of(60) {
                         let line: Vec<String> = ws
                             .iter()
                             .map(|w| {

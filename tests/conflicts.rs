@@ -434,11 +434,11 @@ async fn a_client_that_gives_up_mid_stream_changes_nothing() {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let h = header(&d, &bare, "feature", "main", "merge");
     tx.send(ResolveConflictsRequest { resolve_conflicts_request_payload: Some(Payload::Header(h)) }).await.unwrap();
-    tx.send(ResolveConflictsRequest {
-        resolve_conflicts_request_payload: Some(Payload::FilesJson(b"[{\"old_pa".to_vec())),
-    })
-    .await
-    .unwrap();
+    // The whole, valid resolution, but the stream is never closed: nothing may happen before its end.
+    let json = br#"[{"old_path":"f.txt","new_path":"f.txt","content":"x\n"},{"old_path":"g.txt","new_path":"g.txt","content":"y\n"}]"#;
+    tx.send(ResolveConflictsRequest { resolve_conflicts_request_payload: Some(Payload::FilesJson(json.to_vec())) })
+        .await
+        .unwrap();
     let mut client = c.clone();
     let call =
         tokio::spawn(async move { client.resolve_conflicts(tokio_stream::wrappers::ReceiverStream::new(rx)).await });

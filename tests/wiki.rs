@@ -364,11 +364,20 @@ async fn bad_input_is_refused_and_writes_nothing() {
     let (d, bare, mut c) = setup().await;
     write(&mut c, &d, "Home", "markdown", b"home\n").await.unwrap();
     let before = stdout(git(&bare).args(["rev-parse", "master"]));
-    for (name, format) in
-        [("../etc/x", "markdown"), (".git/config", "markdown"), ("a/../../b", "markdown"), ("x\0y", "markdown")]
-    {
+    for (name, format) in [
+        ("../etc/x", "markdown"),
+        (".git/config", "markdown"),
+        ("a/../../b", "markdown"),
+        ("x\0y", "markdown"),
+        ("/", "markdown"),
+        ("//", "markdown"),
+        (".git./hooks/x", "markdown"),
+        ("git~1/config", "markdown"),
+        ("x", "gitmodules"),
+        ("/", "gitattributes"),
+    ] {
         let e = write(&mut c, &d, name, format, b"x").await.unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument, "{name:?}");
+        assert_eq!(e.code(), Code::InvalidArgument, "{name:?} {format:?}");
     }
     let base = WikiWritePageRequest {
         repository: Some(d.repo("w.git")),
@@ -416,6 +425,22 @@ async fn bad_input_is_refused_and_writes_nothing() {
         .unwrap_err();
     assert_eq!(e.message(), "WikiGetPageVersions: Empty Path");
     assert_eq!(stdout(git(&bare).args(["rev-parse", "master"])), before);
+
+    // A page where a directory is, or under a file, would replace it: refused, as git's index refuses it.
+    let wt = d.work_dir("clash");
+    run(git(&wt).args(["clone", "--quiet"]).arg(&bare).arg("."));
+    std::fs::create_dir_all(wt.join("Block.md")).unwrap();
+    std::fs::write(wt.join("Block.md/keep.txt"), "keep\n").unwrap();
+    run(git(&wt).args(["add", "-A"]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "a directory named like a page"]));
+    run(git(&wt).args(["push", "--quiet", "origin", "master"]));
+    let before = stdout(git(&bare).args(["rev-parse", "master"]));
+    let e = write(&mut c, &d, "Block", "markdown", b"x").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = write(&mut c, &d, "Home.md/x", "markdown", b"x").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert_eq!(stdout(git(&bare).args(["rev-parse", "master"])), before);
+    assert_eq!(show(&bare, "master:Block.md/keep.txt"), "keep");
     d.assert_outside_untouched();
 }
 

@@ -250,6 +250,8 @@ impl<'a> Repo<'a> {
         let out = self
             .git
             .command(self.path, Sub::MergeTree)
+            // Conflicts as GitLab's editor reads them, whatever the repository's config says.
+            .config("merge.conflictStyle", "merge")
             .flag("--write-tree")
             .flag("--allow-unrelated-histories")
             .flag("--no-messages")

@@ -545,6 +545,12 @@ pub fn resolve_commit(repo: &gix::Repository, revision: &[u8]) -> Option<ObjectI
     object.peel_to_commit().ok().map(|c| c.id)
 }
 
+/// The bytes of the object with this hex id; `None` when it does not exist.
+pub fn read_hex(repo: &gix::Repository, hex: &str) -> Result<Option<Vec<u8>>, Status> {
+    let Ok(id) = ObjectId::from_hex(hex.as_bytes()) else { return Ok(None) };
+    Ok(read(repo, id)?.map(|(_, data)| data))
+}
+
 /// The object's kind and size, without reading its data; `None` when it does not exist.
 pub fn header(repo: &gix::Repository, id: ObjectId) -> Result<Option<(gix::object::Kind, u64)>, Status> {
     match repo.try_find_header(id) {

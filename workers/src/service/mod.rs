@@ -118,6 +118,29 @@ pub fn target<T>(req: &Request<T>) -> Result<Target, Status> {
     })
 }
 
+/// The bytes a client streams after its first message (`data` of each message), appended to `buf` up to
+/// `max` bytes; more is `InvalidArgument` "<what> larger than <max> bytes".
+pub async fn gather<M>(
+    stream: &mut Streaming<M>,
+    mut buf: Vec<u8>,
+    max: usize,
+    what: &str,
+    data: impl Fn(M) -> Option<Vec<u8>>,
+) -> Result<Vec<u8>, Status>
+where
+    M: Send + 'static,
+    Streaming<M>: Send,
+{
+    while let Some(m) = stream.message().await? {
+        let Some(chunk) = data(m) else { continue };
+        if buf.len() + chunk.len() > max {
+            return Err(Status::invalid_argument(format!("{what} larger than {max} bytes")));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
 /// Seconds since the epoch from a request timestamp, or now.
 pub fn unix_time(ts: Option<&prost_types::Timestamp>) -> Result<i64, Status> {
     match ts {

@@ -58,16 +58,26 @@ fn conflicts(stages: Vec<Stage>) -> Vec<Conflict> {
     out
 }
 
-/// `content` with the marker labels (commit ids, as merge-tree was given them) replaced by paths.
+/// `content` with the marker labels (commit ids, as merge-tree was given them) replaced by paths, on the
+/// marker lines only: the same id elsewhere in the file is content.
 fn with_paths(content: &[u8], ours: &str, our_path: &[u8], theirs: &str, their_path: &[u8]) -> Vec<u8> {
-    replace(&replace(content, ours.as_bytes(), our_path), theirs.as_bytes(), their_path)
+    let mut out = Vec::with_capacity(content.len());
+    for line in content.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b"<<<<<<< ") {
+            out.extend_from_slice(&replace(line, ours.as_bytes(), our_path));
+        } else if line.starts_with(b">>>>>>> ") {
+            out.extend_from_slice(&replace(line, theirs.as_bytes(), their_path));
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
 }
 
 /// A blob's bytes, by id.
 fn read_blob(odb: &rgitaly::odb::Repository, oid: &str) -> Result<Vec<u8>, Status> {
-    let missing = || Status::failed_precondition(format!("getting objectreader: object {oid} not found"));
-    let id = rgitaly::odb::resolve(odb, oid.as_bytes()).ok_or_else(missing)?;
-    rgitaly::odb::read(odb, id)?.map(|(_, data)| data).ok_or_else(missing)
+    rgitaly::odb::read_hex(odb, oid)?
+        .ok_or_else(|| Status::failed_precondition(format!("getting objectreader: object {oid} not found")))
 }
 
 fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {

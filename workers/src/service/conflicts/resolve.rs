@@ -77,15 +77,13 @@ pub async fn resolve_conflicts(
         return Err(Status::invalid_argument("ResolveConflicts: empty ResolveConflictsRequestHeader"));
     };
     validate(&header)?;
-    let mut json = Vec::new();
-    while let Some(msg) = stream.message().await? {
-        if let Some(Payload::FilesJson(chunk)) = msg.resolve_conflicts_request_payload {
-            if json.len() + chunk.len() > MAX_JSON {
-                return Err(Status::invalid_argument(format!("resolutions larger than {MAX_JSON} bytes")));
-            }
-            json.extend_from_slice(&chunk);
+    let json = crate::service::gather(&mut stream, Vec::new(), MAX_JSON, "resolutions", |m| {
+        match m.resolve_conflicts_request_payload {
+            Some(Payload::FilesJson(chunk)) => Some(chunk),
+            _ => None,
         }
-    }
+    })
+    .await?;
     let resolutions = parse_resolutions(&json)?;
     match resolve(git, t, &header, &resolutions).await {
         Ok(()) => Ok(ResolveConflictsResponse::default()),
@@ -114,7 +112,8 @@ async fn resolve(
 ) -> Result<(), Failed> {
     let repo = Repo::new(git, &t.repo);
     let source_ref = format!("refs/heads/{}", text(&h.source_branch));
-    if h.source_branch.contains(&0) || !repo.valid_ref_name(&source_ref).await.map_err(internal)? {
+    let valid = std::str::from_utf8(&h.source_branch).is_ok() && !h.source_branch.contains(&0);
+    if !valid || !repo.valid_ref_name(&source_ref).await.map_err(internal)? {
         return Err(Status::invalid_argument(format!("invalid source branch: {source_ref:?}")).into());
     }
     target_commit_here(git, t, &h.target_branch).await?;

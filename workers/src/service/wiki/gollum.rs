@@ -19,6 +19,12 @@ const FORMATS: &[(&str, &[&str])] = &[
     ("txt", &["txt"]),
 ];
 
+/// Whether gollum knows the format (upstream writes an unknown one as it is, e.g. `x.foo`, a file that is
+/// then no page; rgitaly refuses it).
+pub fn known_format(format: &str) -> bool {
+    FORMATS.iter().any(|(f, _)| *f == format)
+}
+
 /// The extension gollum writes for a format (`md` for markdown, else the format's own name).
 pub fn ext_for(format: &str) -> &str {
     if format == "markdown" {
@@ -152,6 +158,9 @@ fn trim_trailing_slashes(p: &[u8]) -> &[u8] {
 pub fn new_page_path(name: &[u8], format: &str) -> Option<Vec<u8>> {
     let name = trim_trailing_slashes(name);
     let (dir, file) = split_path(name);
+    if file.is_empty() || !known_format(format) {
+        return None;
+    }
     let dashed = |b: &[u8]| -> Vec<u8> { b.iter().map(|c| if *c == b' ' { b'-' } else { *c }).collect() };
     let mut path = Vec::new();
     for component in dir.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".") {
@@ -164,14 +173,10 @@ pub fn new_page_path(name: &[u8], format: &str) -> Option<Vec<u8>> {
     safe_tree_path(&path).then_some(path)
 }
 
-/// A path git can hold in a tree and that stays where it says: no empty, `.`, `..` or `.git` component,
-/// no NUL.
+/// A path git can hold in a tree and that stays where it says (see `odb::write::valid_tree_path`: no
+/// empty, `.`, `..` or `.git` component in any spelling, no NUL).
 pub fn safe_tree_path(path: &[u8]) -> bool {
-    !path.is_empty()
-        && !path.contains(&0)
-        && path
-            .split(|b| *b == b'/')
-            .all(|c| !c.is_empty() && c != b"." && c != b".." && !c.eq_ignore_ascii_case(b".git"))
+    rgitaly::odb::write::valid_tree_path(path)
 }
 
 /// gollum's duplicate check: a file in the same directory whose name, without its last `.word`
@@ -288,6 +293,11 @@ mod tests {
         assert_eq!(p("../etc/x", "markdown"), None);
         assert_eq!(p(".git/config", "markdown"), None);
         assert_eq!(p("x\0y", "markdown"), None);
+        assert_eq!(p("/", "markdown"), None, "no file name");
+        assert_eq!(p("//", "markdown"), None);
+        assert_eq!(p("x", "gitmodules"), None, "no such format");
+        assert_eq!(p(".git./x", "markdown"), None);
+        assert_eq!(p("git~1/x", "markdown"), None);
     }
 
     #[test]

@@ -89,19 +89,22 @@ pub async fn get_all_pages(
     let Some((snapshot, pages)) = pages(git, t, created_at, req.direction_desc, req.limit).await? else {
         return Ok(Box::pin(tokio_stream::empty()));
     };
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-    let version = snapshot.version(&odb)?;
-    let mut messages = Vec::new();
-    for page in &pages {
-        messages.push(Ok(WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false }));
-        let text = page_text(&odb, page)?;
-        for chunk in chunks(&text) {
-            let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
-            messages.push(Ok(WikiGetAllPagesResponse { page: Some(page), end_of_page: false }));
+    let repo = t.repo.clone();
+    // Every page's text: read off the worker's async threads, and sent as it is read.
+    Ok(rgitaly::odb::stream(move |out| async move {
+        let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
+        let version = snapshot.version(&odb)?;
+        for page in &pages {
+            out.send(WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false }).await;
+            let text = page_text(&odb, page)?;
+            for chunk in chunks(&text) {
+                let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
+                out.send(WikiGetAllPagesResponse { page: Some(page), end_of_page: false }).await;
+            }
+            out.send(WikiGetAllPagesResponse { page: None, end_of_page: true }).await;
         }
-        messages.push(Ok(WikiGetAllPagesResponse { page: None, end_of_page: true }));
-    }
-    Ok(Box::pin(tokio_stream::iter(messages)))
+        Ok(())
+    }))
 }
 
 pub async fn list_pages(

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use rgitaly::git::repo::{commit_bytes, Repo, Signature, ZERO_OID};
 use rgitaly::git::GitCmdFactory;
-use rgitaly::odb::write::TreeChange;
+use rgitaly::odb::write::{EditError, TreeChange};
 use rgitaly::proto::gitaly::wiki_service_server::WikiService;
 use rgitaly::proto::gitaly::*;
 use tonic::codegen::BoxStream;
@@ -136,9 +136,8 @@ impl Snapshot {
 
 /// Reads a page's text as upstream returns it.
 pub fn page_text(odb: &rgitaly::odb::Repository, page: &Page) -> Result<Vec<u8>, Status> {
-    let id = rgitaly::odb::resolve(odb, page.blob.as_bytes())
+    let data = rgitaly::odb::read_hex(odb, &page.blob)?
         .ok_or_else(|| Status::internal(format!("blob {} vanished", page.blob)))?;
-    let data = rgitaly::odb::read(odb, id)?.map(|(_, d)| d).unwrap_or_default();
     Ok(gollum::text_data(data))
 }
 
@@ -205,7 +204,11 @@ pub async fn commit_change<T>(
             };
             let changes: Vec<TreeChange<'_>> =
                 edits.iter().map(|e| TreeChange { path: &e.path, blob: e.blob.as_deref() }).collect();
-            let tree = rgitaly::odb::write::edit_tree(&odb, base.as_deref(), &changes)?;
+            let tree = rgitaly::odb::write::edit_tree(&odb, base.as_deref(), &changes).map_err(|e| match e {
+                EditError::InvalidPath(_) => Status::invalid_argument(e.to_string()),
+                EditError::InTheWay(_) => Status::failed_precondition(e.to_string()),
+                EditError::Other(s) => s,
+            })?;
             let parents: Vec<&str> = tip.as_deref().into_iter().collect();
             let bytes = commit_bytes(&tree, &parents, sig.line().as_bytes(), &sig, &details.message);
             (tip.clone(), rgitaly::odb::write::commit(&odb, &bytes)?)
@@ -213,7 +216,14 @@ pub async fn commit_change<T>(
         match super::update(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await? {
             Hooked::Done => return Ok(None),
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
-            Hooked::Raced => continue,
+            // Planned again only when another write really moved the branch (not for a stale lock).
+            Hooked::Raced => {
+                let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+                let now = rgitaly::odb::refs::commit(&odb, WIKI_REF.as_bytes())?.map(|id| id.to_string());
+                if now == tip {
+                    return Err(super::could_not_update("master"));
+                }
+            }
         }
     }
     Err(super::could_not_update("master"))
@@ -298,7 +308,7 @@ pub fn write_content(t: &Target, mut content: Vec<u8>) -> Result<String, Status>
     rgitaly::odb::write::blob(&odb, &content)
 }
 
-/// Reads a client-streamed write: the first message's fields and all messages' content, bounded.
+/// Reads a client-streamed write's content: the first message's and every later one's, bounded.
 pub async fn read_content<M>(
     stream: &mut Streaming<M>,
     first: &M,
@@ -308,15 +318,8 @@ where
     M: Send + 'static,
     Streaming<M>: Send,
 {
-    let mut content = content_of(first).to_vec();
-    while let Some(m) = stream.message().await? {
-        let chunk = content_of(&m);
-        if content.len() + chunk.len() > MAX_CONTENT {
-            return Err(Status::invalid_argument("page content too large"));
-        }
-        content.extend_from_slice(chunk);
-    }
-    Ok(content)
+    let first = content_of(first).to_vec();
+    super::gather(stream, first, MAX_CONTENT, "page content", |m| Some(content_of(&m).to_vec())).await
 }
 
 /// Splits page text into upstream's chunks.
@@ -363,7 +366,9 @@ impl WikiService for Wiki {
         r: Request<WikiFindPageRequest>,
     ) -> Result<Response<BoxStream<WikiFindPageResponse>>, Status> {
         let t = target(&r)?;
-        find_page::find_page(&t, r.into_inner()).map(Response::new)
+        let req = r.into_inner();
+        // A walk of the whole wiki: off the worker's two async threads, which serve health checks too.
+        tokio::task::spawn_blocking(move || find_page::find_page(&t, req)).await.map_err(internal)?.map(Response::new)
     }
 
     async fn wiki_get_all_pages(

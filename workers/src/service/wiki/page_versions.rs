@@ -3,6 +3,8 @@
 //! and without following renames; each version's format is that of the page with the same title at the
 //! wiki's root in that commit ("" when there is none, e.g. for a page in a directory), as upstream finds it.
 
+use std::os::unix::ffi::OsStrExt;
+
 use rgitaly::git::{GitCmdFactory, Sub};
 use rgitaly::proto::gitaly::*;
 use tonic::codegen::BoxStream;
@@ -13,6 +15,8 @@ use crate::service::{internal, Target};
 
 /// gollum's page size as upstream configures it.
 const PER_PAGE: i32 = 20;
+/// The most versions one call returns (upstream has no bound; each costs a tree read here).
+const MAX_PER_PAGE: i32 = 1000;
 
 pub async fn page_versions(
     git: &GitCmdFactory,
@@ -24,8 +28,7 @@ pub async fn page_versions(
     }
     let found = {
         let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-        let tip = Snapshot::tip(&odb)?;
-        match tip {
+        match Snapshot::tip(&odb)? {
             Some(tip) => tip.find(&odb, &gollum::query_for_path(&req.page_path))?.cloned(),
             None => None,
         }
@@ -33,28 +36,43 @@ pub async fn page_versions(
     let Some(page) = found else {
         return Ok(Box::pin(tokio_stream::iter(vec![Ok(WikiGetPageVersionsResponse { versions: vec![] })])));
     };
-    let skip = (req.page.max(1) - 1) * PER_PAGE;
-    let count = req.per_page.max(PER_PAGE);
+    let skip = (req.page.max(1) - 1).saturating_mul(PER_PAGE);
+    let count = req.per_page.clamp(PER_PAGE, MAX_PER_PAGE);
     let out = git
         .command(&t.repo, Sub::Log)
+        .env("GIT_LITERAL_PATHSPECS", "1")
         .flag("--format=%H")
         .flag(format!("--skip={skip}"))
         .flag(format!("--max-count={count}"))
         .trusted_arg(WIKI_REF)
-        .path_arg(std::ffi::OsStr::new(std::str::from_utf8(&page.path).unwrap_or_default()))
+        .path_arg(std::ffi::OsStr::from_bytes(&page.path))
         .output()
         .await
         .map_err(internal)?;
-    let title = gollum::title_of(gollum::split_path(&page.path).1);
-    let root_query = gollum::lookup_query(&title, b"");
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-    let mut versions = Vec::new();
-    for oid in out.stdout_text().lines() {
-        let snapshot =
-            Snapshot::at(&odb, oid.as_bytes())?.ok_or_else(|| Status::internal(format!("commit {oid} vanished")))?;
-        let format = snapshot.find(&odb, &root_query)?.map(|p| p.format).unwrap_or_default();
-        versions.push(WikiPageVersion { commit: Some(snapshot.version(&odb)?), format: format.to_string() });
-    }
+    let repo = t.repo.clone();
+    let versions = tokio::task::spawn_blocking(move || -> Result<Vec<WikiPageVersion>, Status> {
+        let title = gollum::title_of(gollum::split_path(&page.path).1);
+        let root_query = gollum::lookup_query(&title, b"");
+        let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
+        let mut versions = Vec::new();
+        for oid in out.stdout_text().lines() {
+            let commit = Snapshot::at(&odb, oid.as_bytes())?
+                .ok_or_else(|| Status::internal(format!("commit {oid} vanished")))?
+                .version(&odb)?;
+            // Only the root can hold a page the root query finds.
+            let root = rgitaly::odb::tree::tree_entries(&odb, oid, b"", false)?;
+            let format = root
+                .iter()
+                .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32)
+                .filter_map(|e| gollum::format_of(&e.path).filter(|_| gollum::matches(&root_query, &e.path)))
+                .next()
+                .unwrap_or_default();
+            versions.push(WikiPageVersion { commit: Some(commit), format: format.to_string() });
+        }
+        Ok(versions)
+    })
+    .await
+    .map_err(internal)??;
     let messages: Vec<_> =
         versions.chunks(20).map(|c| Ok(WikiGetPageVersionsResponse { versions: c.to_vec() })).collect();
     Ok(Box::pin(tokio_stream::iter(messages)))

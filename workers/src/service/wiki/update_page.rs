@@ -30,6 +30,9 @@ pub async fn update_page(
         return Err(Status::invalid_argument(format!("WikiUpdatePage: {p}")));
     }
     validate_details("WikiUpdatePage", first.commit_details.as_ref())?;
+    if !gollum::known_format(&first.format) {
+        return Err(Status::invalid_argument(format!("WikiUpdatePage: unknown format {:?}", first.format)));
+    }
     let content = read_content(&mut stream, &first, |m| &m.content).await?;
     let blob = write_content(t, content)?;
     let details = first.commit_details.clone().unwrap_or_default();

@@ -22,6 +22,9 @@ pub async fn write_page(
         return Err(Status::invalid_argument("WikiWritePage: empty Format"));
     }
     validate_details("WikiWritePage", first.commit_details.as_ref())?;
+    if !gollum::known_format(&first.format) {
+        return Err(Status::invalid_argument(format!("WikiWritePage: unknown format {:?}", first.format)));
+    }
     let path = gollum::new_page_path(&first.name, &first.format).ok_or_else(|| {
         Status::invalid_argument(format!("WikiWritePage: invalid page name {:?}", String::from_utf8_lossy(&first.name)))
     })?;
