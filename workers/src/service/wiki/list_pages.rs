@@ -90,21 +90,37 @@ pub async fn get_all_pages(
         return Ok(Box::pin(tokio_stream::empty()));
     };
     let repo = t.repo.clone();
-    // Every page's text: read off the worker's async threads, and sent as it is read.
-    Ok(rgitaly::odb::stream(move |out| async move {
-        let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
-        let version = snapshot.version(&odb)?;
-        for page in &pages {
-            out.send(WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false }).await;
-            let text = page_text(&odb, page)?;
-            for chunk in chunks(&text) {
-                let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
-                out.send(WikiGetAllPagesResponse { page: Some(page), end_of_page: false }).await;
+    // Every page's text: read on a blocking thread (off the worker's two async threads) and sent as it is
+    // read, at most a channel's worth ahead of the client.
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::task::spawn_blocking(move || {
+        let send = |m: Result<WikiGetAllPagesResponse, Status>| tx.blocking_send(m).is_ok();
+        let run = || -> Result<(), Status> {
+            let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
+            let version = snapshot.version(&odb)?;
+            for page in &pages {
+                let head = WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false };
+                if !send(Ok(head)) {
+                    return Ok(());
+                }
+                let text = page_text(&odb, page)?;
+                for chunk in chunks(&text) {
+                    let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
+                    if !send(Ok(WikiGetAllPagesResponse { page: Some(page), end_of_page: false })) {
+                        return Ok(());
+                    }
+                }
+                if !send(Ok(WikiGetAllPagesResponse { page: None, end_of_page: true })) {
+                    return Ok(());
+                }
             }
-            out.send(WikiGetAllPagesResponse { page: None, end_of_page: true }).await;
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = send(Err(e));
         }
-        Ok(())
-    }))
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 
 pub async fn list_pages(
