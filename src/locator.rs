@@ -40,6 +40,29 @@ impl From<LocateError> for Status {
     }
 }
 
+/// Why a request's object directory was refused; the texts are upstream's.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectDirError {
+    #[error(transparent)]
+    Repository(#[from] LocateError),
+    #[error("GetObjectDirectoryPath: empty directory")]
+    Empty,
+    #[error("GetObjectDirectoryPath: relative path escapes root directory")]
+    Escapes,
+    #[error("GetObjectDirectoryPath: does not exist: {0:?}")]
+    Missing(String),
+}
+
+impl From<ObjectDirError> for Status {
+    fn from(e: ObjectDirError) -> Status {
+        match e {
+            ObjectDirError::Repository(e) => e.into(),
+            ObjectDirError::Missing(_) => Status::not_found(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
 /// Resolves repositories and storages against the configured `[[storage]]` list.
 #[derive(Debug, Clone)]
 pub struct Locator {
@@ -96,6 +119,40 @@ impl Locator {
         let (root, path) = self.lexical(repo)?;
         ensure_inside(root, &path)?;
         Ok(path)
+    }
+
+    /// The object directory a request names (`git_object_directory`, relative to the repository: a
+    /// push's quarantine), as upstream's `GetObjectDirectoryPath`: it must be given, stay inside the
+    /// repository (symlinks followed) and exist.
+    pub fn object_directory_path(&self, repo: Option<&Repository>) -> Result<PathBuf, ObjectDirError> {
+        let repo_path = self.repo_path(repo)?;
+        let dir = repo.map(|r| r.git_object_directory.as_str()).unwrap_or_default();
+        if dir.is_empty() {
+            return Err(ObjectDirError::Empty);
+        }
+        if dir.contains('\0') {
+            return Err(ObjectDirError::Escapes);
+        }
+        let mut path = repo_path.clone();
+        for c in Path::new(dir).components() {
+            match c {
+                std::path::Component::Normal(c) => path.push(c),
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir if path != repo_path => {
+                    path.pop();
+                }
+                _ => return Err(ObjectDirError::Escapes),
+            }
+        }
+        let canonical = match path.canonicalize() {
+            Ok(c) => c,
+            Err(_) => return Err(ObjectDirError::Missing(path.display().to_string())),
+        };
+        let repo_canonical = repo_path.canonicalize().map_err(|e| LocateError::Io(e.to_string()))?;
+        if !canonical.starts_with(&repo_canonical) {
+            return Err(ObjectDirError::Escapes);
+        }
+        Ok(canonical)
     }
 
     /// The canonical path of an existing repository: every spelling of one repository (`p.git`, `./p.git`,

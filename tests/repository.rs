@@ -532,3 +532,133 @@ fn patch_series_read_as_format_patch_writes_them() {
         assert!(patch::parse(hostile.as_bytes()).is_err());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebase_and_squash_in_progress() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let worktrees = bare.join("gitlab-worktree");
+    std::fs::create_dir_all(worktrees.join("rebase-7")).unwrap();
+    std::fs::create_dir_all(worktrees.join("squash-8")).unwrap();
+    let rebase = |id: &str| IsRebaseInProgressRequest { repository: Some(d.repo("p.git")), rebase_id: id.into() };
+    let squash = |id: &str| IsSquashInProgressRequest { repository: Some(d.repo("p.git")), squash_id: id.into() };
+    assert!(c.is_rebase_in_progress(rebase("7")).await.unwrap().into_inner().in_progress);
+    assert!(!c.is_rebase_in_progress(rebase("8")).await.unwrap().into_inner().in_progress);
+    assert!(c.is_squash_in_progress(squash("8")).await.unwrap().into_inner().in_progress);
+    assert!(!c.is_squash_in_progress(squash("7")).await.unwrap().into_inner().in_progress);
+    // A worktree untouched for over 15 minutes is no rebase in progress, and is removed.
+    run(std::process::Command::new("touch").args(["-d", "20 minutes ago"]).arg(worktrees.join("rebase-7")));
+    assert!(!c.is_rebase_in_progress(rebase("7")).await.unwrap().into_inner().in_progress);
+    assert!(!worktrees.join("rebase-7").exists());
+    for (id, msg) in
+        [("", "IsRebaseInProgress: empty RebaseId"), ("../../x", "IsRebaseInProgress: RebaseId contains '/'")]
+    {
+        let e = c.is_rebase_in_progress(rebase(id)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    let e = c.is_squash_in_progress(squash("a/b")).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "IsSquashInProgress: SquashId contains '/'"));
+    // `..` stays inside the worktree directory (the id is prefixed); nothing outside is touched.
+    assert!(!c.is_rebase_in_progress(rebase("..")).await.unwrap().into_inner().in_progress);
+    assert!(bare.join("objects").exists());
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_directory_size_of_a_quarantine() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let req = |dir: &str| GetObjectDirectorySizeRequest {
+        repository: Some(Repository { git_object_directory: dir.into(), ..d.repo("p.git") }),
+    };
+    let size = c.get_object_directory_size(req("objects")).await.unwrap().into_inner().size;
+    let du = stdout(std::process::Command::new("du").arg("-sk").arg(bare.join("objects")));
+    assert_eq!(size.to_string(), du.split('\t').next().unwrap());
+    assert!(size > 0);
+    std::fs::create_dir_all(bare.join("objects/incoming-x")).unwrap();
+    std::fs::write(bare.join("objects/incoming-x/pack"), vec![1u8; 64 * 1024]).unwrap();
+    let size = c.get_object_directory_size(req("objects/incoming-x")).await.unwrap().into_inner().size;
+    assert!((64..80).contains(&size), "{size}");
+    // Out of the repository, by `..` or by a symlink: refused; missing: not found; none given: upstream's error.
+    std::os::unix::fs::symlink("/etc", bare.join("objects/escape")).unwrap();
+    for (dir, code, msg) in [
+        ("", Code::InvalidArgument, "GetObjectDirectoryPath: empty directory".to_string()),
+        ("../", Code::InvalidArgument, "GetObjectDirectoryPath: relative path escapes root directory".into()),
+        (
+            "objects/../../p.git",
+            Code::InvalidArgument,
+            "GetObjectDirectoryPath: relative path escapes root directory".into(),
+        ),
+        ("/etc", Code::InvalidArgument, "GetObjectDirectoryPath: relative path escapes root directory".into()),
+        (
+            "objects/escape",
+            Code::InvalidArgument,
+            "GetObjectDirectoryPath: relative path escapes root directory".into(),
+        ),
+        (
+            "objects/nope",
+            Code::NotFound,
+            format!("GetObjectDirectoryPath: does not exist: {:?}", bare.join("objects/nope").display().to_string()),
+        ),
+    ] {
+        let e = c.get_object_directory_size(req(dir)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (code, msg.as_str()), "{dir}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitattributes_applied_and_read_back() {
+    let (d, wt, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let read = |mut c: Client| {
+        let repo = Some(d.repo("p.git"));
+        async move {
+            let mut s =
+                c.get_info_attributes(GetInfoAttributesRequest { repository: repo }).await.unwrap().into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = s.message().await.unwrap() {
+                out.extend_from_slice(&m.attributes);
+            }
+            out
+        }
+    };
+    assert!(read(c.clone()).await.is_empty(), "no info/attributes yet");
+    std::fs::write(wt.join(".gitattributes"), "*.png binary\n*.md diff=markdown\n").unwrap();
+    run(git(&wt).args(["add", ".gitattributes"]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "attributes"]));
+    run(git(&wt).args(["push", "--quiet"]).arg(&bare).arg("main:with-attributes"));
+    let apply =
+        |rev: &str| ApplyGitattributesRequest { repository: Some(d.repo("p.git")), revision: rev.as_bytes().to_vec() };
+    c.apply_gitattributes(apply("with-attributes")).await.unwrap();
+    assert_eq!(std::fs::read_to_string(bare.join("info/attributes")).unwrap(), "*.png binary\n*.md diff=markdown\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(bare.join("info/attributes")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(read(c.clone()).await, b"*.png binary\n*.md diff=markdown\n");
+    // A revision without .gitattributes removes the file.
+    c.apply_gitattributes(apply("main")).await.unwrap();
+    assert!(!bare.join("info/attributes").exists());
+    for (rev, msg) in [
+        ("nope", "Revision doesn't exist"),
+        ("-x", "ApplyGitAttributes: revision: revision can't start with '-'"),
+        ("main:.gitattributes", "ApplyGitAttributes: revision: revision can't contain ':'"),
+        ("", "ApplyGitAttributes: revision: empty revision"),
+    ] {
+        let e = c.apply_gitattributes(apply(rev)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+    // No temporary files left beside it.
+    let left: Vec<_> = std::fs::read_dir(bare.join("info")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| n == "exclude"), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_commit_graph() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    c.write_commit_graph(WriteCommitGraphRequest { repository: Some(d.repo("p.git")) }).await.unwrap();
+    assert!(bare.join("objects/info/commit-graph").exists() || bare.join("objects/info/commit-graphs").exists());
+    run(git(&bare).args(["commit-graph", "verify"]));
+    let e =
+        c.write_commit_graph(WriteCommitGraphRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

@@ -6,7 +6,7 @@ use tonic::Status;
 use crate::git::{GitCommand, Sub};
 use crate::proto::gitaly::{
     GarbageCollectRequest, GarbageCollectResponse, RepackFullRequest, RepackFullResponse, RepackIncrementalRequest,
-    RepackIncrementalResponse,
+    RepackIncrementalResponse, WriteCommitGraphRequest, WriteCommitGraphResponse,
 };
 use crate::service::Context;
 
@@ -68,4 +68,20 @@ pub async fn repack_incremental(
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
     Ok(RepackIncrementalResponse {})
+}
+
+/// WriteCommitGraph: `git commit-graph write --reachable`, as upstream v13.12.
+pub async fn write_commit_graph(
+    ctx: &Context,
+    req: WriteCommitGraphRequest,
+) -> Result<WriteCommitGraphResponse, Status> {
+    let repo = ctx.locator.repo_path(req.repository.as_ref())?;
+    ctx.git
+        .command(&repo, Sub::CommitGraph)
+        .flag("write")
+        .flag("--reachable")
+        .output()
+        .await
+        .map_err(|e| Status::internal(format!("WriteCommitGraph: gitCommand: {e}")))?;
+    Ok(WriteCommitGraphResponse {})
 }

@@ -1,6 +1,7 @@
 //! RepositoryService: creating, removing, inspecting and maintaining whole repositories.
 
 mod archive;
+mod attributes;
 mod bundle;
 mod checksum;
 mod create;
@@ -8,6 +9,7 @@ mod exists;
 mod fsck;
 mod has_local_branches;
 mod housekeeping;
+mod in_progress;
 mod merge_base;
 mod remove;
 mod size;
@@ -87,5 +89,35 @@ impl RepositoryService for RepositorySvc {
 
     async fn get_archive(&self, r: Request<GetArchiveRequest>) -> Unary<BoxStream<GetArchiveResponse>> {
         archive::get_archive(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn is_rebase_in_progress(&self, r: Request<IsRebaseInProgressRequest>) -> Unary<IsRebaseInProgressResponse> {
+        in_progress::is_rebase_in_progress(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn is_squash_in_progress(&self, r: Request<IsSquashInProgressRequest>) -> Unary<IsSquashInProgressResponse> {
+        in_progress::is_squash_in_progress(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_object_directory_size(
+        &self,
+        r: Request<GetObjectDirectorySizeRequest>,
+    ) -> Unary<GetObjectDirectorySizeResponse> {
+        size::get_object_directory_size(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_info_attributes(
+        &self,
+        r: Request<GetInfoAttributesRequest>,
+    ) -> Unary<BoxStream<GetInfoAttributesResponse>> {
+        attributes::get_info_attributes(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn apply_gitattributes(&self, r: Request<ApplyGitattributesRequest>) -> Unary<ApplyGitattributesResponse> {
+        attributes::apply_gitattributes(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
+        housekeeping::write_commit_graph(&self.0, r.into_inner()).await.map(Response::new)
     }
 }

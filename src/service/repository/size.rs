@@ -5,13 +5,26 @@ use std::path::Path;
 
 use tonic::Status;
 
-use crate::proto::gitaly::{RepositorySizeRequest, RepositorySizeResponse};
+use crate::proto::gitaly::{
+    GetObjectDirectorySizeRequest, GetObjectDirectorySizeResponse, RepositorySizeRequest, RepositorySizeResponse,
+};
 use crate::service::Context;
 
 pub async fn repository_size(ctx: &Context, req: RepositorySizeRequest) -> Result<RepositorySizeResponse, Status> {
     let path = ctx.locator.target_path(req.repository.as_ref())?;
     let bytes = tokio::task::spawn_blocking(move || disk_usage(&path)).await.unwrap_or(0);
     Ok(RepositorySizeResponse { size: (bytes / 1024) as i64 })
+}
+
+/// GetObjectDirectorySize: disk usage in KiB of the object directory the request names (a push's
+/// quarantine), as upstream's `du -sk` of `GetObjectDirectoryPath`.
+pub async fn get_object_directory_size(
+    ctx: &Context,
+    req: GetObjectDirectorySizeRequest,
+) -> Result<GetObjectDirectorySizeResponse, Status> {
+    let path = ctx.locator.object_directory_path(req.repository.as_ref())?;
+    let bytes = tokio::task::spawn_blocking(move || disk_usage(&path)).await.unwrap_or(0);
+    Ok(GetObjectDirectorySizeResponse { size: (bytes / 1024) as i64 })
 }
 
 /// Bytes allocated on disk under `path`, not following symlinks.
