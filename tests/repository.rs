@@ -662,3 +662,67 @@ async fn write_commit_graph() {
         c.write_commit_graph(WriteCommitGraphRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_delete_config() {
+    use rgitaly::proto::gitaly::set_config_request::{entry::Value, Entry};
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let get = |key: &str| {
+        let out = git(&bare).args(["config", "--get", key]).output().unwrap();
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let entry = |key: &str, value: Value| Entry { key: key.into(), value: Some(value) };
+    let set = |entries: Vec<Entry>| SetConfigRequest { repository: Some(d.repo("p.git")), entries };
+    c.set_config(set(vec![
+        entry("gitlab.fullpath", Value::ValueStr("group/project".into())),
+        entry("gitlab.count", Value::ValueInt32(-3)),
+        entry("gitlab.enabled", Value::ValueBool(true)),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(get("gitlab.fullpath").as_deref(), Some("group/project"));
+    assert_eq!(get("gitlab.count").as_deref(), Some("-3"));
+    assert_eq!(get("gitlab.enabled").as_deref(), Some("true"));
+    // Replaced, not added; the rest of the config kept.
+    c.set_config(set(vec![entry("gitlab.fullpath", Value::ValueStr("group/renamed".into()))])).await.unwrap();
+    assert_eq!(stdout(git(&bare).args(["config", "--get-all", "gitlab.fullpath"])), "group/renamed");
+    assert_eq!(get("core.bare").as_deref(), Some("true"));
+    assert!(!bare.join("config.lock").exists());
+
+    // Keys that make git run something or read elsewhere are refused, and nothing is written.
+    let before = std::fs::read(bare.join("config")).unwrap();
+    for key in [
+        "core.hooksPath",
+        "core.fsmonitor",
+        "include.path",
+        "filter.x.clean",
+        "diff.x.textconv",
+        "-x.y",
+        "gitlab",
+        "gitlab.\"x",
+    ] {
+        let e = c.set_config(set(vec![entry(key, Value::ValueStr("/tmp/evil".into()))])).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{key}");
+    }
+    let e = c.set_config(set(vec![entry("gitlab.x", Value::ValueStr("a\nb".into()))])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = c.set_config(set(vec![Entry { key: "gitlab.x".into(), value: None }])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(std::fs::read(bare.join("config")).unwrap(), before);
+
+    // Delete: present and absent keys alike; the repository's core settings are not for deleting.
+    let delete = |keys: &[&str]| DeleteConfigRequest {
+        repository: Some(d.repo("p.git")),
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+    };
+    c.delete_config(delete(&["gitlab.fullpath", "gitlab.absent", "gitlab.count"])).await.unwrap();
+    assert_eq!((get("gitlab.fullpath"), get("gitlab.count")), (None, None));
+    assert_eq!(get("gitlab.enabled").as_deref(), Some("true"));
+    for key in ["core.bare", "extensions.objectFormat", "include.path", "--global"] {
+        let e = c.delete_config(delete(&[key])).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{key}");
+    }
+    assert_eq!(get("core.bare").as_deref(), Some("true"));
+    d.assert_outside_untouched();
+}

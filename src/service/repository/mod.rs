@@ -4,6 +4,7 @@ mod archive;
 mod attributes;
 mod bundle;
 mod checksum;
+mod config;
 mod create;
 mod exists;
 mod fsck;
@@ -115,6 +116,14 @@ impl RepositoryService for RepositorySvc {
 
     async fn apply_gitattributes(&self, r: Request<ApplyGitattributesRequest>) -> Unary<ApplyGitattributesResponse> {
         attributes::apply_gitattributes(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_config(&self, r: Request<SetConfigRequest>) -> Unary<SetConfigResponse> {
+        config::set_config(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_config(&self, r: Request<DeleteConfigRequest>) -> Unary<DeleteConfigResponse> {
+        config::delete_config(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
