@@ -726,3 +726,96 @@ async fn set_and_delete_config() {
     assert_eq!(get("core.bare").as_deref(), Some("true"));
     d.assert_outside_untouched();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_repository() {
+    let (d, _, mut c) = setup().await;
+    let head = stdout(git(&d.repo_path("p.git")).args(["rev-parse", "main"]));
+    let rename =
+        |from: &str, to: &str| RenameRepositoryRequest { repository: Some(d.repo(from)), relative_path: to.into() };
+    c.rename_repository(rename("p.git", "group/sub/q.git")).await.unwrap();
+    assert!(!d.repo_path("p.git").exists());
+    assert_eq!(stdout(git(&d.repo_path("group/sub/q.git")).args(["rev-parse", "main"])), head);
+    // Reads through the daemon see it at its new path only.
+    let exists = |rel: &str| RepositoryExistsRequest { repository: Some(d.repo(rel)) };
+    assert!(c.repository_exists(exists("group/sub/q.git")).await.unwrap().into_inner().exists);
+    assert!(!c.repository_exists(exists("p.git")).await.unwrap().into_inner().exists);
+
+    run(git(&d.work_dir("src")).args(["init", "--quiet", "--bare"]).arg(d.repo_path("taken.git")));
+    std::fs::create_dir_all(d.repo_path("empty-dir")).unwrap();
+    for (from, to, code, msg) in [
+        ("group/sub/q.git", "taken.git", Code::FailedPrecondition, "destination already exists"),
+        ("group/sub/q.git", "empty-dir", Code::FailedPrecondition, "destination already exists"),
+        ("group/sub/q.git", "", Code::InvalidArgument, "destination relative path is empty"),
+        (
+            "group/sub/q.git",
+            "../outside.git",
+            Code::InvalidArgument,
+            "GetRepoPath: relative path escapes root directory",
+        ),
+        ("group/sub/q.git", "group/sub/q.git/inner.git", Code::InvalidArgument, "destination is inside the repository"),
+        ("missing.git", "x.git", Code::InvalidArgument, ""),
+    ] {
+        let e = c.rename_repository(rename(from, to)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{from} → {to}: {e:?}");
+        if !msg.is_empty() {
+            assert_eq!(e.message(), msg, "{from} → {to}");
+        }
+    }
+    let e = c.rename_repository(rename("group/sub/q.git", "group/sub/q.git/new/inner.git")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(d.repo_path("group/sub/q.git/HEAD").exists());
+    assert!(d.repo_path("empty-dir").is_dir() && d.repo_path("taken.git/HEAD").exists());
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_files_by_name() {
+    let (d, _, mut c) = setup().await;
+    let search = |query: &str, rev: &str, filter: &str| SearchFilesByNameRequest {
+        repository: Some(d.repo("p.git")),
+        query: query.into(),
+        r#ref: rev.as_bytes().to_vec(),
+        filter: filter.into(),
+    };
+    let collect = |mut c: Client, req: SearchFilesByNameRequest| async move {
+        let mut s = c.search_files_by_name(req).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await? {
+            assert!(m.files.len() <= 20);
+            out.extend(m.files.into_iter().map(|f| String::from_utf8(f).unwrap()));
+        }
+        Ok::<_, tonic::Status>(out)
+    };
+    let all = collect(c.clone(), search(".", "main", "")).await.unwrap();
+    assert_eq!(all, ["dir/nested.txt", "file1.txt", "file2.txt", "file3.txt"]);
+    assert_eq!(collect(c.clone(), search("dir", "main", "")).await.unwrap(), ["dir/nested.txt"]);
+    assert_eq!(collect(c.clone(), search(".", "main", r"file[12]\.txt$")).await.unwrap(), ["file1.txt", "file2.txt"]);
+    assert_eq!(collect(c.clone(), search(".", "side", "")).await.unwrap().len(), 3, "side has one file less");
+    assert!(collect(c.clone(), search(".", "no-such-ref", "")).await.unwrap().is_empty());
+    for (req, msg) in [
+        (search("", "main", ""), "no query given"),
+        (search(".", "", ""), "no ref given"),
+        (search(".", "--output=/tmp/x", ""), "invalid ref argument"),
+        (search(".", "main", "("), ""),
+        (search(".", "main", &"a".repeat(1001)), "SearchFilesByName: filter exceeds maximum length"),
+    ] {
+        let e = collect(c.clone(), req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        if !msg.is_empty() {
+            assert_eq!(e.message(), msg);
+        }
+    }
+    // Many files: 20 per message.
+    let wt = d.work_dir("many");
+    run(git(&wt).args(["clone", "--quiet"]).arg(d.repo_path("p.git")).arg("."));
+    for i in 0..45 {
+        std::fs::write(wt.join(format!("many-{i:02}.txt")), "x\n").unwrap();
+    }
+    run(git(&wt).args(["add", "-A"]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "many"]));
+    run(git(&wt).args(["push", "--quiet", "origin", "HEAD:refs/heads/many"]));
+    let many = collect(c.clone(), search(".", "many", "^many-")).await.unwrap();
+    assert_eq!(many.len(), 45);
+    let _ = &mut c;
+}

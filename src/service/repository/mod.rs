@@ -13,6 +13,8 @@ mod housekeeping;
 mod in_progress;
 mod merge_base;
 mod remove;
+mod rename;
+mod search_files;
 mod size;
 mod write_ref;
 
@@ -124,6 +126,17 @@ impl RepositoryService for RepositorySvc {
 
     async fn delete_config(&self, r: Request<DeleteConfigRequest>) -> Unary<DeleteConfigResponse> {
         config::delete_config(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn rename_repository(&self, r: Request<RenameRepositoryRequest>) -> Unary<RenameRepositoryResponse> {
+        rename::rename_repository(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn search_files_by_name(
+        &self,
+        r: Request<SearchFilesByNameRequest>,
+    ) -> Unary<BoxStream<SearchFilesByNameResponse>> {
+        search_files::search_files_by_name(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
