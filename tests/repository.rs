@@ -819,3 +819,101 @@ async fn search_files_by_name() {
     assert_eq!(many.len(), 45);
     let _ = &mut c;
 }
+
+/// One raw ustar member (any name or type, as a hostile client could send), and the archive's end.
+fn tar_member(name: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    h[100..108].copy_from_slice(b"0000755\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_hooks_backed_up_and_restored() {
+    use std::os::unix::fs::PermissionsExt;
+    let (d, _, mut c) = setup().await;
+    let hooks = d.repo_path("p.git").join("custom_hooks");
+    std::fs::create_dir_all(hooks.join("pre-receive.d")).unwrap();
+    std::fs::write(hooks.join("pre-receive"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(hooks.join("pre-receive"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(hooks.join("pre-receive.d/check"), "#!/bin/sh\necho hi\n").unwrap();
+    let backup = |mut c: Client, rel: &str| {
+        let repo = Some(d.repo(rel));
+        async move {
+            let mut s =
+                c.backup_custom_hooks(BackupCustomHooksRequest { repository: repo }).await.unwrap().into_inner();
+            let mut out = Vec::new();
+            while let Some(m) = s.message().await.unwrap() {
+                out.extend_from_slice(&m.data);
+            }
+            out
+        }
+    };
+    let archive = backup(c.clone(), "p.git").await;
+    let list = d.work_dir("list");
+    std::fs::write(list.join("hooks.tar"), &archive).unwrap();
+    let members = stdout(std::process::Command::new("tar").arg("-tf").arg(list.join("hooks.tar")));
+    let mut members: Vec<&str> = members.lines().map(|m| m.trim_end_matches('/')).collect();
+    members.sort();
+    assert_eq!(
+        members,
+        ["custom_hooks", "custom_hooks/pre-receive", "custom_hooks/pre-receive.d", "custom_hooks/pre-receive.d/check"]
+    );
+
+    // Restored into another repository, split over messages: the same files and modes.
+    run(git(&d.work_dir("src")).args(["init", "--quiet", "--bare"]).arg(d.repo_path("q.git")));
+    let mut msgs = vec![RestoreCustomHooksRequest { repository: Some(d.repo("q.git")), data: vec![] }];
+    msgs.extend(archive.chunks(700).map(|c| RestoreCustomHooksRequest { repository: None, data: c.to_vec() }));
+    c.restore_custom_hooks(tokio_stream::iter(msgs)).await.unwrap();
+    let restored = d.repo_path("q.git").join("custom_hooks");
+    assert_eq!(std::fs::read(restored.join("pre-receive")).unwrap(), b"#!/bin/sh\nexit 0\n");
+    assert_eq!(std::fs::metadata(restored.join("pre-receive")).unwrap().permissions().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read(restored.join("pre-receive.d/check")).unwrap(), b"#!/bin/sh\necho hi\n");
+    // No hooks: nothing at all.
+    run(git(&d.work_dir("src")).args(["init", "--quiet", "--bare"]).arg(d.repo_path("r.git")));
+    assert!(backup(c.clone(), "r.git").await.is_empty());
+
+    // Hostile archives: links, climbing or absolute members, setuid; nothing is written anywhere.
+    let end = vec![0u8; 1024];
+    for (what, archive) in [
+        ("climbs", [tar_member("custom_hooks/../../escaped", b'0', "", b"x"), end.clone()].concat()),
+        ("absolute", [tar_member("/tmp/rgitaly-absolute", b'0', "", b"x"), end.clone()].concat()),
+        (
+            "symlink",
+            [
+                tar_member("custom_hooks/link", b'2', "/etc", b""),
+                tar_member("custom_hooks/link/passwd", b'0', "", b"x"),
+                end.clone(),
+            ]
+            .concat(),
+        ),
+        ("hardlink", [tar_member("custom_hooks/hard", b'1', "/etc/passwd", b""), end.clone()].concat()),
+        ("fifo", [tar_member("custom_hooks/fifo", b'6', "", b""), end.clone()].concat()),
+    ] {
+        let msgs = vec![RestoreCustomHooksRequest { repository: Some(d.repo("r.git")), data: archive }];
+        let e = c.restore_custom_hooks(tokio_stream::iter(msgs)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert!(!d.repo_path("r.git").join("custom_hooks").exists(), "{what}");
+    }
+    assert!(!std::path::Path::new("/tmp/rgitaly-absolute").exists());
+    let e = c
+        .restore_custom_hooks(tokio_stream::iter(vec![RestoreCustomHooksRequest { repository: None, data: vec![] }]))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "RestoreCustomHooks: empty Repository"));
+    d.assert_outside_untouched();
+}

@@ -6,6 +6,7 @@ mod bundle;
 mod checksum;
 mod config;
 mod create;
+mod custom_hooks;
 mod exists;
 mod fsck;
 mod has_local_branches;
@@ -137,6 +138,20 @@ impl RepositoryService for RepositorySvc {
         r: Request<SearchFilesByNameRequest>,
     ) -> Unary<BoxStream<SearchFilesByNameResponse>> {
         search_files::search_files_by_name(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn backup_custom_hooks(
+        &self,
+        r: Request<BackupCustomHooksRequest>,
+    ) -> Unary<BoxStream<BackupCustomHooksResponse>> {
+        custom_hooks::backup_custom_hooks(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn restore_custom_hooks(
+        &self,
+        r: Request<Streaming<RestoreCustomHooksRequest>>,
+    ) -> Unary<RestoreCustomHooksResponse> {
+        custom_hooks::restore_custom_hooks(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
