@@ -917,3 +917,60 @@ async fn custom_hooks_backed_up_and_restored() {
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "RestoreCustomHooks: empty Repository"));
     d.assert_outside_untouched();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_removes_what_crashed_writers_left() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let age = |path: &std::path::Path, when: &str| {
+        run(std::process::Command::new("touch").args(["-h", "-d", when]).arg(path));
+    };
+    let make = |rel: &str, content: &[u8], when: &str| {
+        let p = bare.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        age(&p, when);
+        p
+    };
+    // A worktree a killed worker left (as UserApplyPatch's), seven hours old, and a fresh one.
+    run(git(&bare).args(["worktree", "add", "--quiet", "--detach", "gitlab-worktree/am-old", "main"]));
+    run(git(&bare).args(["worktree", "add", "--quiet", "--detach", "gitlab-worktree/am-new", "main"]));
+    age(&bare.join("gitlab-worktree/am-old"), "7 hours ago");
+    let stale = [
+        make("objects/ab/tmp_obj_x", b"x", "8 days ago"),
+        make("config.lock", b"", "20 minutes ago"),
+        make("refs/heads/broken", b"", "2 days ago"),
+        make("refs/heads/main.lock", b"", "2 hours ago"),
+        make("packed-refs.lock", b"", "2 hours ago"),
+        make("packed-refs.new", b"", "20 minutes ago"),
+    ];
+    let kept = [
+        make("objects/ab/tmp_obj_y", b"x", "1 day ago"),
+        make("HEAD.lock", b"", "1 minute ago"),
+        make("refs/heads/new-broken", b"", "1 hour ago"),
+        make("refs/heads/side.lock", b"", "10 minutes ago"),
+    ];
+    std::fs::create_dir_all(bare.join("refs/heads/empty/deeper")).unwrap();
+    age(&bare.join("refs/heads/empty/deeper"), "2 days ago");
+    age(&bare.join("refs/heads/empty"), "2 days ago");
+    std::fs::create_dir_all(bare.join("refs/heads/fresh-empty")).unwrap();
+
+    c.cleanup(CleanupRequest { repository: Some(d.repo("p.git")) }).await.unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} should be gone", p.display());
+    }
+    for p in &kept {
+        assert!(p.exists(), "{} should be kept", p.display());
+    }
+    assert!(!bare.join("gitlab-worktree/am-old").exists());
+    assert!(bare.join("gitlab-worktree/am-new").exists());
+    let worktrees = stdout(git(&bare).args(["worktree", "list", "--porcelain"]));
+    assert!(!worktrees.contains("am-old") && worktrees.contains("am-new"), "{worktrees}");
+    assert!(!bare.join("refs/heads/empty").exists());
+    assert!(bare.join("refs/heads/fresh-empty").exists() && bare.join("refs/tags").exists());
+    // The fresh empty ref is a writer's, kept on purpose; without it the repository is whole.
+    std::fs::remove_file(bare.join("refs/heads/new-broken")).unwrap();
+    run(git(&bare).args(["fsck", "--no-progress"]));
+    let e = c.cleanup(CleanupRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

@@ -4,6 +4,7 @@ mod archive;
 mod attributes;
 mod bundle;
 mod checksum;
+mod cleanup;
 mod config;
 mod create;
 mod custom_hooks;
@@ -152,6 +153,10 @@ impl RepositoryService for RepositorySvc {
         r: Request<Streaming<RestoreCustomHooksRequest>>,
     ) -> Unary<RestoreCustomHooksResponse> {
         custom_hooks::restore_custom_hooks(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn cleanup(&self, r: Request<CleanupRequest>) -> Unary<CleanupResponse> {
+        cleanup::cleanup(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
