@@ -974,3 +974,47 @@ async fn cleanup_removes_what_crashed_writers_left() {
     let e = c.cleanup(CleanupRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_stands_alone() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    // A fork borrowing p.git's objects through alternates, with one commit of its own.
+    let fork = d.repo_path("fork.git");
+    run(git(&d.work_dir("src")).args(["clone", "--quiet", "--bare", "--shared"]).arg(&bare).arg(&fork));
+    let wt = d.work_dir("fork-wt");
+    run(git(&wt).args(["clone", "--quiet"]).arg(&fork).arg("."));
+    commit_file(&wt, "fork.txt", "only in the fork\n");
+    run(git(&wt).args(["push", "--quiet", "origin", "HEAD:main"]));
+    // Planted links must not pull other files in.
+    std::os::unix::fs::symlink("/etc/passwd", fork.join("refs/heads/planted")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", fork.join("shallow")).unwrap();
+    std::fs::write(fork.join("config.bak"), "secret\n").unwrap();
+
+    let mut s = c.get_snapshot(GetSnapshotRequest { repository: Some(d.repo("fork.git")) }).await.unwrap().into_inner();
+    let mut archive = Vec::new();
+    let mut messages = 0;
+    while let Some(m) = s.message().await.unwrap() {
+        assert!(m.data.len() <= 128 * 1024);
+        archive.extend_from_slice(&m.data);
+        messages += 1;
+    }
+    assert!(messages >= 1);
+    let out = d.work_dir("snapshot");
+    std::fs::write(out.join("s.tar"), &archive).unwrap();
+    let listing = stdout(std::process::Command::new("tar").arg("-tf").arg(out.join("s.tar")));
+    assert!(listing.lines().any(|l| l == "HEAD"));
+    for absent in ["config", "config.bak", "refs/heads/planted", "shallow", "objects/info/alternates", "hooks"] {
+        assert!(!listing.lines().any(|l| l.trim_end_matches('/') == absent), "{absent} in {listing}");
+    }
+    // Extracted (with a config of its own), it is a whole repository: no alternates needed.
+    let restored = out.join("restored.git");
+    std::fs::create_dir_all(&restored).unwrap();
+    run(std::process::Command::new("tar").arg("-xf").arg(out.join("s.tar")).arg("-C").arg(&restored));
+    std::fs::write(restored.join("config"), "[core]\n\trepositoryformatversion = 0\n\tbare = true\n").unwrap();
+    run(git(&restored).args(["fsck", "--strict", "--no-progress"]));
+    assert_eq!(stdout(git(&restored).args(["rev-parse", "main"])), stdout(git(&fork).args(["rev-parse", "main"])));
+    assert_eq!(stdout(git(&restored).args(["show", "main:fork.txt"])), "only in the fork");
+    let e = c.get_snapshot(GetSnapshotRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

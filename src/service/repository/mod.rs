@@ -18,6 +18,7 @@ mod remove;
 mod rename;
 mod search_files;
 mod size;
+mod snapshot;
 mod write_ref;
 
 use tonic::codegen::BoxStream;
@@ -157,6 +158,10 @@ impl RepositoryService for RepositorySvc {
 
     async fn cleanup(&self, r: Request<CleanupRequest>) -> Unary<CleanupResponse> {
         cleanup::cleanup(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Unary<BoxStream<GetSnapshotResponse>> {
+        snapshot::get_snapshot(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
