@@ -121,6 +121,15 @@ impl Locator {
         Ok(path)
     }
 
+    /// A namespace (a directory of repositories) in a storage, with a repository path's checks: no `..`,
+    /// absolute path, NUL, server directory or symlink out of the storage, and never the storage root.
+    pub fn namespace_path(&self, storage: &str, name: &str) -> Result<PathBuf, LocateError> {
+        let root = self.storage_path(storage)?;
+        let path = root.join(validate_relative_path(name, storage)?);
+        ensure_inside(root, &path)?;
+        Ok(path)
+    }
+
     /// The object directory a request names (`git_object_directory`, relative to the repository: a
     /// push's quarantine), as upstream's `GetObjectDirectoryPath`: it must be given, stay inside the
     /// repository (symlinks followed) and exist.
