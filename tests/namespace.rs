@@ -66,3 +66,25 @@ async fn namespaces_inside_the_storage_only() {
     assert!(storage.join("moved/group/p.git/HEAD").exists());
     d.assert_outside_untouched();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walk_repos_lists_every_repository() {
+    use rgitaly::proto::gitaly::internal_gitaly_client::InternalGitalyClient;
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    for rel in ["b.git", "a/x.git", "a/y/z.git", "@hashed/ab/cd/abcd.git"] {
+        d.seed_repo(rel, &wt);
+    }
+    // Not repositories: a plain directory, a repository's own insides, a link out of the storage.
+    std::fs::create_dir_all(d.repo_path("empty/dir")).unwrap();
+    std::os::unix::fs::symlink(d.repo_path("b.git"), d.repo_path("link.git")).unwrap();
+    let mut c = InternalGitalyClient::new(d.channel().await);
+    let mut s = c.walk_repos(WalkReposRequest { storage_name: "default".into() }).await.unwrap().into_inner();
+    let mut found = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        found.push(m.relative_path);
+    }
+    assert_eq!(found, ["@hashed/ab/cd/abcd.git", "a/x.git", "a/y/z.git", "b.git"]);
+    let e = c.walk_repos(WalkReposRequest { storage_name: "nope".into() }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "storage name \"nope\" not found"));
+}

@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod commit;
 pub mod diff;
 pub mod hook;
+pub mod internal;
 pub mod namespace;
 pub mod r#ref;
 pub mod repository;
