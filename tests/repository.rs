@@ -1018,3 +1018,35 @@ async fn snapshot_stands_alone() {
     let e = c.get_snapshot(GetSnapshotRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn midx_repack_keeps_a_valid_multi_pack_index() {
+    let (d, wt, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    // Several packs: the seed's, and three pushes of their own.
+    for i in 0..3 {
+        commit_file(&wt, &format!("pack-{i}.txt"), &"data\n".repeat(1000 * (i + 1)));
+        run(git(&wt).args(["push", "--quiet"]).arg(&bare).arg("HEAD:refs/heads/main"));
+        run(git(&bare).args(["repack", "-q"]));
+    }
+    let packs = || {
+        std::fs::read_dir(bare.join("objects/pack"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pack"))
+            .count()
+    };
+    assert!(packs() > 2, "{}", packs());
+    let req = || MidxRepackRequest { repository: Some(d.repo("p.git")) };
+    c.midx_repack(req()).await.unwrap();
+    assert!(bare.join("objects/pack/multi-pack-index").exists());
+    assert_eq!(stdout(git(&bare).args(["config", "core.multiPackIndex"])), "true");
+    run(git(&bare).args(["multi-pack-index", "verify"]));
+    // A corrupt index is rewritten, not left behind.
+    std::fs::write(bare.join("objects/pack/multi-pack-index"), b"garbage").unwrap();
+    c.midx_repack(req()).await.unwrap();
+    run(git(&bare).args(["multi-pack-index", "verify"]));
+    run(git(&bare).args(["fsck", "--no-progress"]));
+    let e = c.midx_repack(MidxRepackRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

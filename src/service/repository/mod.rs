@@ -164,6 +164,10 @@ impl RepositoryService for RepositorySvc {
         snapshot::get_snapshot(&self.0, r.into_inner()).await.map(Response::new)
     }
 
+    async fn midx_repack(&self, r: Request<MidxRepackRequest>) -> Unary<MidxRepackResponse> {
+        housekeeping::midx_repack(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
         housekeeping::write_commit_graph(&self.0, r.into_inner()).await.map(Response::new)
     }
