@@ -42,20 +42,23 @@ pub async fn apply_gitattributes(
         .map_err(|e| Status::invalid_argument(format!("ApplyGitAttributes: revision: {e}")))?;
     let handle = ctx.repos.open(&repo_path)?;
     let revision = String::from_utf8_lossy(&req.revision).into_owned();
-    if crate::odb::resolve(&handle, revision.as_bytes()).is_none() {
-        return Err(Status::invalid_argument("Revision doesn't exist"));
-    }
-    let entry = crate::odb::tree::find_entry(&handle, &revision, b".gitattributes")?
-        .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32);
-    let content = match entry {
-        Some(e) => crate::odb::read_hex(&handle, &e.oid)?,
-        None => None,
-    };
-    drop(handle);
     let info = repo_path.join("info");
-    tokio::task::spawn_blocking(move || write_attributes(info, content))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+    // Tree and blob reads, and the file write: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        if crate::odb::resolve(&handle, revision.as_bytes()).is_none() {
+            return Err(Status::invalid_argument("Revision doesn't exist"));
+        }
+        let entry = crate::odb::tree::find_entry(&handle, &revision, b".gitattributes")?
+            .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32);
+        let content = match entry {
+            Some(e) => crate::odb::read_hex(&handle, &e.oid)?,
+            None => None,
+        };
+        drop(handle);
+        write_attributes(info, content)
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
     Ok(ApplyGitattributesResponse {})
 }
 

@@ -25,14 +25,22 @@ const LOCKFILES: &[&str] = &["config.lock", "HEAD.lock", "objects/info/commit-gr
 pub async fn cleanup(ctx: &Context, req: CleanupRequest) -> Result<CleanupResponse, Status> {
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
     for worktree in stale_worktrees(&repo) {
-        ctx.git
+        // Twice forced: a worktree whose creator died is still locked ("initializing").
+        let removed = ctx
+            .git
             .command(&repo, Sub::Worktree)
             .flag("remove")
             .flag("--force")
+            .flag("--force")
             .trusted_arg(&worktree)
-            .output()
+            .run_to_end()
             .await
             .map_err(|e| Status::internal(format!("Cleanup: cleanStaleWorktrees: {e}")))?;
+        // A directory git does not know as a worktree (its creator died earlier still) goes as it is.
+        if !removed.exit.success() && std::fs::symlink_metadata(&worktree).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir_all(&worktree)
+                .map_err(|e| Status::internal(format!("Cleanup: cleanStaleWorktrees: {e}")))?;
+        }
     }
     ctx.git
         .command(&repo, Sub::Worktree)

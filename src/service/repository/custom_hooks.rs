@@ -28,8 +28,13 @@ pub async fn backup_custom_hooks(
         .locator
         .target_path(req.repository.as_ref())
         .map_err(|e| Status::internal(format!("BackupCustomHooks: getting repo path failed {e}")))?;
-    if std::fs::symlink_metadata(repo.join(HOOKS_DIR)).is_err() {
-        return Ok(Box::pin(tokio_stream::empty()));
+    match std::fs::symlink_metadata(repo.join(HOOKS_DIR)) {
+        Err(_) => return Ok(Box::pin(tokio_stream::empty())),
+        // Archiving through a link would read whatever it points at.
+        Ok(m) if !m.is_dir() => {
+            return Err(Status::failed_precondition("BackupCustomHooks: custom_hooks is not a directory"));
+        }
+        Ok(_) => {}
     }
     let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -102,14 +107,26 @@ fn unpack(repo: &Path, archive: &[u8]) -> Result<(), Status> {
             other => return Err(bad(format!("member {:?} is a {other:?}, not a file", path.display().to_string()))),
         }
     }
-    // Second pass: write what was checked.
+    let wanted_set: std::collections::HashSet<&PathBuf> = wanted.iter().map(|(p, _)| p).collect();
+    // Nothing is written through a link already in the repository (`custom_hooks` or below it).
+    for (path, _) in &wanted {
+        let mut at = repo.to_path_buf();
+        for c in path.components() {
+            at.push(c);
+            if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(bad(format!("{:?} is a symbolic link", at.display().to_string())));
+            }
+        }
+    }
+    // Second pass: write what was checked, without group or world write bits.
     let mut reader = tar::Archive::new(archive);
     reader.set_preserve_permissions(true);
+    reader.set_mask(0o022);
     for entry in reader.entries().map_err(internal)? {
         let mut entry = entry.map_err(internal)?;
         let path: PathBuf =
             entry.path().map_err(internal)?.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-        if !wanted.iter().any(|(p, _)| *p == path) {
+        if !wanted_set.contains(&path) {
             continue;
         }
         if !entry.unpack_in(repo).map_err(internal)? {

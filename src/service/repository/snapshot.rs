@@ -96,11 +96,14 @@ fn add_tree(
         let Ok(entries) = std::fs::read_dir(dir.join(&rel)) else { continue };
         let mut entries: Vec<_> = entries.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
+        // Depth first in lexical order (loose objects before packs, as upstream walks): directories are
+        // stacked in reverse so the first comes off first.
+        let mut dirs = Vec::new();
         for e in entries {
             let child = rel.join(e.file_name());
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
             if meta.is_dir() {
-                stack.push(child);
+                dirs.push(child);
             } else if meta.is_file() && keep(&child) {
                 // A file removed meanwhile (a repack) is skipped, as upstream's builder skips it.
                 match tar.append_path_with_name(e.path(), name.join(&child)) {
@@ -109,6 +112,7 @@ fn add_tree(
                 }
             }
         }
+        stack.extend(dirs.into_iter().rev());
     }
     Ok(())
 }
