@@ -1082,3 +1082,89 @@ async fn midx_repack_keeps_a_valid_multi_pack_index() {
     let e = c.midx_repack(MidxRepackRequest { repository: Some(d.repo("missing.git")) }).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)]
+async fn raw_changes_between_revisions() {
+    use rgitaly::proto::gitaly::get_raw_changes_response::raw_change::Operation;
+    let (d, wt, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let before = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    std::fs::write(wt.join("added.txt"), "new file\n").unwrap();
+    std::fs::write(wt.join("file1.txt"), "changed\n").unwrap();
+    std::fs::remove_file(wt.join("file2.txt")).unwrap();
+    std::fs::rename(wt.join("dir/nested.txt"), wt.join("dir/moved.txt")).unwrap();
+    std::fs::write(
+        wt.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"caf\xe9.txt")),
+        "latin-1 name\n",
+    )
+    .unwrap();
+    run(git(&wt).args(["add", "-A"]));
+    run(git(&wt).args(["update-index", "--add", "--cacheinfo", &format!("160000,{before},sub")]));
+    run(git(&wt).args(["commit", "--quiet", "-m", "changes"]));
+    run(git(&wt).args(["push", "--quiet", "--force"]).arg(&bare).arg("HEAD:refs/heads/main"));
+    let after = stdout(git(&wt).args(["rev-parse", "HEAD"]));
+    let raw = |from: &str, to: &str| GetRawChangesRequest {
+        repository: Some(d.repo("p.git")),
+        from_revision: from.into(),
+        to_revision: to.into(),
+    };
+    let mut s = c.get_raw_changes(raw(&before, &after)).await.unwrap().into_inner();
+    let mut changes = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        changes.extend(m.raw_changes);
+    }
+    let find = |path: &[u8]| {
+        changes
+            .iter()
+            .find(|c| c.new_path_bytes == path || (c.new_path_bytes.is_empty() && c.old_path_bytes == path))
+            .unwrap_or_else(|| panic!("{:?} in {changes:?}", String::from_utf8_lossy(path)))
+    };
+    let size = |rev: &str| stdout(git(&bare).args(["cat-file", "-s", rev])).parse::<i64>().unwrap();
+    let added = find(b"added.txt");
+    assert_eq!(
+        (added.operation, added.old_path_bytes.is_empty(), added.new_mode),
+        (Operation::Added as i32, true, 0o100644)
+    );
+    assert_eq!(
+        (added.blob_id.clone(), added.size),
+        (stdout(git(&bare).args(["rev-parse", &format!("{after}:added.txt")])), size(&format!("{after}:added.txt")))
+    );
+    assert_eq!(find(b"file1.txt").operation, Operation::Modified as i32);
+    let deleted = find(b"file2.txt");
+    assert_eq!((deleted.operation, deleted.new_path.as_str(), deleted.new_mode), (Operation::Deleted as i32, "", 0));
+    assert_eq!(
+        deleted.blob_id,
+        stdout(git(&bare).args(["rev-parse", &format!("{before}:file2.txt")])),
+        "a deletion names the old blob"
+    );
+    let moved = find(b"dir/moved.txt");
+    assert_eq!(
+        (moved.operation, moved.old_path.as_str(), moved.raw_operation.as_str()),
+        (Operation::Renamed as i32, "dir/nested.txt", "R100")
+    );
+    let latin = find(b"caf\xe9.txt");
+    assert_eq!(latin.new_path, "ENCODING ERROR gitaly#1470");
+    let sub = find(b"sub");
+    assert_eq!((sub.new_mode, sub.blob_id.as_str(), sub.size), (0o160000, "", 0), "a submodule has no blob");
+    assert_eq!(changes.len(), 6);
+
+    // From nothing: everything added. To nothing: no changes.
+    let zero = "0000000000000000000000000000000000000000";
+    let mut s = c.get_raw_changes(raw(zero, &before)).await.unwrap().into_inner();
+    let mut all = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        all.extend(m.raw_changes);
+    }
+    assert!(all.iter().all(|c| c.operation == Operation::Added as i32) && all.len() == 4, "{all:?}");
+    let mut s = c.get_raw_changes(raw(&before, zero)).await.unwrap().into_inner();
+    assert!(s.message().await.unwrap().is_none());
+    for (from, to, msg) in [
+        ("nope", after.as_str(), "invalid 'from' revision: \"nope\""),
+        (before.as_str(), "--all", "invalid 'to' revision: \"--all\""),
+        ("", after.as_str(), "invalid 'from' revision: \"\""),
+    ] {
+        let e = c.get_raw_changes(raw(from, to)).await.unwrap_err();
+        assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
+    }
+}

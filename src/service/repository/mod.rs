@@ -14,6 +14,7 @@ mod has_local_branches;
 mod housekeeping;
 mod in_progress;
 mod merge_base;
+mod raw_changes;
 mod remove;
 mod rename;
 mod search_files;
@@ -166,6 +167,10 @@ impl RepositoryService for RepositorySvc {
 
     async fn midx_repack(&self, r: Request<MidxRepackRequest>) -> Unary<MidxRepackResponse> {
         housekeeping::midx_repack(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_raw_changes(&self, r: Request<GetRawChangesRequest>) -> Unary<BoxStream<GetRawChangesResponse>> {
+        raw_changes::get_raw_changes(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
