@@ -1168,3 +1168,37 @@ async fn raw_changes_between_revisions() {
         assert_eq!((e.code(), e.message()), (Code::InvalidArgument, msg));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn optimize_repository_does_what_the_state_calls_for() {
+    let (d, _, mut c) = setup().await;
+    let bare = d.repo_path("p.git");
+    let pack_files = |repo: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(repo.join("objects/pack"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let optimize = |rel: &str| OptimizeRepositoryRequest { repository: Some(d.repo(rel)) };
+    std::fs::write(bare.join("config.lock"), "").unwrap();
+    run(std::process::Command::new("touch").args(["-d", "1 hour ago"]).arg(bare.join("config.lock")));
+    c.optimize_repository(optimize("p.git")).await.unwrap();
+    let packs = pack_files(&bare);
+    assert!(packs.iter().any(|p| p.ends_with(".bitmap")), "{packs:?}");
+    assert!(bare.join("objects/info/commit-graph").exists() || bare.join("objects/info/commit-graphs").exists());
+    assert!(!bare.join("config.lock").exists(), "housekeeping ran");
+    // Nothing to do: nothing is rewritten.
+    c.optimize_repository(optimize("p.git")).await.unwrap();
+    assert_eq!(pack_files(&bare), packs);
+    // A repository borrowing objects gets no bitmap.
+    let fork = d.repo_path("fork.git");
+    run(git(&d.work_dir("src")).args(["clone", "--quiet", "--bare", "--shared"]).arg(&bare).arg(&fork));
+    c.optimize_repository(optimize("fork.git")).await.unwrap();
+    assert!(!pack_files(&fork).iter().any(|p| p.ends_with(".bitmap")));
+    run(git(&fork).args(["fsck", "--no-progress"]));
+    let e = c.optimize_repository(optimize("missing.git")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+}

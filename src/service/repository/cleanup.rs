@@ -83,7 +83,7 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
     }
 }
 
-fn housekeeping(repo: &Path) -> std::io::Result<()> {
+pub(super) fn housekeeping(repo: &Path) -> std::io::Result<()> {
     let mut stale: Vec<PathBuf> = Vec::new();
     let mut objects = Vec::new();
     walk(&repo.join("objects"), &mut objects);

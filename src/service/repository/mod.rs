@@ -14,6 +14,7 @@ mod has_local_branches;
 mod housekeeping;
 mod in_progress;
 mod merge_base;
+mod optimize;
 mod raw_changes;
 mod remove;
 mod rename;
@@ -171,6 +172,10 @@ impl RepositoryService for RepositorySvc {
 
     async fn get_raw_changes(&self, r: Request<GetRawChangesRequest>) -> Unary<BoxStream<GetRawChangesResponse>> {
         raw_changes::get_raw_changes(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn optimize_repository(&self, r: Request<OptimizeRepositoryRequest>) -> Unary<OptimizeRepositoryResponse> {
+        optimize::optimize_repository(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
