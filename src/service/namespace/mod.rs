@@ -67,14 +67,7 @@ impl NamespaceService for NamespaceSvc {
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Status::internal(format!("create directory: {e}")))?;
         }
-        nix::fcntl::renameat2(
-            nix::fcntl::AT_FDCWD,
-            &from,
-            nix::fcntl::AT_FDCWD,
-            &to,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        )
-        .map_err(|e| match e {
+        crate::service::repository::rename_no_replace(&from, &to).map_err(|e| match e {
             nix::errno::Errno::ENOENT => Status::invalid_argument(format!("from directory {} not found", req.from)),
             nix::errno::Errno::EEXIST => Status::invalid_argument(format!("to directory {} already exists", req.to)),
             e => Status::internal(format!("rename: {e}")),

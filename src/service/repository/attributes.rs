@@ -11,8 +11,7 @@ use tonic::Status;
 use crate::proto::gitaly::*;
 use crate::service::Context;
 
-/// Upstream's stream write buffer.
-const CHUNK: usize = 128 * 1024;
+use crate::service::chunk::DATA_CHUNK as CHUNK;
 
 pub async fn get_info_attributes(
     ctx: &Context,

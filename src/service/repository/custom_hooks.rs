@@ -15,8 +15,7 @@ use crate::proto::gitaly::*;
 use crate::service::Context;
 
 const HOOKS_DIR: &str = "custom_hooks";
-/// Upstream's stream write buffer.
-const CHUNK: usize = 128 * 1024;
+use crate::service::chunk::DATA_CHUNK as CHUNK;
 /// The largest archive a client may send.
 const MAX_ARCHIVE: usize = 64 << 20;
 

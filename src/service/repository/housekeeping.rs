@@ -31,13 +31,7 @@ pub async fn garbage_collect(ctx: &Context, req: GarbageCollectRequest) -> Resul
         gc = gc.flag("--prune=30.minutes.ago");
     }
     gc.output().await.map_err(|e| Status::internal(format!("GarbageCollect: {e}")))?;
-    ctx.git
-        .command(&repo, Sub::CommitGraph)
-        .flag("write")
-        .flag("--reachable")
-        .output()
-        .await
-        .map_err(|e| Status::internal(format!("GarbageCollect: write commit-graph: {e}")))?;
+    commit_graph(ctx, &repo).await.map_err(|e| Status::internal(format!("GarbageCollect: write commit-graph: {e}")))?;
     Ok(GarbageCollectResponse {})
 }
 
@@ -77,14 +71,13 @@ pub async fn write_commit_graph(
     req: WriteCommitGraphRequest,
 ) -> Result<WriteCommitGraphResponse, Status> {
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
-    ctx.git
-        .command(&repo, Sub::CommitGraph)
-        .flag("write")
-        .flag("--reachable")
-        .output()
-        .await
-        .map_err(|e| Status::internal(format!("WriteCommitGraph: gitCommand: {e}")))?;
+    commit_graph(ctx, &repo).await.map_err(|e| Status::internal(format!("WriteCommitGraph: gitCommand: {e}")))?;
     Ok(WriteCommitGraphResponse {})
+}
+
+/// `git commit-graph write --reachable`, as GarbageCollect and WriteCommitGraph run it.
+async fn commit_graph(ctx: &Context, repo: &std::path::Path) -> Result<(), crate::git::GitError> {
+    ctx.git.command(repo, Sub::CommitGraph).flag("write").flag("--reachable").output().await.map(|_| ())
 }
 
 /// MidxRepack: a multi-pack-index kept up to date as upstream v13.12 does it: `core.multiPackIndex` on,

@@ -18,6 +18,7 @@ mod optimize;
 mod raw_changes;
 mod remove;
 mod rename;
+pub(crate) use rename::rename_no_replace;
 mod search_files;
 mod size;
 mod snapshot;

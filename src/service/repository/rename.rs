@@ -37,14 +37,7 @@ pub async fn rename_repository(
     }
     let parent = to.parent().ok_or_else(|| Status::invalid_argument("destination has no parent"))?;
     std::fs::create_dir_all(parent).map_err(|e| Status::internal(e.to_string()))?;
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
-        &from,
-        nix::fcntl::AT_FDCWD,
-        &to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    )
-    .map_err(|e| match e {
+    rename_no_replace(&from, &to).map_err(|e| match e {
         nix::errno::Errno::EEXIST => Status::failed_precondition("destination already exists"),
         e => Status::internal(format!("rename: {e}")),
     })?;
@@ -53,4 +46,16 @@ pub async fn rename_repository(
         ctx.repos.forget(&canonical);
     }
     Ok(RenameRepositoryResponse {})
+}
+
+/// Moves `from` to `to` in one step, failing with `EEXIST` rather than replacing anything at `to` (plain
+/// `rename` replaces an empty directory).
+pub(crate) fn rename_no_replace(from: &std::path::Path, to: &std::path::Path) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
 }

@@ -14,7 +14,7 @@ use tonic::Status;
 use crate::proto::gitaly::{GetSnapshotRequest, GetSnapshotResponse};
 use crate::service::Context;
 
-const CHUNK: usize = 128 * 1024;
+use crate::service::chunk::DATA_CHUNK as CHUNK;
 
 pub async fn get_snapshot(ctx: &Context, req: GetSnapshotRequest) -> Result<BoxStream<GetSnapshotResponse>, Status> {
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;

@@ -15,7 +15,7 @@ use super::{conflicts, with_paths};
 use crate::service::{internal, Target};
 
 /// Upstream's stream write buffer: the most file data one response carries.
-const MESSAGE_SIZE: usize = 128 * 1024;
+use rgitaly::service::chunk::DATA_CHUNK as MESSAGE_SIZE;
 
 pub async fn list_conflict_files(
     git: &GitCmdFactory,

@@ -35,7 +35,7 @@ pub const WIKI_REF: &str = "refs/heads/master";
 const WRITE_ATTEMPTS: usize = 8;
 
 /// Upstream's chunk size for page data in responses.
-const CHUNK: usize = 128 * 1024;
+use rgitaly::service::chunk::DATA_CHUNK as CHUNK;
 
 /// The most page content one write may send: a bound on what a client can make the worker hold.
 const MAX_CONTENT: usize = 64 << 20;
