@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod context;
 pub mod git;
+pub mod gitaly_servers;
 pub mod gitlab;
 pub mod hook;
 pub mod layers;

@@ -10,6 +10,7 @@ pub mod bundle;
 mod config_options;
 pub mod patch;
 mod process;
+pub mod remote_url;
 pub mod repo;
 mod revision;
 
@@ -75,15 +76,19 @@ pub enum Sub {
     HashObject,
     IndexPack,
     Init,
+    Grep,
     Log,
+    LsRemote,
     LsTree,
     MergeBase,
     MergeTree,
     Mktag,
     MultiPackIndex,
     PackRefs,
+    Push,
     ReadTree,
     ReceivePack,
+    Remote,
     Repack,
     RevList,
     RevParse,
@@ -123,6 +128,8 @@ impl Sub {
             Sub::IndexPack => "index-pack",
             Sub::Init => "init",
             Sub::Log => "log",
+            Sub::Grep => "grep",
+            Sub::LsRemote => "ls-remote",
             Sub::LsTree => "ls-tree",
             Sub::MergeBase => "merge-base",
             Sub::MergeTree => "merge-tree",
@@ -130,7 +137,9 @@ impl Sub {
             Sub::Mktag => "mktag",
             Sub::PackRefs => "pack-refs",
             Sub::ReadTree => "read-tree",
+            Sub::Push => "push",
             Sub::ReceivePack => "receive-pack",
+            Sub::Remote => "remote",
             Sub::Repack => "repack",
             Sub::RevList => "rev-list",
             Sub::RevParse => "rev-parse",
@@ -182,6 +191,7 @@ impl Sub {
                 | Sub::CheckRefFormat
                 | Sub::Mktag
                 | Sub::ReceivePack
+                | Sub::Remote
                 | Sub::UploadPack
                 | Sub::UploadArchive
                 | Sub::Version
@@ -214,6 +224,8 @@ pub struct GitCmdFactory {
     live_hooks_dir: Option<PathBuf>,
     hooks_log_dir: Option<PathBuf>,
     operator_config: Vec<(String, String)>,
+    /// `rgitaly-ssh`, git's transport to another Gitaly server ([`GitCommand::internal_remote`]).
+    ssh_binary: Option<PathBuf>,
     path_env: OsString,
     spawned: AtomicU64,
     running: Registry,
@@ -239,6 +251,7 @@ impl GitCmdFactory {
             live_hooks_dir: None,
             hooks_log_dir: None,
             operator_config: config.iter().map(|c| (c.key.clone(), c.value.clone())).collect(),
+            ssh_binary: None,
             path_env: std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
             spawned: AtomicU64::new(0),
             running: Registry::default(),
@@ -277,6 +290,16 @@ impl GitCmdFactory {
         self.live_hooks_dir = Some(dir);
         self.hooks_log_dir = log_dir.map(Path::to_path_buf);
         Ok(self)
+    }
+
+    /// Uses `ssh_binary` (`rgitaly-ssh`) for fetches from other Gitaly servers.
+    pub fn with_ssh(mut self, ssh_binary: PathBuf) -> Self {
+        self.ssh_binary = Some(ssh_binary);
+        self
+    }
+
+    pub fn ssh_binary(&self) -> Option<&Path> {
+        self.ssh_binary.as_deref()
     }
 
     /// Removes this daemon's hooks directory (at exit, once no git runs).
@@ -326,6 +349,7 @@ impl GitCmdFactory {
             user_args: Vec::new(),
             paths: Vec::new(),
             env: Vec::new(),
+            env_config: Vec::new(),
             hooks: false,
             error: None,
         }
@@ -356,6 +380,8 @@ pub struct GitCommand<'a> {
     user_args: Vec<OsString>,
     paths: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    /// Config passed in the environment (`GIT_CONFIG_COUNT`), for values that must not show in argv.
+    env_config: Vec<(String, String)>,
     /// Runs rgitaly's hooks (a payload was given).
     hooks: bool,
     error: Option<GitError>,
@@ -421,6 +447,51 @@ impl<'a> GitCommand<'a> {
                 self.error.get_or_insert(e.into());
             }
             self.request_config.push(o.clone());
+        }
+        self
+    }
+
+    /// A config value kept out of argv (and so out of `ps` and logs): a URL or header carrying a secret.
+    /// Passed as `GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n`; NUL bytes are refused.
+    pub fn secret_config(mut self, key: &str, value: &str) -> Self {
+        if value.contains('\0') || key.contains('\0') {
+            self.error.get_or_insert(GitError::NulByte(key.to_string()));
+        }
+        self.env_config.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Fetches from another Gitaly server through `rgitaly-ssh`, as [`crate::gitaly_servers`] prepared:
+    /// git may use no transport but ssh, and ssh is that binary.
+    pub fn internal_remote(mut self, env: &crate::gitaly_servers::UploadPackEnv) -> Self {
+        if self.factory.ssh_binary.is_none() {
+            self.error.get_or_insert(GitError::Spawn {
+                sub: self.sub.name(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "rgitaly-ssh is not installed"),
+            });
+        }
+        for (k, v) in &env.vars {
+            self.env.push((k.into(), v.into()));
+        }
+        self.internal_config.push(("protocol.allow".into(), "never".into()));
+        self.internal_config.push(("protocol.ssh.allow".into(), "always".into()));
+        self
+    }
+
+    /// Talks to a URL a client chose: only the network transports (no `file://`, local paths, `ext::`
+    /// or `fd::`), no redirects followed, no credential prompts.
+    pub fn untrusted_remote(mut self) -> Self {
+        for (k, v) in [
+            ("protocol.allow", "never"),
+            ("protocol.http.allow", "always"),
+            ("protocol.https.allow", "always"),
+            ("protocol.ssh.allow", "always"),
+            ("protocol.git.allow", "always"),
+            ("http.followRedirects", "false"),
+            ("credential.helper", ""),
+            ("core.askPass", "/bin/false"),
+        ] {
+            self.internal_config.push((k.into(), v.into()));
         }
         self
     }
@@ -516,6 +587,12 @@ impl<'a> GitCommand<'a> {
             .env("LC_ALL", "C");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        if !self.env_config.is_empty() {
+            cmd.env("GIT_CONFIG_COUNT", self.env_config.len().to_string());
+            for (i, (k, v)) in self.env_config.iter().enumerate() {
+                cmd.env(format!("GIT_CONFIG_KEY_{i}"), k).env(format!("GIT_CONFIG_VALUE_{i}"), v);
+            }
         }
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);

@@ -69,7 +69,8 @@ pub fn build_context(config: Config) -> Result<Ctx, ServeError> {
     let hooks_binary = crate::pool::config::find_binary(config.bin_dir.as_deref(), "rgitaly-hooks");
     let git = GitCmdFactory::new(config.git.bin_path.as_deref(), &config.git.config, &runtime)
         .and_then(|g| g.with_hooks(&hooks_binary, &runtime, config.logging.dir.as_deref()))
-        .map_err(io_err("git"))?;
+        .map_err(io_err("git"))?
+        .with_ssh(crate::pool::config::find_binary(config.bin_dir.as_deref(), "rgitaly-ssh"));
     let hooks = crate::hook::Hooks::new(&config, &runtime).map_err(ServeError::Hooks)?;
     let threads = crate::odb::pool::init(config.read_cache.threads());
     let repos = crate::odb::RepoCache::new(crate::odb::Limits::from_config(&config));

@@ -14,6 +14,7 @@ pub mod hook;
 pub mod internal;
 pub mod namespace;
 pub mod r#ref;
+pub mod remote;
 pub mod repository;
 pub mod server;
 pub mod smarthttp;

@@ -64,21 +64,35 @@ pub async fn set_config(ctx: &Context, req: SetConfigRequest) -> Result<SetConfi
 
 /// Sets `values` in the config file at `path`, read and replaced under `config.lock` as git does.
 fn write_config(path: &Path, values: &[(String, String)]) -> Result<(), Status> {
-    let internal = |e: &dyn std::fmt::Display| Status::internal(format!("SetConfig: {e}"));
+    edit_config(path, "SetConfig", |file| {
+        for (key, value) in values {
+            file.set_raw_value(key.as_str(), value.as_bytes().as_bstr()).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+}
+
+/// Edits a repository's config file in-process under git's `config.lock`, so values (URLs carrying
+/// credentials among them) never pass through argv, and a concurrent `git config` waits or fails rather
+/// than losing a write. `rpc` prefixes the errors.
+pub(crate) fn edit_config(
+    path: &Path,
+    rpc: &str,
+    edit: impl FnOnce(&mut gix::config::File) -> Result<(), String>,
+) -> Result<(), Status> {
+    let internal = |e: &dyn std::fmt::Display| Status::internal(format!("{rpc}: {e}"));
     let lock_path = path.with_extension("lock");
     let mut lock = match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock_path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(Status::failed_precondition("SetConfig: could not lock config file"));
+            return Err(Status::failed_precondition(format!("{rpc}: could not lock config file")));
         }
         Err(e) => return Err(internal(&e)),
     };
     let result = (|| {
         let mut file = gix::config::File::from_path_no_includes(path.to_path_buf(), gix::config::Source::Local)
             .map_err(|e| internal(&e))?;
-        for (key, value) in values {
-            file.set_raw_value(key.as_str(), value.as_bytes().as_bstr()).map_err(|e| internal(&e))?;
-        }
+        edit(&mut file).map_err(|e| internal(&e))?;
         let mut out = Vec::new();
         file.write_to(&mut out).map_err(|e| internal(&e))?;
         lock.write_all(&out).map_err(|e| internal(&e))?;

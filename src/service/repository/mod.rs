@@ -6,9 +6,14 @@ mod bundle;
 mod checksum;
 mod cleanup;
 mod config;
+pub(crate) use config::edit_config;
 mod create;
+mod create_from_url;
 mod custom_hooks;
 mod exists;
+mod fetch_remote;
+mod fetch_source_branch;
+mod fork;
 mod fsck;
 mod has_local_branches;
 mod housekeeping;
@@ -18,10 +23,12 @@ mod optimize;
 mod raw_changes;
 mod remove;
 mod rename;
+mod replicate;
 pub(crate) use rename::rename_no_replace;
 mod search_files;
 mod size;
 mod snapshot;
+mod staging;
 mod write_ref;
 
 use tonic::codegen::BoxStream;
@@ -182,4 +189,46 @@ impl RepositoryService for RepositorySvc {
     async fn write_commit_graph(&self, r: Request<WriteCommitGraphRequest>) -> Unary<WriteCommitGraphResponse> {
         housekeeping::write_commit_graph(&self.0, r.into_inner()).await.map(Response::new)
     }
+
+    async fn create_fork(&self, r: Request<CreateForkRequest>) -> Unary<CreateForkResponse> {
+        let md = r.metadata().clone();
+        fork::create_fork(&self.0, &md, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn fetch_source_branch(&self, r: Request<FetchSourceBranchRequest>) -> Unary<FetchSourceBranchResponse> {
+        let md = r.metadata().clone();
+        fetch_source_branch::fetch_source_branch(&self.0, &md, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn replicate_repository(&self, r: Request<ReplicateRepositoryRequest>) -> Unary<ReplicateRepositoryResponse> {
+        let md = r.metadata().clone();
+        replicate::replicate_repository(&self.0, &md, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn fetch_remote(&self, r: Request<FetchRemoteRequest>) -> Unary<FetchRemoteResponse> {
+        fetch_remote::fetch_remote(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_repository_from_url(
+        &self,
+        r: Request<CreateRepositoryFromUrlRequest>,
+    ) -> Unary<CreateRepositoryFromUrlResponse> {
+        create_from_url::create_repository_from_url(&self.0, r.into_inner()).await.map(Response::new)
+    }
+}
+
+/// Drops the `origin` remote a clone leaves in a new repository (its URL is the internal or client URL).
+async fn remove_origin(ctx: &super::Context, repo: &std::path::Path) -> Result<(), crate::git::GitError> {
+    let out = ctx
+        .git
+        .command(repo, crate::git::Sub::Config)
+        .flag("--remove-section")
+        .trusted_arg("remote.origin")
+        .run_to_end()
+        .await?;
+    // 128: there was no such section.
+    if !matches!(out.exit.code, 0 | 128) {
+        return Err(crate::git::GitError::Failed { sub: "config", code: out.exit.code, stderr: out.stderr_text() });
+    }
+    Ok(())
 }

@@ -1,0 +1,76 @@
+//! FetchInternalRemote: mirrors every ref of a repository on another Gitaly server into this one
+//! (`fetch --prune --atomic +refs/*:refs/*` through `rgitaly-ssh`), then takes over its default branch.
+//! ReplicateRepository calls it in-process.
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::git::Sub;
+use crate::gitaly_servers::{self, INTERNAL_URL};
+use crate::proto::gitaly::ref_service_client::RefServiceClient;
+use crate::proto::gitaly::{FetchInternalRemoteRequest, FetchInternalRemoteResponse, FindDefaultBranchNameRequest};
+use crate::service::Ctx;
+
+pub(crate) async fn fetch_internal_remote(
+    ctx: &Ctx,
+    md: &MetadataMap,
+    req: FetchInternalRemoteRequest,
+) -> Result<FetchInternalRemoteResponse, Status> {
+    let invalid = |m: &str| Status::invalid_argument(format!("FetchInternalRemote: {m}"));
+    let repository = req.repository.as_ref().ok_or_else(|| invalid("empty Repository"))?;
+    let remote = req.remote_repository.as_ref().ok_or_else(|| invalid("empty Remote Repository"))?;
+    let path = ctx.locator.repo_path(Some(repository))?;
+    let ssh = ctx.git.ssh_binary().unwrap_or(std::path::Path::new("rgitaly-ssh"));
+    let env = gitaly_servers::upload_pack_env(md, remote, ssh)?;
+    let out = ctx
+        .git
+        .command(&path, Sub::Fetch)
+        .internal_remote(&env)
+        .flag("--prune")
+        .flag("--atomic")
+        .flag("--quiet")
+        .trusted_arg(INTERNAL_URL)
+        .trusted_arg("+refs/*:refs/*")
+        .run_to_end()
+        .await
+        .map_err(|e| Status::internal(format!("FetchInternalRemote: {e}")))?;
+    if !out.exit.success() {
+        let stderr = out.stderr_text();
+        return Err(Status::unknown(if stderr.is_empty() {
+            format!("FetchInternalRemote: fetch: exit status {}", out.exit.code)
+        } else {
+            format!("FetchInternalRemote: fetch: exit status {}, stderr: {stderr:?}", out.exit.code)
+        }));
+    }
+
+    let remote_default = remote_default_branch(md, remote)
+        .await
+        .map_err(|e| Status::internal(format!("FetchInternalRemote: remote default branch: {e}")))?;
+    let local_default = crate::service::default_branch(ctx, &path)
+        .await
+        .map_err(|e| Status::internal(format!("FetchInternalRemote: default branch: {}", e.message())))?;
+    if !remote_default.is_empty() && remote_default != local_default {
+        let name = String::from_utf8(remote_default)
+            .map_err(|_| Status::internal("FetchInternalRemote: set default branch: name is not UTF-8"))?;
+        ctx.git
+            .command(&path, Sub::SymbolicRef)
+            .trusted_arg("HEAD")
+            .user_arg(&name)
+            .output()
+            .await
+            .map_err(|e| Status::internal(format!("FetchInternalRemote: set default branch: {e}")))?;
+    }
+    Ok(FetchInternalRemoteResponse { result: true })
+}
+
+/// The default branch of `repo` as its own server reports it.
+async fn remote_default_branch(md: &MetadataMap, repo: &crate::proto::gitaly::Repository) -> Result<Vec<u8>, String> {
+    let channel = gitaly_servers::connect(md, &repo.storage_name).await.map_err(|e| e.message().to_string())?;
+    let req = gitaly_servers::forward(
+        md,
+        tonic::Request::new(FindDefaultBranchNameRequest { repository: Some(repo.clone()) }),
+    );
+    let resp =
+        RefServiceClient::new(channel).find_default_branch_name(req).await.map_err(|e| e.message().to_string())?;
+    Ok(resp.into_inner().name)
+}

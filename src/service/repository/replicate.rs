@@ -1,0 +1,195 @@
+//! ReplicateRepository: makes this storage's copy of a repository match the copy on another storage
+//! (Praefect's replication, GitLab's storage moves). A missing or broken target is first built from the
+//! source's snapshot (GetSnapshot, unpacked in the scratch area and moved into place whole); then
+//! `info/attributes` is copied and every ref fetched (FetchInternalRemote), as upstream v13.12.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use super::staging::Staging;
+use crate::git::Sub;
+use crate::gitaly_servers;
+use crate::locator::is_git_directory;
+use crate::proto::gitaly::repository_service_client::RepositoryServiceClient;
+use crate::proto::gitaly::*;
+use crate::service::Ctx;
+
+pub async fn replicate_repository(
+    ctx: &Ctx,
+    md: &MetadataMap,
+    req: ReplicateRepositoryRequest,
+) -> Result<ReplicateRepositoryResponse, Status> {
+    let (target_repo, source) = match (&req.repository, &req.source) {
+        (None, _) => return Err(Status::invalid_argument("repository cannot be empty")),
+        (_, None) => return Err(Status::invalid_argument("source repository cannot be empty")),
+        (Some(t), Some(s)) => (t, s),
+    };
+    if target_repo.relative_path != source.relative_path {
+        return Err(Status::invalid_argument("both source and repository should have the same relative path"));
+    }
+    if target_repo.storage_name == source.storage_name {
+        return Err(Status::invalid_argument("repository and source have the same storage"));
+    }
+    let target = ctx.locator.target_path(Some(target_repo)).map_err(|e| Status::internal(e.to_string()))?;
+    if !is_git_directory(&target) {
+        create_from_snapshot(ctx, md, target_repo, source, &target).await?;
+    }
+    let fetch =
+        FetchInternalRemoteRequest { repository: Some(target_repo.clone()), remote_repository: Some(source.clone()) };
+    let (attributes, fetched) = tokio::join!(
+        sync_info_attributes(md, source, &target),
+        crate::service::remote::fetch_internal_remote(ctx, md, fetch)
+    );
+    attributes.map_err(|e| Status::internal(format!("sync info attributes: {e}")))?;
+    fetched.map_err(|e| Status::internal(format!("fetch internal remote: {}", e.message())))?;
+    Ok(ReplicateRepositoryResponse {})
+}
+
+async fn create_from_snapshot(
+    ctx: &Ctx,
+    md: &MetadataMap,
+    target_repo: &Repository,
+    source: &Repository,
+    target: &Path,
+) -> Result<(), Status> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        // Not a repository: moved aside (removed with the scratch area), as upstream.
+        let aside = ctx.locator.removal_path(&target_repo.storage_name, target)?;
+        std::fs::rename(target, &aside).map_err(|e| Status::internal(format!("error deleting invalid repo: {e}")))?;
+        tracing::warn!(repo_path = %target.display(), "removed invalid repository");
+    }
+    let staged = Staging::new(ctx, &target_repo.storage_name, "ReplicateRepository")?;
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        Status::internal(format!("could not create repository from snapshot: {what}: {e}"))
+    };
+    ctx.git
+        .bare(Sub::Init)
+        .config("init.defaultBranch", "master")
+        .flag("--bare")
+        .flag("--quiet")
+        .path_arg(&staged.path)
+        .output()
+        .await
+        .map_err(|e| failed("create repository", &e))?;
+    let channel = gitaly_servers::connect(md, &source.storage_name).await?;
+    let snapshot = GetSnapshotRequest { repository: Some(source.clone()) };
+    let mut stream = RepositoryServiceClient::new(channel)
+        .max_decoding_message_size(crate::transport::MAX_MESSAGE)
+        .get_snapshot(gitaly_servers::forward(md, tonic::Request::new(snapshot)))
+        .await
+        .map_err(|e| match e.code() {
+            tonic::Code::NotFound | tonic::Code::InvalidArgument => Status::not_found("invalid source repository"),
+            _ => failed("get snapshot", &e.message()),
+        })?
+        .into_inner();
+    // The first answer tells a missing source from a broken one, as upstream.
+    let first = match stream.message().await {
+        Ok(m) => m.unwrap_or_default(),
+        Err(e) if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::InvalidArgument => {
+            return Err(Status::not_found("invalid source repository"));
+        }
+        Err(e) => return Err(failed("first snapshot read", &e.message())),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let dir = staged.path.clone();
+    let unpacker = tokio::task::spawn_blocking(move || unpack(&dir, ChannelReader { rx, buf: Vec::new(), at: 0 }));
+    let pumped = async {
+        let _ = tx.send(first.data).await;
+        while let Some(m) = stream.message().await.map_err(|e| failed("read snapshot", &e.message()))? {
+            // The unpacker stopped (it failed): its error is the one to report.
+            if tx.send(m.data).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), Status>(())
+    }
+    .await;
+    drop(tx);
+    let unpacked = unpacker.await.map_err(|e| failed("unpack", &e))?;
+    unpacked.map_err(|e| failed("unpack", &e))?;
+    pumped?;
+    staged.place(target, "ReplicateRepository")
+}
+
+/// Reads what the pump sends, blocking (on the unpacking thread).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks a snapshot into a fresh repository directory: regular files and directories only, every path
+/// inside it, no set-id bits. Nothing in the scratch directory is a link, so nothing is written outside it.
+fn unpack(dir: &Path, input: impl Read) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(false);
+    archive.set_mask(0o7022);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path: PathBuf = entry.path()?.into_owned();
+        if !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
+            other => return Err(std::io::Error::other(format!("member {:?} is a {other:?}", path.display()))),
+        }
+        if !entry.unpack_in(dir)? {
+            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
+        }
+    }
+    Ok(())
+}
+
+/// Copies the source's `info/attributes` over this one's, atomically.
+async fn sync_info_attributes(md: &MetadataMap, source: &Repository, target: &Path) -> Result<(), String> {
+    let channel = gitaly_servers::connect(md, &source.storage_name).await.map_err(|e| e.message().to_string())?;
+    let req = GetInfoAttributesRequest { repository: Some(source.clone()) };
+    let mut stream = RepositoryServiceClient::new(channel)
+        .get_info_attributes(gitaly_servers::forward(md, tonic::Request::new(req)))
+        .await
+        .map_err(|e| e.message().to_string())?
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(m) = stream.message().await.map_err(|e| e.message().to_string())? {
+        data.extend_from_slice(&m.attributes);
+        if data.len() > 64 << 20 {
+            return Err("info/attributes is larger than 64 MiB".into());
+        }
+    }
+    let info = target.join("info");
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&info)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&info)?;
+        std::io::Write::write_all(&mut tmp, &data)?;
+        tmp.as_file().sync_all()?;
+        tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        tmp.persist(info.join("attributes")).map_err(|e| e.error)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}

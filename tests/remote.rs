@@ -1,0 +1,420 @@
+//! Repositories across servers and remotes: CreateFork, FetchSourceBranch, ReplicateRepository and
+//! FetchInternalRemote against a second rgitaly with its own storage and token (over its Unix socket, TCP
+//! and TLS, addressed by the `gitaly-servers` metadata as GitLab sends it); FetchRemote,
+//! CreateRepositoryFromURL, the RemoteService RPCs and UpdateRemoteMirror against `git daemon` and an HTTP
+//! stand-in; and every URL that would reach the host's files refused, credentials never shown.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::gitlab::FakeGitlab;
+use common::*;
+use rgitaly::gitaly_servers::{self, ServerInfo};
+use rgitaly::proto::gitaly::remote_service_client::RemoteServiceClient;
+use rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient;
+use rgitaly::proto::gitaly::*;
+use tonic::Code;
+
+const OTHER: &str = "other";
+const TOKEN: &str = "the other server's token";
+
+/// A second server: its own storage `other` (beside its `default`) and its own token.
+struct Other {
+    daemon: Daemon,
+    storage: PathBuf,
+    tcp: u16,
+    tls: u16,
+    ca: PathBuf,
+}
+
+fn other_server() -> Other {
+    let certs = tempfile::tempdir().unwrap().keep();
+    let (ca, cert, key) = certificates(&certs);
+    let storage = certs.join("other-storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let (tcp, tls) = (free_port(), free_port());
+    let daemon = Daemon::start_with(&format!(
+        "listen_addr = \"127.0.0.1:{tcp}\"\ntls_listen_addr = \"127.0.0.1:{tls}\"\n[auth]\ntoken = {TOKEN:?}\n[tls]\ncertificate_path = {cert:?}\nkey_path = {key:?}\n[[storage]]\nname = \"{OTHER}\"\npath = {storage:?}\n"
+    ));
+    let wait = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", tls)).is_err() && wait.elapsed().as_secs() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Other { daemon, storage, tcp, tls, ca }
+}
+
+impl Other {
+    fn repo(&self, relative: &str) -> Repository {
+        Repository { storage_name: OTHER.into(), relative_path: relative.into(), ..Default::default() }
+    }
+
+    fn seed(&self, relative: &str, source: &Path) -> PathBuf {
+        let path = self.storage.join(relative);
+        run(git(&self.storage).args(["clone", "--bare", "--quiet"]).arg(source).arg(&path));
+        path
+    }
+
+    /// The metadata GitLab sends naming this server at `address`, with `token`.
+    fn servers(&self, address: &str, token: &str) -> String {
+        gitaly_servers::encode(OTHER, &ServerInfo { address: address.into(), token: token.into() })
+    }
+}
+
+fn with_servers<T>(msg: T, servers: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("gitaly-servers", servers.parse().unwrap());
+    r
+}
+
+fn refs(repo: &Path) -> String {
+    stdout(git(repo).args(["for-each-ref", "--format=%(objectname) %(refname)"]))
+}
+
+fn head(repo: &Path) -> String {
+    stdout(git(repo).args(["symbolic-ref", "HEAD"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forks_branches_and_replicas_come_from_the_other_server_on_every_transport() {
+    let other = other_server();
+    let wt = sample_worktree(&other.daemon.work_dir("src"));
+    let source = other.seed("group/src.git", &wt);
+    run(git(&source).args(["symbolic-ref", "HEAD", "refs/heads/side"]));
+    std::fs::create_dir_all(source.join("info")).unwrap();
+    std::fs::write(source.join("info/attributes"), "*.bin binary\n").unwrap();
+
+    // The daemon under test trusts the other server's certificate authority (for rgitaly-ssh, too).
+    let d = Daemon::start_with_env("", &[("SSL_CERT_FILE", other.ca.to_str().unwrap())]);
+    let mut repo = RepositoryServiceClient::new(d.channel().await);
+    let addresses =
+        [other.daemon.address(), format!("tcp://127.0.0.1:{}", other.tcp), format!("tls://localhost:{}", other.tls)];
+    for (i, address) in addresses.iter().enumerate() {
+        let servers = other.servers(address, TOKEN);
+        let fork = d.repo(&format!("forks/{i}.git"));
+        let req =
+            CreateForkRequest { repository: Some(fork.clone()), source_repository: Some(other.repo("group/src.git")) };
+        repo.create_fork(with_servers(req, &servers)).await.unwrap_or_else(|e| panic!("fork over {address}: {e:?}"));
+        let fork_path = d.repo_path(&format!("forks/{i}.git"));
+        assert_eq!(refs(&fork_path), refs(&source), "fork over {address}");
+        assert_eq!(head(&fork_path), "refs/heads/side");
+        let config = std::fs::read_to_string(fork_path.join("config")).unwrap();
+        assert!(!config.contains("origin") && !config.contains("internal.git"), "{config}");
+    }
+    let servers = other.servers(&other.daemon.address(), TOKEN);
+
+    // A fork onto a path that is taken is refused; nothing is written there.
+    let taken = d.repo_path("forks/taken.git");
+    std::fs::create_dir_all(&taken).unwrap();
+    std::fs::write(taken.join("keep"), "keep").unwrap();
+    let req = CreateForkRequest {
+        repository: Some(d.repo("forks/taken.git")),
+        source_repository: Some(other.repo("group/src.git")),
+    };
+    let e = repo.create_fork(with_servers(req, &servers)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CreateFork: destination directory is not empty"));
+    assert_eq!(std::fs::read_to_string(taken.join("keep")).unwrap(), "keep");
+
+    // Without metadata naming the source's storage, or with the wrong token, no fork.
+    let req = CreateForkRequest {
+        repository: Some(d.repo("forks/x.git")),
+        source_repository: Some(other.repo("group/src.git")),
+    };
+    let e = repo.create_fork(req.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    let e = repo
+        .create_fork(with_servers(
+            req.clone(),
+            &gitaly_servers::encode("elsewhere", &ServerInfo { address: "unix:/x".into(), token: String::new() }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "commandEnv: no storage info for other"));
+    let e = repo.create_fork(with_servers(req, &other.servers(&other.daemon.address(), "wrong"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert!(!e.message().contains("wrong") && !e.message().contains(TOKEN), "{e:?}");
+    assert!(!d.repo_path("forks/x.git").exists());
+
+    // FetchSourceBranch: a branch only the other server has, fetched by id into a merge request ref.
+    let feature = {
+        let wt2 = other.daemon.work_dir("feature");
+        run(git(&wt2).args(["clone", "--quiet"]).arg(&source).arg("c"));
+        let c = wt2.join("c");
+        run(git(&c).args(["checkout", "--quiet", "-b", "feature"]));
+        let oid = commit_file(&c, "feature.txt", "new\n");
+        run(git(&c).args(["push", "--quiet", "origin", "feature"]));
+        oid
+    };
+    let target = d.repo_path("forks/0.git");
+    let fetch = |branch: &str, target_ref: &str| FetchSourceBranchRequest {
+        repository: Some(d.repo("forks/0.git")),
+        source_repository: Some(other.repo("group/src.git")),
+        source_branch: branch.into(),
+        target_ref: target_ref.into(),
+    };
+    let r =
+        repo.fetch_source_branch(with_servers(fetch("feature", "refs/merge-requests/1/head"), &servers)).await.unwrap();
+    assert!(r.into_inner().result);
+    assert_eq!(stdout(git(&target).args(["rev-parse", "refs/merge-requests/1/head"])), feature);
+    assert!(stdout(git(&target).args(["branch", "--list", "feature"])).is_empty(), "only the target ref is written");
+    let r =
+        repo.fetch_source_branch(with_servers(fetch("nope", "refs/merge-requests/2/head"), &servers)).await.unwrap();
+    assert!(!r.into_inner().result);
+    for (branch, target_ref) in [("-x", "refs/mr/x"), ("feature", "--all"), ("a b", "refs/mr/x"), ("feature", "HEAD")] {
+        let e = repo.fetch_source_branch(with_servers(fetch(branch, target_ref), &servers)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{branch} {target_ref}");
+    }
+
+    // FetchInternalRemote: every ref mirrored, pruned, and the default branch taken over.
+    run(git(&source).args(["branch", "-D", "feature"]));
+    let mut remote = RemoteServiceClient::new(d.channel().await);
+    let req = FetchInternalRemoteRequest {
+        repository: Some(d.repo("forks/1.git")),
+        remote_repository: Some(other.repo("group/src.git")),
+    };
+    run(git(&d.repo_path("forks/1.git")).args(["symbolic-ref", "HEAD", "refs/heads/main"]));
+    run(git(&d.repo_path("forks/1.git")).args(["branch", "stale", "main"]));
+    assert!(remote.fetch_internal_remote(with_servers(req, &servers)).await.unwrap().into_inner().result);
+    assert_eq!(refs(&d.repo_path("forks/1.git")), refs(&source));
+    assert_eq!(head(&d.repo_path("forks/1.git")), "refs/heads/side");
+
+    // ReplicateRepository: a new replica from the snapshot, then kept up to date by fetching.
+    let replicate = ReplicateRepositoryRequest {
+        repository: Some(d.repo("group/src.git")),
+        source: Some(other.repo("group/src.git")),
+    };
+    repo.replicate_repository(with_servers(replicate.clone(), &servers)).await.unwrap();
+    let replica = d.repo_path("group/src.git");
+    assert_eq!(refs(&replica), refs(&source));
+    assert_eq!(head(&replica), "refs/heads/side");
+    assert_eq!(std::fs::read_to_string(replica.join("info/attributes")).unwrap(), "*.bin binary\n");
+    run(git(&replica).args(["fsck", "--no-progress"]));
+    run(git(&source).args(["tag", "v2", "main"]));
+    repo.replicate_repository(with_servers(replicate.clone(), &servers)).await.unwrap();
+    assert_eq!(refs(&replica), refs(&source));
+    // A broken replica (not a repository) is replaced.
+    std::fs::remove_dir_all(&replica).unwrap();
+    std::fs::create_dir_all(replica.join("junk")).unwrap();
+    repo.replicate_repository(with_servers(replicate.clone(), &servers)).await.unwrap();
+    assert_eq!(refs(&replica), refs(&source));
+    assert!(!replica.join("junk").exists());
+    let missing =
+        ReplicateRepositoryRequest { repository: Some(d.repo("nope.git")), source: Some(other.repo("nope.git")) };
+    let e = repo.replicate_repository(with_servers(missing, &servers)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(!d.repo_path("nope.git").exists());
+    let same = ReplicateRepositoryRequest { repository: Some(d.repo("a.git")), source: Some(d.repo("a.git")) };
+    let e = repo.replicate_repository(same).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "repository and source have the same storage"));
+    d.assert_outside_untouched();
+}
+
+/// `git daemon` serving a directory over git:// on a free port, receive-pack enabled; killed on drop.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = free_port();
+        let child = Command::new("git")
+            .args(["daemon", "--reuseaddr", "--export-all", "--enable=receive-pack", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && wait.elapsed().as_secs() < 20 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        GitDaemon { child, port }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("git://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_fetch_clone_and_mirror_over_the_network() {
+    let d = Daemon::start();
+    let served = d.work_dir("served");
+    let wt = sample_worktree(&d.work_dir("src"));
+    run(git(&served).args(["clone", "--bare", "--quiet"]).arg(&wt).arg("up.git"));
+    run(git(&served).args(["init", "--bare", "--quiet", "mirror.git"]));
+    let upstream = served.join("up.git");
+    let gd = GitDaemon::start(&served);
+    let mut repo = RepositoryServiceClient::new(d.channel().await);
+    let mut remote = RemoteServiceClient::new(d.channel().await);
+
+    // CreateRepositoryFromURL, then FetchRemote with the URL in the call, tags reported.
+    let req = CreateRepositoryFromUrlRequest { repository: Some(d.repo("imported.git")), url: gd.url("up.git") };
+    repo.create_repository_from_url(req.clone()).await.unwrap();
+    let imported = d.repo_path("imported.git");
+    assert_eq!(refs(&imported), refs(&upstream));
+    assert!(!std::fs::read_to_string(imported.join("config")).unwrap().contains("origin"));
+    let e = repo.create_repository_from_url(req).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "CreateRepositoryFromURL: dest dir exists"));
+
+    let params = |url: String| Remote { url, ..Default::default() };
+    let fetch = |url: String| FetchRemoteRequest {
+        repository: Some(d.repo("imported.git")),
+        remote_params: Some(params(url)),
+        check_tags_changed: true,
+        ..Default::default()
+    };
+    let r = repo.fetch_remote(fetch(gd.url("up.git"))).await.unwrap().into_inner();
+    assert!(!r.tags_changed, "nothing new");
+    run(git(&wt).args(["tag", "v2"]));
+    let new = commit_file(&wt, "more.txt", "more\n");
+    run(git(&wt).args(["push", "--quiet", "--tags"]).arg(&upstream).arg("main"));
+    let r = repo.fetch_remote(fetch(gd.url("up.git"))).await.unwrap().into_inner();
+    assert!(r.tags_changed);
+    assert_eq!(stdout(git(&imported).args(["rev-parse", "main"])), new);
+    run(git(&upstream).args(["branch", "-D", "side"]));
+    repo.fetch_remote(fetch(gd.url("up.git"))).await.unwrap();
+    assert_eq!(refs(&imported), refs(&upstream), "pruned");
+
+    // Named remotes: added, used, asked about, removed.
+    let add = AddRemoteRequest {
+        repository: Some(d.repo("imported.git")),
+        name: "mirror".into(),
+        url: gd.url("mirror.git"),
+        mirror_refmaps: vec![],
+    };
+    remote.add_remote(add).await.unwrap();
+    let root = FindRemoteRootRefRequest {
+        repository: Some(d.repo("imported.git")),
+        remote_url: gd.url("up.git"),
+        ..Default::default()
+    };
+    assert_eq!(remote.find_remote_root_ref(root).await.unwrap().into_inner().r#ref, "main");
+    let exists = |url: String| FindRemoteRepositoryRequest { remote: url, storage_name: STORAGE.into() };
+    assert!(remote.find_remote_repository(exists(gd.url("up.git"))).await.unwrap().into_inner().exists);
+    assert!(!remote.find_remote_repository(exists(gd.url("nope.git"))).await.unwrap().into_inner().exists);
+
+    // UpdateRemoteMirror: branches matching, every tag; a diverged branch kept and reported.
+    let mirror = served.join("mirror.git");
+    let mirror_req = |keep: bool, only: Vec<Vec<u8>>| UpdateRemoteMirrorRequest {
+        repository: Some(d.repo("imported.git")),
+        ref_name: "mirror".into(),
+        only_branches_matching: only,
+        keep_divergent_refs: keep,
+        ..Default::default()
+    };
+    let r =
+        remote.update_remote_mirror(tokio_stream::iter(vec![mirror_req(false, vec![b"ma*".to_vec()])])).await.unwrap();
+    assert!(r.into_inner().divergent_refs.is_empty());
+    assert_eq!(stdout(git(&mirror).args(["for-each-ref", "--format=%(refname)", "refs/heads"])), "refs/heads/main");
+    assert_eq!(stdout(git(&mirror).args(["tag"])), "v1.0\nv2");
+    let diverged = stdout(git(&mirror).args(["commit-tree", "-m", "theirs", "main^{tree}"]));
+    run(git(&mirror).args(["update-ref", "refs/heads/main", &diverged]));
+    let r = remote.update_remote_mirror(tokio_stream::iter(vec![mirror_req(true, vec![])])).await.unwrap();
+    assert_eq!(r.into_inner().divergent_refs, vec![b"refs/heads/main".to_vec()]);
+    assert_eq!(stdout(git(&mirror).args(["rev-parse", "main"])), diverged, "kept");
+    remote.update_remote_mirror(tokio_stream::iter(vec![mirror_req(false, vec![])])).await.unwrap();
+    assert_eq!(stdout(git(&mirror).args(["rev-parse", "main"])), new, "overwritten");
+
+    let rm = |name: &str| RemoveRemoteRequest { repository: Some(d.repo("imported.git")), name: name.into() };
+    assert!(remote.remove_remote(rm("mirror")).await.unwrap().into_inner().result);
+    assert!(!remote.remove_remote(rm("mirror")).await.unwrap().into_inner().result);
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_that_reach_the_host_are_refused_and_credentials_never_shown() {
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    d.seed_repo("p.git", &wt);
+    // A repository of the host, outside the storage, that no URL may reach.
+    let host = d.work_dir("host");
+    let host_repo = host.join("host.git");
+    run(git(&host).args(["clone", "--bare", "--quiet"]).arg(&wt).arg(&host_repo));
+    let before = snapshot(&host);
+    let mut repo = RepositoryServiceClient::new(d.channel().await);
+    let mut remote = RemoteServiceClient::new(d.channel().await);
+    let hostile = [
+        format!("file://{}", host_repo.display()),
+        host_repo.display().to_string(),
+        "../work-host/host.git".to_string(),
+        format!("ext::sh -c cat% {}", host_repo.join("config").display()),
+        "fd::0".to_string(),
+        "-u/bin/true".to_string(),
+        "https://example.com/x\nfoo".to_string(),
+    ];
+    for url in &hostile {
+        let req = CreateRepositoryFromUrlRequest { repository: Some(d.repo("new.git")), url: url.clone() };
+        let e = repo.create_repository_from_url(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{url}: {e:?}");
+        assert!(!d.repo_path("new.git").exists());
+        let req = FetchRemoteRequest {
+            repository: Some(d.repo("p.git")),
+            remote_params: Some(Remote { url: url.clone(), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(repo.fetch_remote(req).await.unwrap_err().code(), Code::InvalidArgument, "{url}");
+        let add = AddRemoteRequest {
+            repository: Some(d.repo("p.git")),
+            name: "r".into(),
+            url: url.clone(),
+            mirror_refmaps: vec![],
+        };
+        assert_eq!(remote.add_remote(add).await.unwrap_err().code(), Code::InvalidArgument, "{url}");
+        let find = FindRemoteRepositoryRequest { remote: url.clone(), storage_name: STORAGE.into() };
+        assert_eq!(remote.find_remote_repository(find).await.unwrap_err().code(), Code::InvalidArgument, "{url}");
+    }
+    // A remote planted in the repository's config by other means is still held to the network
+    // transports: git's own policy refuses it.
+    run(git(&d.repo_path("p.git"))
+        .args(["config", "remote.planted.url"])
+        .arg(format!("file://{}", host_repo.display())));
+    run(git(&d.repo_path("p.git")).args(["config", "remote.planted.fetch", "+refs/heads/*:refs/planted/*"]));
+    let req = FetchRemoteRequest { repository: Some(d.repo("p.git")), remote: "planted".into(), ..Default::default() };
+    let e = repo.fetch_remote(req).await.unwrap_err();
+    assert!(e.message().contains("transport 'file' not allowed"), "{e:?}");
+    assert!(stdout(git(&d.repo_path("p.git")).args(["for-each-ref", "refs/planted"])).is_empty());
+    assert_eq!(snapshot(&host), before);
+
+    // Credentials in a URL go as a header, never in an error.
+    let gitlab = FakeGitlab::tcp(|_, _| (401, serde_json::json!({}), std::time::Duration::ZERO));
+    let port = gitlab.url.rsplit(':').next().unwrap().to_string();
+    let url = format!("http://jane:s3cret-pw@127.0.0.1:{port}/group/p.git");
+    let req = CreateRepositoryFromUrlRequest { repository: Some(d.repo("new.git")), url };
+    let e = repo.create_repository_from_url(req).await.unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert!(!e.message().contains("s3cret"), "{e:?}");
+    let calls = gitlab.calls();
+    assert!(!calls.is_empty());
+    use base64::Engine;
+    let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("jane:s3cret-pw"));
+    assert!(calls.iter().all(|c| c.authorization == basic && c.path == "/group/p.git/info/refs"), "{calls:?}");
+    assert!(!d.repo_path("new.git").exists());
+    // FetchRemote sends GitLab's authorization header for the URL.
+    let req = FetchRemoteRequest {
+        repository: Some(d.repo("p.git")),
+        remote_params: Some(Remote {
+            url: format!("http://127.0.0.1:{port}/other.git"),
+            http_authorization_header: "Bearer t0ken".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let e = repo.fetch_remote(req).await.unwrap_err();
+    assert!(!e.message().contains("t0ken"), "{e:?}");
+    assert!(gitlab.calls().iter().any(|c| c.path == "/other.git/info/refs" && c.authorization == "Bearer t0ken"));
+    d.assert_outside_untouched();
+}
