@@ -418,3 +418,171 @@ async fn urls_that_reach_the_host_are_refused_and_credentials_never_shown() {
     assert!(gitlab.calls().iter().any(|c| c.path == "/other.git/info/refs" && c.authorization == "Bearer t0ken"));
     d.assert_outside_untouched();
 }
+
+fn pool(relative: &str) -> ObjectPool {
+    ObjectPool {
+        repository: Some(Repository {
+            storage_name: STORAGE.into(),
+            relative_path: relative.into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn fsck(repo: &Path) {
+    run(git(repo).args(["fsck", "--connectivity-only", "--no-progress"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_pools_are_created_shared_fetched_and_given_back() {
+    use rgitaly::proto::gitaly::object_pool_service_client::ObjectPoolServiceClient;
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    let origin = d.seed_repo("group/origin.git", &wt);
+    let mut pools = ObjectPoolServiceClient::new(d.channel().await);
+    let mut repo = RepositoryServiceClient::new(d.channel().await);
+    let hash = format!("abcd{}", "e".repeat(60));
+    let rel = format!("@pools/ab/cd/{hash}.git");
+    let pool_path = d.repo_path(&rel);
+
+    // Only pool paths; a pool is never created over another.
+    for bad in ["group/origin.git", "@pools/ab/cd/../../../outside", &format!("@pools/ab/ce/{hash}.git"), ""] {
+        let req = CreateObjectPoolRequest { object_pool: Some(pool(bad)), origin: Some(d.repo("group/origin.git")) };
+        assert_eq!(pools.create_object_pool(req).await.unwrap_err().code(), Code::InvalidArgument, "{bad}");
+        let req = DeleteObjectPoolRequest { object_pool: Some(pool(bad)) };
+        assert_eq!(pools.delete_object_pool(req).await.unwrap_err().code(), Code::InvalidArgument, "{bad}");
+    }
+    assert!(origin.exists());
+    let create = CreateObjectPoolRequest { object_pool: Some(pool(&rel)), origin: Some(d.repo("group/origin.git")) };
+    pools.create_object_pool(create.clone()).await.unwrap();
+    assert_eq!(refs(&pool_path), refs(&origin));
+    assert!(!pool_path.join("hooks").exists());
+    let e = pools.create_object_pool(create).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, format!("pool already exists at: {rel}").as_str()));
+
+    // Linking: a relative alternates entry; GetObjectPool finds the pool back.
+    let link = LinkRepositoryToObjectPoolRequest {
+        object_pool: Some(pool(&rel)),
+        repository: Some(d.repo("group/origin.git")),
+    };
+    pools.link_repository_to_object_pool(link.clone()).await.unwrap();
+    pools.link_repository_to_object_pool(link).await.unwrap();
+    let alternates = std::fs::read_to_string(origin.join("objects/info/alternates")).unwrap();
+    assert_eq!(alternates, format!("../../../@pools/ab/cd/{hash}.git/objects"));
+    fsck(&origin);
+    let got =
+        pools.get_object_pool(GetObjectPoolRequest { repository: Some(d.repo("group/origin.git")) }).await.unwrap();
+    assert_eq!(got.into_inner().object_pool.unwrap().repository.unwrap().relative_path, rel);
+
+    // Fetching into the pool: new objects under refs/remotes/origin, dangling ones kept by refs/dangling.
+    let side = stdout(git(&origin).args(["rev-parse", "side"]));
+    let dropped = {
+        run(git(&wt).args(["checkout", "--quiet", "-b", "doomed"]));
+        let oid = commit_file(&wt, "doomed.txt", "doomed\n");
+        run(git(&wt).args(["checkout", "--quiet", "main"]));
+        run(git(&wt).args(["push", "--quiet"]).arg(&origin).arg("doomed"));
+        oid
+    };
+    let fetch = FetchIntoObjectPoolRequest {
+        origin: Some(d.repo("group/origin.git")),
+        object_pool: Some(pool(&rel)),
+        repack: false,
+    };
+    pools.fetch_into_object_pool(fetch.clone()).await.unwrap();
+    assert_eq!(stdout(git(&pool_path).args(["rev-parse", "refs/remotes/origin/heads/doomed"])), dropped);
+    assert_eq!(stdout(git(&pool_path).args(["rev-parse", "refs/remotes/origin/heads/side"])), side);
+    // An object only the pool has (a member may have borrowed it) survives as a dangling ref.
+    let orphan = {
+        let mut c = git(&pool_path);
+        c.args(["hash-object", "-w", "--stdin"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"orphan\n").unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+    };
+    pools.fetch_into_object_pool(fetch).await.unwrap();
+    assert!(std::fs::read_dir(pool_path.join("objects/pack"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".bitmap")));
+    let dangling = stdout(git(&pool_path).args(["for-each-ref", "--format=%(refname)", "refs/dangling/"]));
+    assert_eq!(dangling, format!("refs/dangling/{orphan}"));
+
+    // A new member cloned from the pool, its refs from the origin through its server.
+    let servers = gitaly_servers::encode(STORAGE, &ServerInfo { address: d.address(), token: String::new() });
+    let internal = CloneFromPoolInternalRequest {
+        repository: Some(d.repo("group/member.git")),
+        pool: Some(pool(&rel)),
+        source_repository: Some(d.repo("group/origin.git")),
+    };
+    repo.clone_from_pool_internal(with_servers(internal.clone(), &servers)).await.unwrap();
+    let member = d.repo_path("group/member.git");
+    assert_eq!(refs(&member), refs(&origin));
+    assert_eq!(std::fs::read_to_string(member.join("objects/info/alternates")).unwrap(), alternates);
+    fsck(&member);
+    let e = repo.clone_from_pool_internal(with_servers(internal, &servers)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Internal, "target reopsitory already exists"));
+
+    // CloneFromPool: the member's refs from a URL.
+    let gd = GitDaemon::start(&d.storage);
+    let from_url = CloneFromPoolRequest {
+        repository: Some(d.repo("group/member2.git")),
+        pool: Some(pool(&rel)),
+        remote: Some(Remote { url: gd.url("group/origin.git"), ..Default::default() }),
+    };
+    repo.clone_from_pool(from_url).await.unwrap();
+    let member2 = d.repo_path("group/member2.git");
+    assert_eq!(refs(&member2), refs(&origin));
+    fsck(&member2);
+    let bad = CloneFromPoolRequest {
+        repository: Some(d.repo("group/member3.git")),
+        pool: Some(pool(&rel)),
+        remote: Some(Remote { url: format!("file://{}", origin.display()), ..Default::default() }),
+    };
+    assert_eq!(repo.clone_from_pool(bad).await.unwrap_err().code(), Code::InvalidArgument);
+    assert!(!d.repo_path("group/member3.git").exists());
+
+    // Taking the objects back: disconnect (hard links) and reduplicate (repack), then the pool can go.
+    pools
+        .disconnect_git_alternates(DisconnectGitAlternatesRequest { repository: Some(d.repo("group/member.git")) })
+        .await
+        .unwrap();
+    assert!(!member.join("objects/info/alternates").exists());
+    pools
+        .reduplicate_repository(ReduplicateRepositoryRequest { repository: Some(d.repo("group/member2.git")) })
+        .await
+        .unwrap();
+    std::fs::remove_file(member2.join("objects/info/alternates")).unwrap();
+    pools
+        .disconnect_git_alternates(DisconnectGitAlternatesRequest { repository: Some(d.repo("group/origin.git")) })
+        .await
+        .unwrap();
+    let unlink = UnlinkRepositoryFromObjectPoolRequest {
+        repository: Some(d.repo("group/origin.git")),
+        object_pool: Some(pool(&rel)),
+    };
+    pools.unlink_repository_from_object_pool(unlink.clone()).await.unwrap();
+    pools.delete_object_pool(DeleteObjectPoolRequest { object_pool: Some(pool(&rel)) }).await.unwrap();
+    assert!(!pool_path.exists());
+    pools.delete_object_pool(DeleteObjectPoolRequest { object_pool: Some(pool(&rel)) }).await.unwrap();
+    assert_eq!(pools.unlink_repository_from_object_pool(unlink).await.unwrap_err().code(), Code::NotFound);
+    for r in [&member, &member2, &origin] {
+        fsck(r);
+        assert_eq!(refs(r), refs(&origin));
+    }
+
+    // An alternates file pointing outside the storage: nothing is linked from there.
+    let outside_repo = d.work_dir("elsewhere").join("x.git");
+    run(git(&d.work_dir("elsewhere")).args(["clone", "--bare", "--quiet"]).arg(&wt).arg(&outside_repo));
+    std::fs::write(member.join("objects/info/alternates"), format!("{}/objects", outside_repo.display())).unwrap();
+    let before = snapshot(&member.join("objects"));
+    let e = pools
+        .disconnect_git_alternates(DisconnectGitAlternatesRequest { repository: Some(d.repo("group/member.git")) })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(snapshot(&member.join("objects")), before);
+    let got =
+        pools.get_object_pool(GetObjectPoolRequest { repository: Some(d.repo("group/member.git")) }).await.unwrap();
+    assert!(got.into_inner().object_pool.is_none());
+    d.assert_outside_untouched();
+}

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod hook;
 pub mod internal;
 pub mod namespace;
+pub mod objectpool;
 pub mod r#ref;
 pub mod remote;
 pub mod repository;

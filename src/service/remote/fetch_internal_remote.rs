@@ -20,6 +20,17 @@ pub(crate) async fn fetch_internal_remote(
     let repository = req.repository.as_ref().ok_or_else(|| invalid("empty Repository"))?;
     let remote = req.remote_repository.as_ref().ok_or_else(|| invalid("empty Remote Repository"))?;
     let path = ctx.locator.repo_path(Some(repository))?;
+    fetch_internal_remote_at(ctx, md, &path, remote).await
+}
+
+/// FetchInternalRemote into the repository at `path` (resolved by the caller: CloneFromPoolInternal
+/// fetches into a repository still being built).
+pub(crate) async fn fetch_internal_remote_at(
+    ctx: &Ctx,
+    md: &MetadataMap,
+    path: &std::path::Path,
+    remote: &crate::proto::gitaly::Repository,
+) -> Result<FetchInternalRemoteResponse, Status> {
     let ssh = ctx.git.ssh_binary().unwrap_or(std::path::Path::new("rgitaly-ssh"));
     let env = gitaly_servers::upload_pack_env(md, remote, ssh)?;
     let out = ctx
@@ -46,14 +57,14 @@ pub(crate) async fn fetch_internal_remote(
     let remote_default = remote_default_branch(md, remote)
         .await
         .map_err(|e| Status::internal(format!("FetchInternalRemote: remote default branch: {e}")))?;
-    let local_default = crate::service::default_branch(ctx, &path)
+    let local_default = crate::service::default_branch(ctx, path)
         .await
         .map_err(|e| Status::internal(format!("FetchInternalRemote: default branch: {}", e.message())))?;
     if !remote_default.is_empty() && remote_default != local_default {
         let name = String::from_utf8(remote_default)
             .map_err(|_| Status::internal("FetchInternalRemote: set default branch: name is not UTF-8"))?;
         ctx.git
-            .command(&path, Sub::SymbolicRef)
+            .command(path, Sub::SymbolicRef)
             .trusted_arg("HEAD")
             .user_arg(&name)
             .output()

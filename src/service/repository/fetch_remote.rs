@@ -18,7 +18,14 @@ pub async fn fetch_remote(ctx: &Context, req: FetchRemoteRequest) -> Result<Fetc
     if req.repository.is_none() {
         return Err(Status::invalid_argument("empty Repository"));
     }
-    let remote_name = match &req.remote_params {
+    let remote_name = remote_name(&req)?;
+    let path = ctx.locator.repo_path(req.repository.as_ref())?;
+    fetch_remote_at(ctx, &path, remote_name, &req).await
+}
+
+/// The remote a request fetches (its name, or the in-memory remote of its URL), checked.
+pub(crate) fn remote_name(req: &FetchRemoteRequest) -> Result<&str, Status> {
+    Ok(match &req.remote_params {
         None => {
             if req.remote.trim().is_empty() {
                 return Err(Status::invalid_argument(format!("blank or empty \"remote\": {:?}", req.remote)));
@@ -45,12 +52,21 @@ pub async fn fetch_remote(ctx: &Context, req: FetchRemoteRequest) -> Result<Fetc
             }
             IN_MEMORY
         }
-    };
-    let path = ctx.locator.repo_path(req.repository.as_ref())?;
+    })
+}
+
+/// FetchRemote into the repository at `path` (resolved by the caller: CloneFromPool fetches into a
+/// repository still being built), `req` already checked.
+pub(crate) async fn fetch_remote_at(
+    ctx: &Context,
+    path: &std::path::Path,
+    remote_name: &str,
+    req: &FetchRemoteRequest,
+) -> Result<FetchRemoteResponse, Status> {
     let ssh = remote_url::SshCommand::new(&ctx.config.internal_dir(), &req.ssh_key, &req.known_hosts)
         .map_err(|e| Status::internal(format!("build ssh invocation: {e}")))?;
 
-    let mut cmd = ctx.git.command(&path, Sub::Fetch).untrusted_remote().flag("--porcelain");
+    let mut cmd = ctx.git.command(path, Sub::Fetch).untrusted_remote().flag("--porcelain");
     if let Some(params) = &req.remote_params {
         cmd = cmd.secret_config(&format!("remote.{IN_MEMORY}.url"), &params.url);
         if params.mirror_refmaps.is_empty() {

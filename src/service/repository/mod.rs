@@ -5,6 +5,7 @@ mod attributes;
 mod bundle;
 mod checksum;
 mod cleanup;
+mod clone_from_pool;
 mod config;
 pub(crate) use config::edit_config;
 mod create;
@@ -29,6 +30,7 @@ mod search_files;
 mod size;
 mod snapshot;
 mod staging;
+pub(crate) use staging::Staging;
 mod write_ref;
 
 use tonic::codegen::BoxStream;
@@ -214,6 +216,18 @@ impl RepositoryService for RepositorySvc {
         r: Request<CreateRepositoryFromUrlRequest>,
     ) -> Unary<CreateRepositoryFromUrlResponse> {
         create_from_url::create_repository_from_url(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn clone_from_pool(&self, r: Request<CloneFromPoolRequest>) -> Unary<CloneFromPoolResponse> {
+        clone_from_pool::clone_from_pool(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn clone_from_pool_internal(
+        &self,
+        r: Request<CloneFromPoolInternalRequest>,
+    ) -> Unary<CloneFromPoolInternalResponse> {
+        let md = r.metadata().clone();
+        clone_from_pool::clone_from_pool_internal(&self.0, &md, r.into_inner()).await.map(Response::new)
     }
 }
 

@@ -1,0 +1,112 @@
+//! CloneFromPool and CloneFromPoolInternal: a new member of an object pool, as upstream: a shared clone
+//! of the pool, then the member's own refs fetched (from a URL, or from another repository through its
+//! Gitaly server), then its alternates made relative. Built in the scratch area and moved into place
+//! only when all of that worked.
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use super::fetch_remote::{fetch_remote_at, remote_name};
+use super::staging::Staging;
+use crate::git::Sub;
+use crate::proto::gitaly::*;
+use crate::service::objectpool::pool::Pool;
+use crate::service::Ctx;
+
+/// Checks the target is free and the pool valid, and clones the pool into a staging directory.
+async fn clone_pool(
+    ctx: &Ctx,
+    repository: &Repository,
+    pool: Option<&ObjectPool>,
+) -> Result<(Staging, Pool, std::path::PathBuf), Status> {
+    let target = ctx
+        .locator
+        .target_path(Some(repository))
+        .map_err(|e| Status::internal(format!("getting target repository path: {e}")))?;
+    if std::fs::symlink_metadata(&target).is_ok() {
+        return Err(Status::internal("target reopsitory already exists"));
+    }
+    let pool = Pool::from_proto(ctx, pool)
+        .map_err(|e| Status::internal(format!("getting object pool from repository: {}", e.message())))?;
+    if !pool.is_valid() {
+        return Err(Status::internal("object pool is not valid"));
+    }
+    if pool.repository.storage_name != repository.storage_name {
+        return Err(Status::invalid_argument("object pool and repository are not on the same storage"));
+    }
+    let staged = Staging::new(ctx, &repository.storage_name, "CloneFromPool")?;
+    ctx.git
+        .bare(Sub::Clone)
+        .flag("--bare")
+        .flag("--shared")
+        .flag("--quiet")
+        .path_arg(&pool.path)
+        .path_arg(&staged.path)
+        .output()
+        .await
+        .map_err(|e| Status::internal(format!("clone with object pool wait {e}")))?;
+    super::remove_origin(ctx, &staged.path).await.map_err(|e| Status::internal(e.to_string()))?;
+    Ok((staged, pool, target))
+}
+
+/// Makes the new member's alternates relative to where it will live, and moves it there.
+fn finish(staged: Staging, pool: &Pool, target: &std::path::Path, rpc: &str) -> Result<(), Status> {
+    let entry = pool.alternates_entry(target);
+    std::fs::write(staged.path.join("objects/info/alternates"), entry.as_os_str().as_encoded_bytes())
+        .map_err(|e| Status::internal(format!("change hard link to relative: {e}")))?;
+    staged.place(target, rpc)
+}
+
+pub async fn clone_from_pool(ctx: &Ctx, req: CloneFromPoolRequest) -> Result<CloneFromPoolResponse, Status> {
+    let repository = req.repository.as_ref().ok_or_else(|| Status::invalid_argument("repository required"))?;
+    let remote = req.remote.clone().ok_or_else(|| Status::invalid_argument("remote required"))?;
+    if req.pool.is_none() {
+        return Err(Status::invalid_argument("pool is empty"));
+    }
+    let fetch = FetchRemoteRequest {
+        repository: Some(repository.clone()),
+        remote_params: Some(remote),
+        timeout: 1000,
+        ..Default::default()
+    };
+    let name = remote_name(&fetch)?;
+    let (staged, pool, target) = clone_pool(ctx, repository, req.pool.as_ref()).await?;
+    fetch_remote_at(ctx, &staged.path, name, &fetch)
+        .await
+        .map_err(|e| Status::internal(format!("fetch http remote: {}", e.message())))?;
+    finish(staged, &pool, &target, "CloneFromPool")?;
+    Ok(CloneFromPoolResponse {})
+}
+
+pub async fn clone_from_pool_internal(
+    ctx: &Ctx,
+    md: &MetadataMap,
+    req: CloneFromPoolInternalRequest,
+) -> Result<CloneFromPoolInternalResponse, Status> {
+    let repository = req.repository.as_ref().ok_or_else(|| Status::invalid_argument("repository required"))?;
+    let source =
+        req.source_repository.as_ref().ok_or_else(|| Status::invalid_argument("source repository required"))?;
+    if req.pool.is_none() {
+        return Err(Status::invalid_argument("pool is empty"));
+    }
+    if source.storage_name != repository.storage_name {
+        return Err(Status::invalid_argument("source repository and target repository are not on the same storage"));
+    }
+    let source_path = ctx.locator.repo_path(Some(source))?;
+    let pool = Pool::from_proto(ctx, req.pool.as_ref()).map_err(|e| Status::internal(e.message()))?;
+    match pool.linked_to(&source_path) {
+        Ok(true) => {}
+        Ok(false) => return Err(Status::internal("source repository is not linked to pool repository")),
+        Err(e) => {
+            return Err(Status::internal(format!(
+                "error when testing if source repository is linked to pool repository: {e}"
+            )))
+        }
+    }
+    let (staged, pool, target) = clone_pool(ctx, repository, req.pool.as_ref()).await?;
+    crate::service::remote::fetch_internal_remote_at(ctx, md, &staged.path, source)
+        .await
+        .map_err(|e| Status::internal(format!("fetch internal remote: {}", e.message())))?;
+    finish(staged, &pool, &target, "CloneFromPoolInternal")?;
+    Ok(CloneFromPoolInternalResponse {})
+}
