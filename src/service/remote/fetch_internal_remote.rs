@@ -35,7 +35,7 @@ pub(crate) async fn fetch_internal_remote_at(
     let env = gitaly_servers::upload_pack_env(md, remote, ssh)?;
     let out = ctx
         .git
-        .command(&path, Sub::Fetch)
+        .command(path, Sub::Fetch)
         .internal_remote(&env)
         .flag("--prune")
         .flag("--atomic")
