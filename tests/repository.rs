@@ -1202,3 +1202,204 @@ async fn optimize_repository_does_what_the_state_calls_for() {
     let e = c.optimize_repository(optimize("missing.git")).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
+
+/// Serves `body` with `status` to every GET on a thread of its own; records each request's head.
+fn serve_once(status: &'static str, body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/snapshot.tar", listener.local_addr().unwrap().port());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            record.lock().unwrap().push(head);
+            let mut conn = conn;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLocation: http://127.0.0.1:1/elsewhere\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_from_a_downloaded_snapshot() {
+    let (d, _, mut c) = setup().await;
+    let tar = collect_data!(c
+        .get_snapshot(GetSnapshotRequest { repository: Some(d.repo("p.git")) })
+        .await
+        .unwrap()
+        .into_inner());
+    let (url, seen) = serve_once("200 OK", tar);
+    let req = |path: &str, url: &str| CreateRepositoryFromSnapshotRequest {
+        repository: Some(d.repo(path)),
+        http_url: url.into(),
+        http_auth: "Bearer snap".into(),
+    };
+    c.create_repository_from_snapshot(req("copy.git", &url)).await.unwrap();
+    let refs = |p: &str| stdout(git(&d.repo_path(p)).args(["for-each-ref", "--format=%(objectname) %(refname)"]));
+    assert_eq!(refs("copy.git"), refs("p.git"));
+    run(git(&d.repo_path("copy.git")).args(["fsck", "--no-progress"]));
+    assert!(seen.lock().unwrap()[0].to_ascii_lowercase().contains("authorization: bearer snap"));
+    let e = c.create_repository_from_snapshot(req("copy.git", &url)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "destination directory exists"));
+
+    // Redirects are not followed, errors and garbage leave nothing behind; a tar member leaving the
+    // repository is refused.
+    let (redirect, _) = serve_once("302 Found", Vec::new());
+    let e = c.create_repository_from_snapshot(req("r.git", &redirect)).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::Internal, "HTTP server: 302 Found"));
+    let (garbage, _) = serve_once("200 OK", vec![7u8; 5000]);
+    assert_eq!(c.create_repository_from_snapshot(req("g.git", &garbage)).await.unwrap_err().code(), Code::Internal);
+    let evil = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_link_name("/tmp").unwrap();
+        h.set_size(0);
+        b.append_data(&mut h, "refs/link", std::io::empty()).unwrap();
+        b.into_inner().unwrap()
+    };
+    let (evil, _) = serve_once("200 OK", evil);
+    assert_eq!(c.create_repository_from_snapshot(req("e.git", &evil)).await.unwrap_err().code(), Code::Internal);
+    for url in ["file:///etc/passwd", "ftp://h/x", "not a url"] {
+        assert_eq!(
+            c.create_repository_from_snapshot(req("u.git", url)).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
+    }
+    for p in ["r.git", "g.git", "e.git", "u.git"] {
+        assert!(!d.repo_path(p).exists(), "{p}");
+    }
+    d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn licenses_and_file_contents_are_found() {
+    let (d, wt, mut c) = setup().await;
+    let find = |c: &mut Client| {
+        let mut c = c.clone();
+        let repo = d.repo("p.git");
+        async move {
+            c.find_license(FindLicenseRequest { repository: Some(repo) }).await.unwrap().into_inner().license_short_name
+        }
+    };
+    assert_eq!(find(&mut c).await, "");
+    let push = |wt: &std::path::Path| {
+        run(git(wt).args(["push", "--quiet", "--force"]).arg(d.repo_path("p.git")).arg("HEAD:main"))
+    };
+    let apache = spdx::text::LICENSE_TEXTS.iter().find(|(id, _)| *id == "Apache-2.0").unwrap().1;
+    commit_file(&wt, "LICENSE", apache);
+    push(&wt);
+    assert_eq!(find(&mut c).await, "apache-2.0");
+    std::fs::remove_file(wt.join("LICENSE")).unwrap();
+    run(git(&wt).args(["rm", "--quiet", "--cached", "LICENSE"]));
+    commit_file(&wt, "COPYING.md", "You may do nothing with this.\n");
+    push(&wt);
+    assert_eq!(find(&mut c).await, "other");
+
+    // SearchFilesByContent: blocks with two lines of context, case-insensitive, ended by end_of_match.
+    let text: String =
+        (1..=10).map(|i| format!("line {i}\n")).collect::<String>() + "Needle here\n" + "after 1\nafter 2\nafter 3\n";
+    commit_file(&wt, "hay.txt", &text);
+    push(&wt);
+    let search = |query: &str, r#ref: &str| SearchFilesByContentRequest {
+        repository: Some(d.repo("p.git")),
+        query: query.into(),
+        r#ref: r#ref.as_bytes().to_vec(),
+        chunked_response: true,
+    };
+    let mut s = c.search_files_by_content(search("needle", "main")).await.unwrap().into_inner();
+    let (mut data, mut ends) = (Vec::new(), 0);
+    while let Some(m) = s.message().await.unwrap() {
+        data.extend_from_slice(&m.match_data);
+        ends += m.end_of_match as usize;
+    }
+    assert_eq!(ends, 1);
+    let data = String::from_utf8(data).unwrap();
+    assert_eq!(data, "main:hay.txt\u{0}9\u{0}line 9\nmain:hay.txt\u{0}10\u{0}line 10\nmain:hay.txt\u{0}11\u{0}Needle here\nmain:hay.txt\u{0}12\u{0}after 1\nmain:hay.txt\u{0}13\u{0}after 2\n");
+    // A query that looks like an option is a pattern; a ref that does is refused.
+    let mut s = c.search_files_by_content(search("--no-index", "main")).await.unwrap().into_inner();
+    assert!(s.message().await.unwrap().is_none());
+    assert_eq!(c.search_files_by_content(search("x", "--all")).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(c.search_files_by_content(search("", "main")).await.unwrap_err().code(), Code::InvalidArgument);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bfg_object_map_removes_internal_refs_to_old_commits() {
+    use rgitaly::proto::gitaly::cleanup_service_client::CleanupServiceClient;
+    let (d, _, _) = setup().await;
+    let repo = d.repo_path("p.git");
+    let old = stdout(git(&repo).args(["rev-parse", "main~1"]));
+    let kept = stdout(git(&repo).args(["rev-parse", "main"]));
+    let blob = stdout(git(&repo).args(["rev-parse", "main:file1.txt"]));
+    for r in ["refs/keep-around/a", "refs/merge-requests/1/head", "refs/heads/stays"] {
+        run(git(&repo).args(["update-ref", r, &old]));
+    }
+    run(git(&repo).args(["update-ref", "refs/pipelines/2", &kept]));
+    let mut c = CleanupServiceClient::new(d.channel().await);
+    let map = format!(
+        "old                                      new\n{old} {kept}\n{blob} {blob}\n{} {blob}\n",
+        "b".repeat(40)
+    );
+    // Split anywhere, even inside an id.
+    let (a, b) = map.split_at(50);
+    let reqs = vec![
+        ApplyBfgObjectMapStreamRequest { repository: Some(d.repo("p.git")), object_map: a.as_bytes().to_vec() },
+        ApplyBfgObjectMapStreamRequest { repository: None, object_map: b.as_bytes().to_vec() },
+    ];
+    let mut s = c.apply_bfg_object_map_stream(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let mut entries = Vec::new();
+    while let Some(m) = s.message().await.unwrap() {
+        entries.extend(m.entries);
+    }
+    let got: Vec<(i32, String, String)> = entries.into_iter().map(|e| (e.r#type, e.old_oid, e.new_oid)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (ObjectType::Commit as i32, old.clone(), kept.clone()),
+            (ObjectType::Blob as i32, "b".repeat(40), blob.clone())
+        ]
+    );
+    let left = stdout(git(&repo).args(["for-each-ref", "--format=%(refname)"]));
+    assert!(!left.contains("keep-around") && !left.contains("merge-requests"), "{left}");
+    assert!(left.contains("refs/heads/stays") && left.contains("refs/pipelines/2"), "{left}");
+
+    // An invalid map deletes nothing.
+    run(git(&repo).args(["update-ref", "refs/keep-around/b", &old]));
+    let bad = vec![ApplyBfgObjectMapStreamRequest {
+        repository: Some(d.repo("p.git")),
+        object_map: format!("{old} {kept}\nnot a line\n").into_bytes(),
+    }];
+    let mut s = c.apply_bfg_object_map_stream(tokio_stream::iter(bad)).await.unwrap().into_inner();
+    let mut err = None;
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        err.map(|e| (e.code(), e.message().to_string())),
+        Some((Code::InvalidArgument, "object map invalid at line 1".to_string()))
+    );
+    assert!(stdout(git(&repo).args(["for-each-ref", "refs/keep-around/b"])).contains(&old));
+}

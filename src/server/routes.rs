@@ -13,14 +13,15 @@ use tonic::service::Routes;
 use super::ServeError;
 use crate::pool::Pool;
 use crate::proto::gitaly::{
-    blob_service_server::BlobServiceServer, commit_service_server::CommitServiceServer,
-    conflicts_service_server::ConflictsServiceServer, diff_service_server::DiffServiceServer,
-    hook_service_server::HookServiceServer, internal_gitaly_server::InternalGitalyServer,
-    namespace_service_server::NamespaceServiceServer, object_pool_service_server::ObjectPoolServiceServer,
-    operation_service_server::OperationServiceServer, ref_service_server::RefServiceServer,
-    remote_service_server::RemoteServiceServer, repository_service_server::RepositoryServiceServer,
-    server_service_server::ServerServiceServer, smart_http_service_server::SmartHttpServiceServer,
-    ssh_service_server::SshServiceServer, wiki_service_server::WikiServiceServer,
+    blob_service_server::BlobServiceServer, cleanup_service_server::CleanupServiceServer,
+    commit_service_server::CommitServiceServer, conflicts_service_server::ConflictsServiceServer,
+    diff_service_server::DiffServiceServer, hook_service_server::HookServiceServer,
+    internal_gitaly_server::InternalGitalyServer, namespace_service_server::NamespaceServiceServer,
+    object_pool_service_server::ObjectPoolServiceServer, operation_service_server::OperationServiceServer,
+    ref_service_server::RefServiceServer, remote_service_server::RemoteServiceServer,
+    repository_service_server::RepositoryServiceServer, server_service_server::ServerServiceServer,
+    smart_http_service_server::SmartHttpServiceServer, ssh_service_server::SshServiceServer,
+    wiki_service_server::WikiServiceServer,
 };
 use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
 use crate::service::{self, Ctx};
@@ -77,6 +78,7 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
         .add_service(BulkRoutes::new(limits!(BlobServiceServer::from_arc(blob.clone())), blob, bulk_methods::BLOB))
         .add_service(BulkRoutes::new(limits!(DiffServiceServer::from_arc(diff.clone())), diff, bulk_methods::DIFF))
         .add_service(limits!(HookServiceServer::new(service::hook::HookSvc(ctx.clone()))))
+        .add_service(limits!(CleanupServiceServer::new(service::cleanup::CleanupSvc(ctx.clone()))))
         .add_service(limits!(ObjectPoolServiceServer::new(service::objectpool::ObjectPoolSvc(ctx.clone()))))
         .add_service(limits!(RemoteServiceServer::new(service::remote::RemoteSvc(ctx.clone()))))
         .add_service(limits!(NamespaceServiceServer::new(service::namespace::NamespaceSvc(ctx.clone()))))

@@ -8,6 +8,7 @@ pub use crate::context::{Context, Ctx};
 pub mod admin;
 pub mod blob;
 pub mod chunk;
+pub mod cleanup;
 pub mod commit;
 pub mod diff;
 pub mod hook;

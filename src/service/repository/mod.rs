@@ -9,6 +9,7 @@ mod clone_from_pool;
 mod config;
 pub(crate) use config::edit_config;
 mod create;
+mod create_from_snapshot;
 mod create_from_url;
 mod custom_hooks;
 mod exists;
@@ -19,6 +20,7 @@ mod fsck;
 mod has_local_branches;
 mod housekeeping;
 mod in_progress;
+mod license;
 mod merge_base;
 mod optimize;
 mod raw_changes;
@@ -228,6 +230,24 @@ impl RepositoryService for RepositorySvc {
     ) -> Unary<CloneFromPoolInternalResponse> {
         let md = r.metadata().clone();
         clone_from_pool::clone_from_pool_internal(&self.0, &md, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn find_license(&self, r: Request<FindLicenseRequest>) -> Unary<FindLicenseResponse> {
+        license::find_license(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn search_files_by_content(
+        &self,
+        r: Request<SearchFilesByContentRequest>,
+    ) -> Unary<BoxStream<SearchFilesByContentResponse>> {
+        search_files::search_files_by_content(&self.0, r.into_inner()).await.map(Response::new)
+    }
+
+    async fn create_repository_from_snapshot(
+        &self,
+        r: Request<CreateRepositoryFromSnapshotRequest>,
+    ) -> Unary<CreateRepositoryFromSnapshotResponse> {
+        create_from_snapshot::create_repository_from_snapshot(&self.0, r.into_inner()).await.map(Response::new)
     }
 }
 

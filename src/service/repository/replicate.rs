@@ -3,13 +3,12 @@
 //! source's snapshot (GetSnapshot, unpacked in the scratch area and moved into place whole); then
 //! `info/attributes` is copied and every ref fetched (FetchInternalRemote), as upstream v13.12.
 
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use super::staging::Staging;
+use super::staging::{unpack_tar, ChannelReader, Staging};
 use crate::git::Sub;
 use crate::gitaly_servers;
 use crate::locator::is_git_directory;
@@ -95,7 +94,7 @@ async fn create_from_snapshot(
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let dir = staged.path.clone();
-    let unpacker = tokio::task::spawn_blocking(move || unpack(&dir, ChannelReader { rx, buf: Vec::new(), at: 0 }));
+    let unpacker = tokio::task::spawn_blocking(move || unpack_tar(&dir, ChannelReader::new(rx)));
     let pumped = async {
         let _ = tx.send(first.data).await;
         while let Some(m) = stream.message().await.map_err(|e| failed("read snapshot", &e.message()))? {
@@ -112,55 +111,6 @@ async fn create_from_snapshot(
     unpacked.map_err(|e| failed("unpack", &e))?;
     pumped?;
     staged.place(target, "ReplicateRepository")
-}
-
-/// Reads what the pump sends, blocking (on the unpacking thread).
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(b) => {
-                    self.buf = b;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
-
-/// Unpacks a snapshot into a fresh repository directory: regular files and directories only, every path
-/// inside it, no set-id bits. Nothing in the scratch directory is a link, so nothing is written outside it.
-fn unpack(dir: &Path, input: impl Read) -> std::io::Result<()> {
-    let mut archive = tar::Archive::new(input);
-    archive.set_preserve_permissions(false);
-    archive.set_mask(0o7022);
-    archive.set_overwrite(true);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path: PathBuf = entry.path()?.into_owned();
-        if !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
-        }
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
-            other => return Err(std::io::Error::other(format!("member {:?} is a {other:?}", path.display()))),
-        }
-        if !entry.unpack_in(dir)? {
-            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
-        }
-    }
-    Ok(())
 }
 
 /// Copies the source's `info/attributes` over this one's, atomically.

@@ -6,7 +6,10 @@ use tonic::codegen::BoxStream;
 use tonic::Status;
 
 use crate::git::Sub;
-use crate::proto::gitaly::{SearchFilesByNameRequest, SearchFilesByNameResponse};
+use crate::proto::gitaly::{
+    SearchFilesByContentRequest, SearchFilesByContentResponse, SearchFilesByNameRequest, SearchFilesByNameResponse,
+};
+use crate::service::chunk::DATA_CHUNK as CHUNK;
 use crate::service::Context;
 
 /// Upstream's limits: the filter's length, and paths per response.
@@ -63,4 +66,97 @@ pub async fn search_files_by_name(
     let messages: Vec<_> =
         files.chunks(PER_MESSAGE).map(|c| Ok(SearchFilesByNameResponse { files: c.to_vec() })).collect();
     Ok(Box::pin(tokio_stream::iter(messages)))
+}
+
+/// Lines of context around each match, as upstream.
+const CONTEXT: &str = "2";
+
+/// SearchFilesByContent: `git grep` (case-insensitive, Perl regular expression, binary files skipped,
+/// two lines of context) of a revision, each match block streamed as it comes in 128 KiB pieces and ended
+/// by `end_of_match`, as upstream. Output is never held whole: a repository full of matches costs one
+/// block at a time.
+pub async fn search_files_by_content(
+    ctx: &Context,
+    req: SearchFilesByContentRequest,
+) -> Result<BoxStream<SearchFilesByContentResponse>, Status> {
+    if req.query.is_empty() {
+        return Err(Status::invalid_argument("no query given"));
+    }
+    if req.r#ref.is_empty() {
+        return Err(Status::invalid_argument("no ref given"));
+    }
+    if req.r#ref.starts_with(b"-") {
+        return Err(Status::invalid_argument("invalid ref argument"));
+    }
+    if req.query.contains('\0') {
+        return Err(Status::invalid_argument("query contains a NUL byte"));
+    }
+    let repo = ctx.locator.repo_path(req.repository.as_ref())?;
+    let revision = String::from_utf8(req.r#ref).map_err(|_| Status::invalid_argument("invalid ref argument"))?;
+    let mut child = ctx
+        .git
+        .command(&repo, Sub::Grep)
+        .flag("--ignore-case")
+        .flag("-I")
+        .flag("--line-number")
+        .flag("--null")
+        .flag(format!("--before-context={CONTEXT}"))
+        .flag(format!("--after-context={CONTEXT}"))
+        .flag("--perl-regexp")
+        // The pattern stuck to its option: it can never be read as an option of its own.
+        .flag(format!("-e{}", req.query))
+        .user_arg(&revision)
+        .spawn_no_stdin()
+        .map_err(|e| Status::internal(format!("SearchFilesByContent: cmd start failed: {e}")))?;
+    let stdout = child.stdout.take().ok_or_else(|| Status::internal("SearchFilesByContent: no output"))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let _child = child;
+        let mut reader = tokio::io::BufReader::new(stdout);
+        let mut block: Vec<u8> = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = match reader.read_until(b'\n', &mut line).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::internal(format!("SearchFilesByContent: {e}")))).await;
+                    return;
+                }
+            };
+            let end = n == 0;
+            if !end && line != b"--\n" {
+                block.extend_from_slice(&line);
+                if !line.ends_with(b"\n") {
+                    block.push(b'\n');
+                }
+                // A block larger than a message goes out in pieces as it grows.
+                while block.len() > CHUNK {
+                    let rest = block.split_off(CHUNK);
+                    let piece = std::mem::replace(&mut block, rest);
+                    if tx
+                        .send(Ok(SearchFilesByContentResponse { match_data: piece, ..Default::default() }))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                continue;
+            }
+            if !block.is_empty() {
+                let piece = std::mem::take(&mut block);
+                let done = SearchFilesByContentResponse { end_of_match: true, ..Default::default() };
+                let data = SearchFilesByContentResponse { match_data: piece, ..Default::default() };
+                if tx.send(Ok(data)).await.is_err() || tx.send(Ok(done)).await.is_err() {
+                    return;
+                }
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }

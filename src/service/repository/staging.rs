@@ -2,7 +2,8 @@
 //! storage's scratch area and moved to their path in one rename only when complete: a failed or cancelled
 //! import leaves nothing at the repository's path, and nothing at that path is ever replaced.
 
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 use tonic::Status;
 
@@ -48,4 +49,59 @@ pub(crate) fn is_free(target: &Path) -> bool {
         Ok(m) if m.is_dir() => std::fs::read_dir(target).map(|mut d| d.next().is_none()).unwrap_or(false),
         Ok(_) => false,
     }
+}
+
+/// Reads what the pump sends, blocking (on the unpacking thread).
+pub(crate) struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Vec<u8>>) -> ChannelReader {
+        ChannelReader { rx, buf: Vec::new(), at: 0 }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            match self.rx.blocking_recv() {
+                Some(b) => {
+                    self.buf = b;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks a snapshot into a fresh repository directory: regular files and directories only, every path
+/// inside it, no set-id bits. Nothing in the scratch directory is a link, so nothing is written outside it.
+pub(crate) fn unpack_tar(dir: &Path, input: impl Read) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(input);
+    archive.set_preserve_permissions(false);
+    archive.set_mask(0o7022);
+    archive.set_overwrite(true);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path: PathBuf = entry.path()?.into_owned();
+        if !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
+        }
+        match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
+            other => return Err(std::io::Error::other(format!("member {:?} is a {other:?}", path.display()))),
+        }
+        if !entry.unpack_in(dir)? {
+            return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
+        }
+    }
+    Ok(())
 }
