@@ -15,6 +15,7 @@ pub mod hook;
 pub mod layers;
 pub mod locator;
 pub mod logging;
+pub mod maintenance;
 pub mod memory;
 pub mod metrics;
 pub mod odb;

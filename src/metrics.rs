@@ -113,6 +113,20 @@ pub static GIT_SPAWNED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
 });
 
 /// Ours: the read pool's size, its busy threads and its queue (`src/odb/pool.rs`).
+/// Upstream's: each repository's OptimizeRepository in the daily maintenance window.
+pub static DAILY_MAINTENANCE_SECONDS: LazyLock<prometheus::Histogram> = LazyLock::new(|| {
+    let h = prometheus::Histogram::with_opts(
+        HistogramOpts::new(
+            "gitaly_daily_maintenance_repo_optimization_seconds",
+            "How many seconds each repo takes to successfully optimize during daily maintenance",
+        )
+        .buckets(vec![0.01, 0.1, 1.0, 10.0, 100.0]),
+    )
+    .expect("valid histogram");
+    REGISTRY.register(Box::new(h.clone())).expect("metric registered once");
+    h
+});
+
 pub static READ_THREADS: LazyLock<IntGauge> =
     LazyLock::new(|| int_gauge("rgitaly_read_threads", "Threads that run object reads."));
 pub static READ_THREADS_BUSY: LazyLock<IntGauge> =

@@ -1403,3 +1403,64 @@ async fn bfg_object_map_removes_internal_refs_to_old_commits() {
     );
     assert!(stdout(git(&repo).args(["for-each-ref", "refs/keep-around/b"])).contains(&old));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_maintenance_optimizes_the_configured_storages_only() {
+    let other = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_env(
+        &format!(
+            "[daily_maintenance]\nstart_hour = 3\nstart_minute = 0\nduration = \"60s\"\nstorages = [\"default\"]\n[[storage]]\nname = \"other\"\npath = {:?}\n",
+            other.path()
+        ),
+        &[("RGITALY_DAILY_MAINTENANCE_START_IN", "2")],
+    );
+    let wt = sample_worktree(&d.work_dir("src"));
+    let paths: Vec<_> = ["a.git", "group/b.git", "group/sub/c.git"].iter().map(|p| d.seed_repo(p, &wt)).collect();
+    let untouched = other.path().join("x.git");
+    run(git(other.path()).args(["clone", "--bare", "--quiet"]).arg(&wt).arg(&untouched));
+    let bitmap = |p: &std::path::Path| {
+        std::fs::read_dir(p.join("objects/pack"))
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".bitmap")))
+            .unwrap_or(false)
+    };
+    assert!(paths.iter().all(|p| !bitmap(p)));
+    let all_done = eventually(30, || {
+        let paths = paths.clone();
+        async move { paths.iter().all(|p| bitmap(p) && p.join("objects/info/commit-graph").exists()) }
+    })
+    .await;
+    assert!(all_done, "every repository of the storage optimized");
+    for p in &paths {
+        run(git(p).args(["fsck", "--no-progress"]));
+    }
+    assert!(!bitmap(&untouched), "a storage not listed is left alone");
+}
+
+#[test]
+fn daily_maintenance_config_is_checked_like_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    for (section, error) in [
+        (
+            "storages = [\"nope\"]",
+            "daily_maintenance.storages: daily maintenance specified storage \"nope\" does not exist in configuration",
+        ),
+        ("start_hour = 24", "daily_maintenance.start_hour: daily maintenance specified hour '24' outside range (0-23)"),
+        (
+            "start_minute = 60",
+            "daily_maintenance.start_minute: daily maintenance specified minute '60' outside range (0-59)",
+        ),
+        (
+            "duration = \"25h\"",
+            "daily_maintenance.duration: daily maintenance specified duration must be less than 24 hours",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("socket_path = \"/tmp/x.sock\"\n[[storage]]\nname = \"default\"\npath = {:?}\n[daily_maintenance]\n{section}\n", dir.path()),
+        )
+        .unwrap();
+        let e = rgitaly::config::Config::load(&config).unwrap_err();
+        assert_eq!(e.message, error);
+    }
+}

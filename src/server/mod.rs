@@ -145,6 +145,8 @@ async fn serve_with_pool(
         let ctx = ctx.clone();
         Background(tokio::spawn(async move { ctx.repos.sweep_forever().await }))
     };
+    // The daily maintenance window, stopped with the daemon.
+    let _maintenance = Background(tokio::spawn(crate::maintenance::run_daily(ctx.clone())));
     // Copies of the listening descriptors, for a successor; dropped as soon as we stop, so that after a
     // plain SIGTERM the sockets close with the listeners.
     let mut handover: Vec<(&'static str, OwnedFd)> = Vec::new();

@@ -46,6 +46,9 @@ impl Daemon {
     fn spawn(extra: &str, env: &[(&str, &str)], soft_nofile: Option<u64>) -> Daemon {
         let split = extra.find("\n[").map(|i| i + 1).unwrap_or(if extra.starts_with('[') { 0 } else { extra.len() });
         let (top, tables) = extra.split_at(split);
+        // Upstream's default maintenance window (12:00 daily) would optimize a test's repositories under it.
+        let maintenance =
+            if extra.contains("[daily_maintenance]") { "" } else { "[daily_maintenance]\ndisabled = true\n" };
         let dir = tempfile::tempdir().expect("tempdir");
         let storage = dir.path().join("storage");
         let outside = dir.path().join("outside");
@@ -57,7 +60,7 @@ impl Daemon {
         std::fs::write(
             &config,
             format!(
-                "socket_path = {socket:?}\ninternal_socket_dir = {internal:?}\n{top}\n[[storage]]\nname = \"{STORAGE}\"\npath = {storage:?}\n{tables}\n",
+                "socket_path = {socket:?}\ninternal_socket_dir = {internal:?}\n{top}\n[[storage]]\nname = \"{STORAGE}\"\npath = {storage:?}\n{tables}\n{maintenance}",
                 internal = dir.path().join("internal"),
             ),
         )

@@ -23,6 +23,7 @@ mod in_progress;
 mod license;
 mod merge_base;
 mod optimize;
+pub(crate) use optimize::optimize_repository;
 mod raw_changes;
 mod remove;
 mod rename;
