@@ -389,6 +389,46 @@ async fn urls_that_reach_the_host_are_refused_and_credentials_never_shown() {
     assert!(stdout(git(&d.repo_path("p.git")).args(["for-each-ref", "refs/planted"])).is_empty());
     assert_eq!(snapshot(&host), before);
 
+    // Target paths that leave the storage or name the server's own files: refused, nothing written.
+    std::os::unix::fs::symlink(&host, d.repo_path("link")).unwrap();
+    let gd = GitDaemon::start(&host);
+    let servers = gitaly_servers::encode(STORAGE, &ServerInfo { address: d.address(), token: String::new() });
+    for target in ["../escape.git", "/tmp/abs.git", "a\0b.git", "+gitaly/tmp/x.git", "link/x.git", "", "."] {
+        let t = Repository { storage_name: STORAGE.into(), relative_path: target.into(), ..Default::default() };
+        let from_url = CreateRepositoryFromUrlRequest { repository: Some(t.clone()), url: gd.url("host.git") };
+        let e = repo.create_repository_from_url(from_url).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "from url {target:?}: {e:?}");
+        let fork = CreateForkRequest { repository: Some(t.clone()), source_repository: Some(d.repo("p.git")) };
+        let e = repo.create_fork(with_servers(fork, &servers)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "fork {target:?}: {e:?}");
+        let snap = CreateRepositoryFromSnapshotRequest {
+            repository: Some(t.clone()),
+            http_url: "http://127.0.0.1:1/x".into(),
+            http_auth: String::new(),
+        };
+        let e = repo.create_repository_from_snapshot(snap).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "snapshot {target:?}: {e:?}");
+        let replica = ReplicateRepositoryRequest {
+            repository: Some(t.clone()),
+            source: Some(Repository { storage_name: "elsewhere".into(), ..t.clone() }),
+        };
+        let e = repo.replicate_repository(with_servers(replica, &servers)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "replica {target:?}: {e:?}");
+        let fetch = FetchSourceBranchRequest {
+            repository: Some(t),
+            source_repository: Some(d.repo("p.git")),
+            source_branch: b"main".to_vec(),
+            target_ref: b"refs/x".to_vec(),
+        };
+        assert_ne!(
+            repo.fetch_source_branch(with_servers(fetch, &servers)).await.map(|r| r.into_inner().result).ok(),
+            Some(true),
+            "{target:?}"
+        );
+    }
+    assert_eq!(snapshot(&host), before);
+    drop(gd);
+
     // Credentials in a URL go as a header, never in an error.
     let gitlab = FakeGitlab::tcp(|_, _| (401, serde_json::json!({}), std::time::Duration::ZERO));
     let port = gitlab.url.rsplit(':').next().unwrap().to_string();

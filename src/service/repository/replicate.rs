@@ -32,7 +32,7 @@ pub async fn replicate_repository(
     if target_repo.storage_name == source.storage_name {
         return Err(Status::invalid_argument("repository and source have the same storage"));
     }
-    let target = ctx.locator.target_path(Some(target_repo)).map_err(|e| Status::internal(e.to_string()))?;
+    let target = ctx.locator.target_path(Some(target_repo)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     if !is_git_directory(&target) {
         create_from_snapshot(ctx, md, target_repo, source, &target).await?;
     }
