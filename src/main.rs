@@ -42,20 +42,33 @@ async fn serve(path: &std::path::Path, inherited: rgitaly::upgrade::Inherited) -
         return 2;
     }
     rgitaly::server::raise_nofile_limit();
+    // A scratch directory the daemon chose itself (no internal_socket_dir or runtime_dir) is its own to
+    // remove at exit; one the operator named is left for the next start.
+    let own_dir = (cfg.internal_socket_dir.is_none() && cfg.runtime_dir.is_none()).then(|| cfg.internal_dir());
+    let remove_own_dir = |dir: Option<std::path::PathBuf>| {
+        if let Some(dir) = dir.filter(|d| d.exists()) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %e, "could not remove the daemon's scratch directory");
+            }
+        }
+    };
     let ctx = match rgitaly::server::build_context(cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "startup failed");
             eprintln!("rgitaly: {e}");
+            remove_own_dir(own_dir);
             return 1;
         }
     };
-    match rgitaly::server::serve(ctx, path, signals, inherited).await {
+    let code = match rgitaly::server::serve(ctx, path, signals, inherited).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             eprintln!("rgitaly: {e}");
             1
         }
-    }
+    };
+    remove_own_dir(own_dir);
+    code
 }

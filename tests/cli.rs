@@ -143,3 +143,34 @@ fn rgitaly_ssh_upstream_compatible_mode() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+/// The README's quickstart, run as written (but for the two `export`s, which point at this test's
+/// daemon and binaries), in a temporary directory.
+#[test]
+fn readme_quickstart_runs_as_written() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## Quickstart").nth(1).expect("quickstart section");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("quickstart block");
+    let script: String = block.lines().filter(|l| !l.starts_with("export ")).map(|l| format!("{l}\n")).collect();
+    assert!(script.contains("rgitaly repo create") && script.contains("archive"), "{script}");
+    let d = Daemon::start();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_rgitaly")).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let tmp = d.work_dir("quickstart");
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .env("PATH", path)
+        .env("GITALY_ADDRESS", d.address())
+        .env("TMPDIR", &tmp)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("GIT_DIR")
+        .current_dir(&tmp)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("README.md"), "git archive listed the file: {stdout}");
+    assert!(stdout.trim_end().ends_with("true"), "{stdout}");
+    assert!(stdout.contains("refs/heads/master"), "{stdout}");
+}

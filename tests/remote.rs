@@ -557,6 +557,13 @@ async fn object_pools_are_created_shared_fetched_and_given_back() {
     repo.clone_from_pool_internal(with_servers(internal.clone(), &servers)).await.unwrap();
     let member = d.repo_path("group/member.git");
     assert_eq!(refs(&member), refs(&origin));
+    // The member's objects are the pool's: it holds (almost) none of its own.
+    let count = |r: &Path| {
+        let text = stdout(git(r).args(["count-objects", "-v"]));
+        let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().parse::<u64>().unwrap();
+        get("count:") + get("in-pack:")
+    };
+    assert!(count(&member) * 10 < count(&origin), "member {} objects, origin {}", count(&member), count(&origin));
     assert_eq!(std::fs::read_to_string(member.join("objects/info/alternates")).unwrap(), alternates);
     fsck(&member);
     let e = repo.clone_from_pool_internal(with_servers(internal, &servers)).await.unwrap_err();
@@ -625,4 +632,64 @@ async fn object_pools_are_created_shared_fetched_and_given_back() {
         pools.get_object_pool(GetObjectPoolRequest { repository: Some(d.repo("group/member.git")) }).await.unwrap();
     assert!(got.into_inner().object_pool.is_none());
     d.assert_outside_untouched();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_mirror_to_a_second_daemon_through_rgitaly_ssh() {
+    let other = other_server();
+    run(git(&other.storage).args(["init", "--bare", "--quiet", "mirror.git"]));
+    let mirror = other.storage.join("mirror.git");
+    // The operator's ssh for git is rgitaly-ssh, aimed at the second daemon with its token.
+    let scripts = tempfile::tempdir().unwrap();
+    let wrapper = scripts.path().join("ssh-to-other");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nGITALY_ADDRESS='{}' GITALY_TOKEN=\"{TOKEN}\" exec '{}' \"$@\"\n",
+            other.daemon.address(),
+            env!("CARGO_BIN_EXE_rgitaly-ssh")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let d = Daemon::start_with(&format!("[[git.config]]\nkey = \"core.sshCommand\"\nvalue = {:?}\n", wrapper));
+    let wt = sample_worktree(&d.work_dir("src"));
+    let source = d.seed_repo("p.git", &wt);
+    let mut remote = RemoteServiceClient::new(d.channel().await);
+    let add = AddRemoteRequest {
+        repository: Some(d.repo("p.git")),
+        name: "downstream".into(),
+        url: format!("ssh://rgitaly/{OTHER}/mirror.git"),
+        mirror_refmaps: vec![],
+    };
+    remote.add_remote(add).await.unwrap();
+    let req = |keep: bool, only: &[&str]| UpdateRemoteMirrorRequest {
+        repository: Some(d.repo("p.git")),
+        ref_name: "downstream".into(),
+        only_branches_matching: only.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        keep_divergent_refs: keep,
+        ..Default::default()
+    };
+    let r = remote.update_remote_mirror(tokio_stream::iter(vec![req(false, &["main"])])).await.unwrap();
+    assert!(r.into_inner().divergent_refs.is_empty());
+    assert_eq!(
+        stdout(git(&mirror).args(["for-each-ref", "--format=%(objectname) %(refname)"])),
+        stdout(git(&source).args([
+            "for-each-ref",
+            "--format=%(objectname) %(refname)",
+            "refs/heads/main",
+            "refs/tags"
+        ])),
+        "only the requested branch, and every tag"
+    );
+    // The mirror moves on its own: kept and reported, then overwritten when asked.
+    let theirs = stdout(git(&mirror).args(["commit-tree", "-m", "theirs", "main^{tree}"]));
+    run(git(&mirror).args(["update-ref", "refs/heads/main", &theirs]));
+    let r = remote.update_remote_mirror(tokio_stream::iter(vec![req(true, &[])])).await.unwrap();
+    assert_eq!(r.into_inner().divergent_refs, vec![b"refs/heads/main".to_vec()]);
+    assert_eq!(stdout(git(&mirror).args(["rev-parse", "main"])), theirs);
+    assert!(stdout(git(&mirror).args(["branch", "--list", "side"])).contains("side"), "other branches pushed");
+    remote.update_remote_mirror(tokio_stream::iter(vec![req(false, &[])])).await.unwrap();
+    assert_eq!(stdout(git(&mirror).args(["rev-parse", "main"])), stdout(git(&source).args(["rev-parse", "main"])));
+    run(git(&mirror).args(["fsck", "--no-progress"]));
 }

@@ -1276,6 +1276,23 @@ async fn repository_from_a_downloaded_snapshot() {
     };
     let (evil, _) = serve_once("200 OK", evil);
     assert_eq!(c.create_repository_from_snapshot(req("e.git", &evil)).await.unwrap_err().code(), Code::Internal);
+    // A member climbing out with `../` (written by hand: the tar crate refuses to build one).
+    let climbing = {
+        let mut h = tar::Header::new_old();
+        let name = b"../../../../outside/planted";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut b = h.as_bytes().to_vec();
+        b.extend_from_slice(b"evil\n");
+        b.resize(512 * 2, 0);
+        b.extend_from_slice(&[0u8; 1024]);
+        b
+    };
+    let (climbing, _) = serve_once("200 OK", climbing);
+    assert_eq!(c.create_repository_from_snapshot(req("e.git", &climbing)).await.unwrap_err().code(), Code::Internal);
     for url in ["file:///etc/passwd", "ftp://h/x", "not a url"] {
         assert_eq!(
             c.create_repository_from_snapshot(req("u.git", url)).await.unwrap_err().code(),

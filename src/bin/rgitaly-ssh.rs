@@ -2,8 +2,30 @@
 
 use rgitaly::ssh_client::{self, Invocation};
 
+const USAGE: &str = "\
+usage: rgitaly-ssh upload-pack|receive-pack|upload-archive    (GITALY_PAYLOAD holds the JSON request)
+       rgitaly-ssh [ssh options] HOST COMMAND                (as GIT_SSH_COMMAND: git clone ssh://rgitaly/STORAGE/PATH)
+
+A GIT_SSH_COMMAND that reaches rgitaly's (or Gitaly's) SSHService instead of an ssh server.
+
+environment:
+  GITALY_ADDRESS   the server: unix:PATH, tcp://HOST:PORT or tls://HOST:PORT (required)
+  GITALY_TOKEN     the server's auth token, if it has one
+  GITALY_PAYLOAD   the request as JSON (upstream gitaly-ssh's way; the command then is the first argument)
+  GITALY_WD        directory to change to first
+  SSL_CERT_FILE    CA certificates for tls:// addresses
+
+example:
+  GITALY_ADDRESS=unix:/path/to/rgitaly.socket GIT_SSH_COMMAND=rgitaly-ssh \\
+    git clone ssh://rgitaly/default/group/project.git
+";
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(args.as_slice(), [a] if a == "--help" || a == "-h" || a == "help") {
+        print!("{USAGE}");
+        std::process::exit(0);
+    }
     let invocation = match ssh_client::parse(&args, |k| std::env::var(k).ok()) {
         Ok(i) => i,
         Err(e) => fail(&e.to_string()),

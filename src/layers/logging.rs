@@ -60,7 +60,8 @@ impl Drop for CallLog {
         // No trailers means the client went away before the call finished: Canceled.
         let code = code_label(self.code);
         let seconds = self.started.elapsed().as_secs_f64();
-        let time_ms = seconds * 1000.0;
+        // As upstream logs it: milliseconds with microsecond precision (3.281, not 3.2810000000000001).
+        let time_ms = time_ms(self.started.elapsed());
         crate::metrics::record_handled(self.method, &code, seconds);
         let repo = self.repository.0.lock().ok().and_then(|mut r| r.take()).unwrap_or_default();
         tracing::info!(
@@ -230,5 +231,20 @@ mod tests {
             let n: u64 = stream.chunks(chunk).map(|d| c.feed(d)).sum();
             assert_eq!(n, 4, "chunk size {chunk}");
         }
+    }
+}
+
+/// A duration in milliseconds rounded to the microsecond, as upstream's `grpc.time_ms`.
+fn time_ms(d: std::time::Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn time_ms_is_rounded_to_the_microsecond() {
+        let d = std::time::Duration::from_nanos(3_280_181);
+        assert_eq!(super::time_ms(d).to_string(), "3.28");
+        assert_eq!(super::time_ms(std::time::Duration::from_nanos(12_345_678)).to_string(), "12.345");
     }
 }

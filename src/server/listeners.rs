@@ -45,16 +45,60 @@ impl Listener {
     }
 }
 
+/// Refuses to start beside a live daemon: something answering on the configured socket, or listening on
+/// a configured address. Checked before anything else starts (workers included); a successor started
+/// by an upgrade (SIGUSR2) takes its predecessor's listeners instead and skips this.
+pub(super) fn refuse_if_in_use(config: &Config, inherited: &Inherited) -> Result<(), ServeError> {
+    if inherited.is_successor() {
+        return Ok(());
+    }
+    if let Some(path) = &config.socket_path {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::InUse(format!(
+                "socket_path: another daemon is serving on {}; stop it first (or upgrade it with SIGUSR2)",
+                path.display()
+            )));
+        }
+    }
+    for (key, addr) in [("listen_addr", &config.listen_addr), ("tls_listen_addr", &config.tls_listen_addr)] {
+        let Some(addr) = addr else { continue };
+        let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str()) else { continue };
+        for a in addrs {
+            // A wildcard address is checked on loopback, where a listener on it answers too.
+            let probe = match a.ip() {
+                std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+                    std::net::SocketAddr::from(([127, 0, 0, 1], a.port()))
+                }
+                std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+                    std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+                }
+                _ => a,
+            };
+            if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(500)).is_ok() {
+                return Err(ServeError::InUse(format!("{key}: {addr} is already in use by another process")));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn bind_all(config: &Config, inherited: &mut Inherited) -> Result<Vec<Listener>, ServeError> {
     let mut out = Vec::new();
     if let Some(path) = &config.socket_path {
         let l = match inherited_unix(inherited, path) {
             Some(l) => l,
             None => {
-                // A socket left by a previous run would make bind fail; only remove it if it is a socket.
+                // A socket left by a previous run would make bind fail; only a socket is removed, and only
+                // when nothing answers on it: a live daemon there is never taken over.
                 if let Ok(meta) = std::fs::symlink_metadata(path) {
                     use std::os::unix::fs::FileTypeExt;
                     if meta.file_type().is_socket() {
+                        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                            return Err(ServeError::InUse(format!(
+                                "socket_path: another daemon is serving on {}; stop it first (or upgrade it with SIGUSR2)",
+                                path.display()
+                            )));
+                        }
                         let _ = std::fs::remove_file(path);
                     }
                 }

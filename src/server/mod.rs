@@ -48,6 +48,8 @@ pub enum ServeError {
     Tls(String),
     #[error("{0}")]
     Hooks(String),
+    #[error("{0}")]
+    InUse(String),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -117,6 +119,7 @@ fn set_private(dir: &Path) -> Result<(), ServeError> {
 /// certificate.
 pub async fn serve(ctx: Ctx, config_path: &Path, signals: Signals, mut inherited: Inherited) -> Result<(), ServeError> {
     let config_path = std::fs::canonicalize(config_path).map_err(io_err(format!("{}", config_path.display())))?;
+    listeners::refuse_if_in_use(&ctx.config, &inherited)?;
     let (pool_cfg, warnings) = PoolConfig::from_config(&ctx.config, config_path);
     for w in warnings {
         tracing::warn!("{w}");
