@@ -28,6 +28,42 @@ pub enum Command {
     /// Inspect and steer a running daemon's worker pool.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Diagnose clones (the analogue of upstream's gitaly-debug).
+    #[command(subcommand)]
+    Debug(DebugCommand),
+    /// Ask a running daemon's gRPC health service; exit 0 when it is serving (for container health checks).
+    Health {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// A service to ask about (e.g. gitaly.RepositoryService); the whole server when absent.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DebugCommand {
+    /// Run a full clone's negotiation against a served repository (Smart HTTP, as Workhorse does) without
+    /// writing a repository; report time to first byte, pack size, objects, time per phase, throughput.
+    SimulateClone {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The repository: STORAGE/PATH, e.g. default/group/project.git.
+        target: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Also save the raw answer (for `analyze-clone`).
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Report on a saved upload-pack answer (from `simulate-clone --save`, or a captured response body).
+    AnalyzeClone {
+        file: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +121,7 @@ pub struct RepoArgs {
 
 /// Turns the legacy `rgitaly CONFIG` form into `rgitaly serve CONFIG`.
 pub fn normalize_args(mut args: Vec<String>) -> Vec<String> {
-    let known = ["serve", "check", "repo", "admin", "help"];
+    let known = ["serve", "check", "repo", "admin", "health", "debug", "help"];
     if args.len() == 2 && !args[1].starts_with('-') && !known.contains(&args[1].as_str()) {
         args.insert(1, "serve".to_string());
     }
@@ -282,4 +318,41 @@ fn worker_table(workers: &[crate::proto::rgitaly::Worker]) -> String {
 /// gRPC code names as grpcurl prints them.
 pub fn code_name(code: tonic::Code) -> String {
     format!("{code:?}")
+}
+
+/// `rgitaly health`: `grpc.health.v1.Health/Check`; prints the status, exit 0 only for SERVING.
+pub async fn health(server: ServerArgs, service: String) -> Result<i32, String> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let channel = client::connect(&server.address, server.token.as_deref()).await.map_err(|e| e.to_string())?;
+    let resp = HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await
+        .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?;
+    let status = ServingStatus::try_from(resp.into_inner().status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    Ok(if status == ServingStatus::Serving { 0 } else { 1 })
+}
+
+/// `rgitaly debug …`.
+pub async fn debug(cmd: DebugCommand) -> Result<i32, String> {
+    let (report, json) = match cmd {
+        DebugCommand::SimulateClone { server, target, json, save } => {
+            let (report, raw) =
+                crate::debug::simulate(&server.address, server.token.as_deref(), &target, save.is_some()).await?;
+            if let Some(path) = save {
+                std::fs::write(&path, raw).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            (report, json)
+        }
+        DebugCommand::AnalyzeClone { file, json } => {
+            let data = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            (crate::debug::analyze(&data)?, json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.error.is_some() { 1 } else { 0 })
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod context;
+pub mod debug;
 pub mod git;
 pub mod gitaly_servers;
 pub mod gitlab;

@@ -22,6 +22,14 @@ fn main() {
                 eprintln!("rgitaly: {e}");
                 1
             }),
+            Command::Debug(cmd) => cli::debug(cmd).await.unwrap_or_else(|e| {
+                eprintln!("rgitaly: {e}");
+                1
+            }),
+            Command::Health { server, service } => cli::health(server, service).await.unwrap_or_else(|e| {
+                eprintln!("rgitaly: {e}");
+                1
+            }),
         }
     });
     std::process::exit(code);

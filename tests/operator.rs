@@ -172,3 +172,60 @@ fn rgitaly_ssh_help() {
         assert!(text.starts_with("usage: rgitaly-ssh") && text.contains("GITALY_ADDRESS"), "{text}");
     }
 }
+
+fn rgitaly_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rgitaly"))
+}
+
+#[test]
+fn clone_debugger_reports_what_a_clone_costs() {
+    let d = Daemon::start();
+    let wt = sample_worktree(&d.work_dir("src"));
+    let repo = d.seed_repo("group/p.git", &wt);
+    let objects: usize = stdout(git(&repo).args(["rev-list", "--objects", "--all"])).lines().count();
+    let refs = stdout(git(&repo).args(["for-each-ref"])).lines().count();
+    let saved = d.work_dir("debug").join("answer.bin");
+    let out = rgitaly_cmd()
+        .args(["debug", "simulate-clone", "--address", &d.address(), "default/group/p.git", "--json", "--save"])
+        .arg(&saved)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["objects"].as_u64(), Some(objects as u64), "{report}");
+    assert_eq!(report["refs"].as_u64(), Some(refs as u64 + 1), "HEAD and every ref: {report}");
+    assert_eq!(report["pack_version"].as_u64(), Some(2));
+    assert!(report["pack_bytes"].as_u64().unwrap() > 12);
+    for key in ["advertisement_ms", "first_response_byte_ms", "first_pack_byte_ms", "total_ms", "pack_mib_per_s"] {
+        assert!(report[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {report}");
+    }
+    // Nothing was written in the storage (no repository was created by the simulated clone).
+    assert_eq!(std::fs::read_dir(d.repo_path("group")).unwrap().count(), 1);
+
+    // The saved answer, analysed offline, gives the same pack.
+    let out = rgitaly_cmd().args(["debug", "analyze-clone", "--json"]).arg(&saved).output().unwrap();
+    assert!(out.status.success());
+    let offline: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(offline["objects"], report["objects"]);
+    assert_eq!(offline["pack_bytes"], report["pack_bytes"]);
+    let text = rgitaly_cmd().args(["debug", "analyze-clone"]).arg(&saved).output().unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("{objects} objects")));
+
+    // A missing repository is a clear error, not a report.
+    let out = rgitaly_cmd()
+        .args(["debug", "simulate-clone", "--address", &d.address(), "default/nope.git"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a git repository"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The health command the container image uses.
+    let out = rgitaly_cmd().args(["health", "--address", &d.address()]).output().unwrap();
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).trim()), (Some(0), "SERVING"));
+    let out = rgitaly_cmd().args(["health", "--address", "unix:/nonexistent.sock"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -42,6 +42,7 @@ pub async fn fetch_into_object_pool(
         .command(&pool.path, Sub::Fetch)
         .flag("--quiet")
         .flag("--atomic")
+        .flag("--no-write-fetch-head")
         .trusted_arg("origin")
         .trusted_arg("+refs/*:refs/remotes/origin/*")
         .output()

@@ -23,9 +23,8 @@ pub(crate) async fn fetch_internal_remote(
     fetch_internal_remote_at(ctx, md, &path, remote).await
 }
 
-/// FetchInternalRemote into the repository at `path` (resolved by the caller: CloneFromPoolInternal
-/// fetches into a repository still being built).
-pub(crate) async fn fetch_internal_remote_at(
+/// FetchInternalRemote into the repository at `path`.
+async fn fetch_internal_remote_at(
     ctx: &Ctx,
     md: &MetadataMap,
     path: &std::path::Path,
@@ -40,6 +39,8 @@ pub(crate) async fn fetch_internal_remote_at(
         .flag("--prune")
         .flag("--atomic")
         .flag("--quiet")
+        // A mirror of every ref: FETCH_HEAD would only repeat them all on disk.
+        .flag("--no-write-fetch-head")
         .trusted_arg(INTERNAL_URL)
         .trusted_arg("+refs/*:refs/*")
         .run_to_end()

@@ -3,7 +3,7 @@
 //! [`crate::gitaly_servers`].
 
 mod fetch_internal_remote;
-pub(crate) use fetch_internal_remote::{fetch_internal_remote, fetch_internal_remote_at};
+pub(crate) use fetch_internal_remote::fetch_internal_remote;
 mod find_remote;
 mod remotes;
 pub(crate) use remotes::{refspec, valid_remote_name};

@@ -1,9 +1,8 @@
 //! CloneFromPool and CloneFromPoolInternal: a new member of an object pool, as upstream: a shared clone
-//! of the pool, then the member's own refs fetched (from a URL, or from another repository through its
-//! Gitaly server), then its alternates made relative. Built in the scratch area and moved into place
+//! of the pool, then the member's own refs fetched (from a URL, or from the source repository, which is
+//! in the same storage), then its alternates made relative. Built in the scratch area and moved into place
 //! only when all of that worked.
 
-use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::fetch_remote::{fetch_remote_at, remote_name};
@@ -80,7 +79,6 @@ pub async fn clone_from_pool(ctx: &Ctx, req: CloneFromPoolRequest) -> Result<Clo
 
 pub async fn clone_from_pool_internal(
     ctx: &Ctx,
-    md: &MetadataMap,
     req: CloneFromPoolInternalRequest,
 ) -> Result<CloneFromPoolInternalResponse, Status> {
     let repository = req.repository.as_ref().ok_or_else(|| Status::invalid_argument("repository required"))?;
@@ -104,9 +102,30 @@ pub async fn clone_from_pool_internal(
         }
     }
     let (staged, pool, target) = clone_pool(ctx, repository, req.pool.as_ref()).await?;
-    crate::service::remote::fetch_internal_remote_at(ctx, md, &staged.path, source)
+    // The source is in this daemon's storage (checked above): its refs are fetched from its path, with
+    // what FetchInternalRemote does through the source's server (every ref, pruned, and its HEAD).
+    ctx.git
+        .command(&staged.path, Sub::Fetch)
+        .flag("--prune")
+        .flag("--atomic")
+        .flag("--quiet")
+        .flag("--no-write-fetch-head")
+        .path_arg(&source_path)
+        .path_arg("+refs/*:refs/*")
+        .output()
         .await
-        .map_err(|e| Status::internal(format!("fetch internal remote: {}", e.message())))?;
+        .map_err(|e| Status::internal(format!("fetch internal remote: {e}")))?;
+    let head = crate::service::default_branch(ctx, &source_path).await?;
+    if !head.is_empty() {
+        let head = String::from_utf8(head).map_err(|_| Status::internal("default branch is not UTF-8"))?;
+        ctx.git
+            .command(&staged.path, Sub::SymbolicRef)
+            .trusted_arg("HEAD")
+            .user_arg(&head)
+            .output()
+            .await
+            .map_err(|e| Status::internal(format!("set default branch: {e}")))?;
+    }
     finish(staged, &pool, &target, "CloneFromPoolInternal")?;
     Ok(CloneFromPoolInternalResponse {})
 }

@@ -229,8 +229,7 @@ impl RepositoryService for RepositorySvc {
         &self,
         r: Request<CloneFromPoolInternalRequest>,
     ) -> Unary<CloneFromPoolInternalResponse> {
-        let md = r.metadata().clone();
-        clone_from_pool::clone_from_pool_internal(&self.0, &md, r.into_inner()).await.map(Response::new)
+        clone_from_pool::clone_from_pool_internal(&self.0, r.into_inner()).await.map(Response::new)
     }
 
     async fn find_license(&self, r: Request<FindLicenseRequest>) -> Unary<FindLicenseResponse> {
