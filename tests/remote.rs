@@ -193,12 +193,21 @@ async fn forks_branches_and_replicas_come_from_the_other_server_on_every_transpo
     run(git(&source).args(["tag", "v2", "main"]));
     repo.replicate_repository(with_servers(replicate.clone(), &servers)).await.unwrap();
     assert_eq!(refs(&replica), refs(&source));
-    // A broken replica (not a repository) is replaced.
+    // A broken replica (a repository's config and objects, no HEAD) is replaced, once the new one is whole.
     std::fs::remove_dir_all(&replica).unwrap();
-    std::fs::create_dir_all(replica.join("junk")).unwrap();
+    std::fs::create_dir_all(replica.join("objects")).unwrap();
+    std::fs::write(replica.join("config"), "junk").unwrap();
     repo.replicate_repository(with_servers(replicate.clone(), &servers)).await.unwrap();
     assert_eq!(refs(&replica), refs(&source));
-    assert!(!replica.join("junk").exists());
+    assert_ne!(std::fs::read_to_string(replica.join("config")).unwrap(), "junk");
+    // A namespace holding repositories is never taken for a broken replica.
+    let group_repo = d.repo_path("ns/inner.git");
+    run(git(&d.storage).args(["init", "--bare", "--quiet"]).arg(&group_repo));
+    run(git(&other.storage).args(["init", "--bare", "--quiet", "ns"]));
+    let namespace = ReplicateRepositoryRequest { repository: Some(d.repo("ns")), source: Some(other.repo("ns")) };
+    let e = repo.replicate_repository(with_servers(namespace, &servers)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(group_repo.join("HEAD").exists(), "the namespace's repository is still there");
     let missing =
         ReplicateRepositoryRequest { repository: Some(d.repo("nope.git")), source: Some(other.repo("nope.git")) };
     let e = repo.replicate_repository(with_servers(missing, &servers)).await.unwrap_err();

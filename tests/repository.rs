@@ -1293,6 +1293,17 @@ async fn repository_from_a_downloaded_snapshot() {
     };
     let (climbing, _) = serve_once("200 OK", climbing);
     assert_eq!(c.create_repository_from_snapshot(req("e.git", &climbing)).await.unwrap_err().code(), Code::Internal);
+    // Files a snapshot never holds (alternates to borrow another repository, a config that runs programs).
+    for member in ["objects/info/alternates", "config", "hooks/pre-receive", "info/attributes"] {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        b.append_data(&mut h, member, &b"evil"[..]).unwrap();
+        let (url, _) = serve_once("200 OK", b.into_inner().unwrap());
+        let e = c.create_repository_from_snapshot(req("e.git", &url)).await.unwrap_err();
+        assert!(e.message().contains("not part of a snapshot"), "{member}: {e:?}");
+    }
     for url in ["file:///etc/passwd", "ftp://h/x", "not a url"] {
         assert_eq!(
             c.create_repository_from_snapshot(req("u.git", url)).await.unwrap_err().code(),
@@ -1353,6 +1364,16 @@ async fn licenses_and_file_contents_are_found() {
     let mut s = c.search_files_by_content(search("--no-index", "main")).await.unwrap().into_inner();
     assert!(s.message().await.unwrap().is_none());
     assert_eq!(c.search_files_by_content(search("x", "--all")).await.unwrap_err().code(), Code::InvalidArgument);
+    // An unknown revision is an error, not an empty answer.
+    let mut s = c.search_files_by_content(search("needle", "no-such-branch")).await.unwrap().into_inner();
+    let e = loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("an unknown revision answered as if nothing matched"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.code(), Code::Internal, "{e:?}");
     assert_eq!(c.search_files_by_content(search("", "main")).await.unwrap_err().code(), Code::InvalidArgument);
 }
 

@@ -27,6 +27,8 @@ pub enum UrlError {
     Transport(String),
     #[error("url has no host")]
     NoHost,
+    #[error("a password in a {0} url is not supported")]
+    Password(String),
 }
 
 /// Checks `url` names a network remote git may reach: `http(s)://`, `ssh://`, `git://` or scp-like
@@ -47,9 +49,13 @@ pub fn validate(url: &str) -> Result<(), UrlError> {
             return Err(UrlError::Transport(scheme));
         }
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
         if host.is_empty() || host.starts_with('-') {
             return Err(UrlError::NoHost);
+        }
+        // Only HTTP credentials can be moved into a header; elsewhere a password would sit in git's argv.
+        if userinfo.contains(':') && scheme != "http" && scheme != "https" {
+            return Err(UrlError::Password(scheme));
         }
         return Ok(());
     }
@@ -167,6 +173,7 @@ mod tests {
             ("https://h/x\n", UrlError::Control),
             ("ssh://-oProxyCommand=x/y", UrlError::NoHost),
             ("https:///path", UrlError::NoHost),
+            ("ssh://git:secret@h/x.git", UrlError::Password("ssh".into())),
             ("-oProxyCommand=x:y", UrlError::OptionLike),
         ] {
             assert_eq!(validate(bad), Err(err), "{bad:?}");

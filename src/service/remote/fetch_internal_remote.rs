@@ -1,5 +1,6 @@
 //! FetchInternalRemote: mirrors every ref of a repository on another Gitaly server into this one
-//! (`fetch --prune --atomic +refs/*:refs/*` through `rgitaly-ssh`), then takes over its default branch.
+//! (`fetch --prune --atomic +refs/*:refs/*` through `rgitaly-ssh`), then takes over its default branch. A
+//! fetch that fails answers `result: false`, as upstream v13.12 does.
 //! ReplicateRepository calls it in-process.
 
 use tonic::metadata::MetadataMap;
@@ -47,12 +48,9 @@ async fn fetch_internal_remote_at(
         .await
         .map_err(|e| Status::internal(format!("FetchInternalRemote: {e}")))?;
     if !out.exit.success() {
-        let stderr = out.stderr_text();
-        return Err(Status::unknown(if stderr.is_empty() {
-            format!("FetchInternalRemote: fetch: exit status {}", out.exit.code)
-        } else {
-            format!("FetchInternalRemote: fetch: exit status {}, stderr: {stderr:?}", out.exit.code)
-        }));
+        // As upstream v13.12: a failed fetch is `result: false`, not an error (its "design quirk").
+        tracing::warn!(exit_code = out.exit.code, stderr = %out.stderr_text().trim(), "git fetch failed");
+        return Ok(FetchInternalRemoteResponse { result: false });
     }
 
     let remote_default = remote_default_branch(md, remote)

@@ -92,8 +92,11 @@ async fn get(uri: &http::Uri, auth: &str) -> Result<http::Response<hyper::body::
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| failed(&e))?;
         let io: Box<dyn Io> = if tls {
             let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| failed(&e))?;
-            let stream =
-                tokio_rustls::TlsConnector::from(client_config()?).connect(name, tcp).await.map_err(|e| failed(&e))?;
+            let config = tokio::task::spawn_blocking(|| CLIENT_CONFIG.clone())
+                .await
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e))?;
+            let stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.map_err(|e| failed(&e))?;
             Box::new(stream)
         } else {
             Box::new(tcp)
@@ -120,7 +123,11 @@ async fn get(uri: &http::Uri, auth: &str) -> Result<http::Response<hyper::body::
         .map_err(|e| failed(&e))
 }
 
-fn client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, Status> {
+/// Built once (reading the system's certificates is slow blocking work), at the first HTTPS download.
+static CLIENT_CONFIG: std::sync::LazyLock<Result<std::sync::Arc<rustls::ClientConfig>, String>> =
+    std::sync::LazyLock::new(client_config);
+
+fn client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
@@ -136,7 +143,7 @@ fn client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, Status> {
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(std::sync::Arc::new(config))

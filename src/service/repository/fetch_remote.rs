@@ -68,18 +68,23 @@ pub(crate) async fn fetch_remote_at(
 
     let mut cmd = ctx.git.command(path, Sub::Fetch).untrusted_remote().flag("--porcelain");
     if let Some(params) = &req.remote_params {
-        cmd = cmd.secret_config(&format!("remote.{IN_MEMORY}.url"), &params.url);
+        // Credentials in the URL travel as a header, as CreateRepositoryFromURL sends them; GitLab's own
+        // authorization header wins when both are given.
+        let (url, credentials) = remote_url::split_credentials(&params.url);
+        cmd = cmd.secret_config(&format!("remote.{IN_MEMORY}.url"), &url);
         if params.mirror_refmaps.is_empty() {
             cmd = cmd.secret_config(&format!("remote.{IN_MEMORY}.fetch"), "refs/*:refs/*");
         }
         for r in &params.mirror_refmaps {
             cmd = cmd.secret_config(&format!("remote.{IN_MEMORY}.fetch"), refspec(r));
         }
-        if !params.http_authorization_header.is_empty() {
-            cmd = cmd.secret_config(
-                &format!("http.{}.extraHeader", params.url),
-                &format!("Authorization: {}", params.http_authorization_header),
-            );
+        let header = if params.http_authorization_header.is_empty() {
+            credentials
+        } else {
+            Some(format!("Authorization: {}", params.http_authorization_header))
+        };
+        if let Some(h) = header {
+            cmd = cmd.secret_config(&format!("http.{url}.extraHeader"), &h);
         }
     }
     if let Some(s) = &ssh {

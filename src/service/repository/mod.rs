@@ -32,7 +32,7 @@ pub(crate) use rename::rename_no_replace;
 mod search_files;
 mod size;
 mod snapshot;
-mod staging;
+pub(crate) mod staging;
 pub(crate) use staging::Staging;
 mod write_ref;
 

@@ -43,7 +43,10 @@ pub async fn replicate_repository(
         crate::service::remote::fetch_internal_remote(ctx, md, fetch)
     );
     attributes.map_err(|e| Status::internal(format!("sync info attributes: {e}")))?;
-    fetched.map_err(|e| Status::internal(format!("fetch internal remote: {}", e.message())))?;
+    let fetched = fetched.map_err(|e| Status::internal(format!("fetch internal remote: {}", e.message())))?;
+    if !fetched.result {
+        return Err(Status::internal("FetchInternalRemote failed"));
+    }
     Ok(ReplicateRepositoryResponse {})
 }
 
@@ -54,11 +57,12 @@ async fn create_from_snapshot(
     source: &Repository,
     target: &Path,
 ) -> Result<(), Status> {
-    if std::fs::symlink_metadata(target).is_ok() {
-        // Not a repository: moved aside (removed with the scratch area), as upstream.
-        let aside = ctx.locator.removal_path(&target_repo.storage_name, target)?;
-        std::fs::rename(target, &aside).map_err(|e| Status::internal(format!("error deleting invalid repo: {e}")))?;
-        tracing::warn!(repo_path = %target.display(), "removed invalid repository");
+    // What is at the path now is only replaced if it looks like a broken repository holding no other:
+    // never a namespace (`@hashed`, a group) or a plain file.
+    if std::fs::symlink_metadata(target).is_ok() && !replaceable(target) {
+        return Err(Status::failed_precondition(
+            "destination exists and is neither a repository nor a broken one: not replaced",
+        ));
     }
     let staged = Staging::new(ctx, &target_repo.storage_name, "ReplicateRepository")?;
     let failed = |what: &str, e: &dyn std::fmt::Display| {
@@ -110,7 +114,35 @@ async fn create_from_snapshot(
     let unpacked = unpacker.await.map_err(|e| failed("unpack", &e))?;
     unpacked.map_err(|e| failed("unpack", &e))?;
     pumped?;
+    // Only now that the replica is whole does the broken one go (moved aside, removed with the scratch
+    // area), as upstream removes it.
+    if std::fs::symlink_metadata(target).is_ok() && !crate::service::repository::staging::is_free(target) {
+        let aside = ctx.locator.removal_path(&target_repo.storage_name, target)?;
+        std::fs::rename(target, &aside).map_err(|e| Status::internal(format!("error deleting invalid repo: {e}")))?;
+        tracing::warn!(repo_path = %target.display(), "removed invalid repository");
+    }
     staged.place(target, "ReplicateRepository")
+}
+
+/// Whether the directory at `path` may be replaced by a replica: empty, or with a repository's own files
+/// (`HEAD`, `objects`, `refs`, `config`) and no repository inside it.
+fn replaceable(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return true };
+    if !meta.is_dir() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(path) else { return false };
+    let mut empty = true;
+    let mut repo_like = false;
+    for e in entries.flatten() {
+        empty = false;
+        let name = e.file_name();
+        repo_like |= ["HEAD", "objects", "refs", "config", "packed-refs"].iter().any(|n| name == *n);
+        if e.file_type().is_ok_and(|t| t.is_dir()) && is_git_directory(&e.path()) {
+            return false;
+        }
+    }
+    empty || repo_like
 }
 
 /// Copies the source's `info/attributes` over this one's, atomically.

@@ -109,54 +109,89 @@ pub async fn search_files_by_content(
         .spawn_no_stdin()
         .map_err(|e| Status::internal(format!("SearchFilesByContent: cmd start failed: {e}")))?;
     let stdout = child.stdout.take().ok_or_else(|| Status::internal("SearchFilesByContent: no output"))?;
+    let mut stderr = child.stderr.take();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let _child = child;
-        let mut reader = tokio::io::BufReader::new(stdout);
-        let mut block: Vec<u8> = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = match reader.read_until(b'\n', &mut line).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = tx.send(Err(Status::internal(format!("SearchFilesByContent: {e}")))).await;
-                    return;
-                }
-            };
-            let end = n == 0;
-            if !end && line != b"--\n" {
-                block.extend_from_slice(&line);
-                if !line.ends_with(b"\n") {
-                    block.push(b'\n');
-                }
-                // A block larger than a message goes out in pieces as it grows.
-                while block.len() > CHUNK {
-                    let rest = block.split_off(CHUNK);
-                    let piece = std::mem::replace(&mut block, rest);
-                    if tx
-                        .send(Ok(SearchFilesByContentResponse { match_data: piece, ..Default::default() }))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                continue;
-            }
-            if !block.is_empty() {
-                let piece = std::mem::take(&mut block);
-                let done = SearchFilesByContentResponse { end_of_match: true, ..Default::default() };
-                let data = SearchFilesByContentResponse { match_data: piece, ..Default::default() };
-                if tx.send(Ok(data)).await.is_err() || tx.send(Ok(done)).await.is_err() {
+        // A client that goes away stops the search at once, even while git finds nothing to print.
+        tokio::select! {
+            finished = pump_matches(stdout, &tx) => {
+                if !finished {
                     return;
                 }
             }
-            if end {
-                return;
+            _ = tx.closed() => return,
+        }
+        let mut err = Vec::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = tokio::io::AsyncReadExt::read_to_end(e, &mut err).await;
+        }
+        // 1 is "nothing matched"; anything else (an unknown revision, a bad pattern) is an error.
+        match child.wait().await {
+            Ok(exit) if exit.code == 0 || exit.code == 1 => {}
+            Ok(exit) => {
+                let msg = format!(
+                    "SearchFilesByContent: git grep: exit status {}: {}",
+                    exit.code,
+                    String::from_utf8_lossy(&err).trim()
+                );
+                let _ = tx.send(Err(Status::internal(msg))).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(Status::internal(format!("SearchFilesByContent: {e}")))).await;
             }
         }
     });
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+/// Streams `git grep`'s match blocks (separated by `--` lines) as they come: each block's data in pieces
+/// of at most 128 KiB, then `end_of_match`. Reads at most one piece at a time, so a file of one enormous
+/// line is never held whole. False when the client went away.
+async fn pump_matches(
+    stdout: impl tokio::io::AsyncRead + Unpin,
+    tx: &tokio::sync::mpsc::Sender<Result<SearchFilesByContentResponse, Status>>,
+) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let mut block: Vec<u8> = Vec::new();
+    let mut piece = Vec::new();
+    let mut at_line_start = true;
+    loop {
+        piece.clear();
+        let read = tokio::io::AsyncReadExt::take(&mut reader, CHUNK as u64).read_until(b'\n', &mut piece).await;
+        let n = match read {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(Status::internal(format!("SearchFilesByContent: {e}")))).await;
+                return false;
+            }
+        };
+        let end = n == 0;
+        let separator = at_line_start && piece == b"--\n";
+        at_line_start = piece.ends_with(b"\n");
+        if !end && !separator {
+            block.extend_from_slice(&piece);
+            while block.len() > CHUNK {
+                let rest = block.split_off(CHUNK);
+                let data = std::mem::replace(&mut block, rest);
+                if tx.send(Ok(SearchFilesByContentResponse { match_data: data, ..Default::default() })).await.is_err() {
+                    return false;
+                }
+            }
+            continue;
+        }
+        if end && !block.is_empty() && !block.ends_with(b"\n") {
+            block.push(b'\n');
+        }
+        if !block.is_empty() {
+            let data = SearchFilesByContentResponse { match_data: std::mem::take(&mut block), ..Default::default() };
+            let done = SearchFilesByContentResponse { end_of_match: true, ..Default::default() };
+            if tx.send(Ok(data)).await.is_err() || tx.send(Ok(done)).await.is_err() {
+                return false;
+            }
+        }
+        if end {
+            return true;
+        }
+    }
 }

@@ -49,8 +49,25 @@ fn build(repo: &Path, storage: &Path, out: Chunks) -> std::io::Result<()> {
     tar.into_inner()?.finish()
 }
 
+/// Whether `member` (a path in a snapshot tar) is something a snapshot holds: `HEAD`, `packed-refs`,
+/// `shallow`, files below `refs/` or `branches/`, object files below `objects/`, and the directories
+/// leading to them. Anything else (a config, hooks, `objects/info/alternates`) could make git run a
+/// program or read another repository, and is refused when a snapshot is unpacked.
+pub(crate) fn is_snapshot_member(member: &Path, is_dir: bool) -> bool {
+    let mut parts = member.iter();
+    let Some(first) = parts.next().and_then(|p| p.to_str()) else { return false };
+    let rest: PathBuf = parts.collect();
+    match first {
+        "HEAD" | "packed-refs" | "shallow" => !is_dir && rest.as_os_str().is_empty(),
+        "refs" | "branches" => true,
+        // Directories are harmless (upstream's archives list `objects/info/` too); files must be objects.
+        "objects" => is_dir || is_object_file(&rest),
+        _ => false,
+    }
+}
+
 /// A loose object (`xx/` + 38 hex digits) or a pack or its index, by its path below `objects/`.
-fn is_object_file(rel: &Path) -> bool {
+pub(crate) fn is_object_file(rel: &Path) -> bool {
     let parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     match parts.as_slice() {

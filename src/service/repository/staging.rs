@@ -83,7 +83,8 @@ impl Read for ChannelReader {
 }
 
 /// Unpacks a snapshot into a fresh repository directory: regular files and directories only, every path
-/// inside it, no set-id bits. Nothing in the scratch directory is a link, so nothing is written outside it.
+/// inside it, only what a snapshot holds (refs and objects: never a config, hooks or alternates), no set-id
+/// bits. Nothing in the scratch directory is a link, so nothing is written outside it.
 pub(crate) fn unpack_tar(dir: &Path, input: impl Read) -> std::io::Result<()> {
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(false);
@@ -95,9 +96,14 @@ pub(crate) fn unpack_tar(dir: &Path, input: impl Read) -> std::io::Result<()> {
         if !path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
             return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
         }
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory => {}
+        let is_dir = match entry.header().entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => false,
+            tar::EntryType::Directory => true,
             other => return Err(std::io::Error::other(format!("member {:?} is a {other:?}", path.display()))),
+        };
+        let clean: PathBuf = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        if !super::snapshot::is_snapshot_member(&clean, is_dir) {
+            return Err(std::io::Error::other(format!("member {:?} is not part of a snapshot", path.display())));
         }
         if !entry.unpack_in(dir)? {
             return Err(std::io::Error::other(format!("member {:?} leaves the repository", path.display())));
