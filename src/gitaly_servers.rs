@@ -93,12 +93,9 @@ impl std::fmt::Debug for UploadPackEnv {
 }
 
 /// The environment for git to fetch `repository` from the server the call's metadata names for its
-/// storage. `InvalidArgument` when the metadata does not name it, as upstream.
-pub fn upload_pack_env(
-    md: &MetadataMap,
-    repository: &Repository,
-    ssh_binary: &std::path::Path,
-) -> Result<UploadPackEnv, Status> {
+/// storage (the ssh command itself is added by [`crate::git::GitCommand::internal_remote`]).
+/// `InvalidArgument` when the metadata does not name it, as upstream.
+pub fn upload_pack_env(md: &MetadataMap, repository: &Repository) -> Result<UploadPackEnv, Status> {
     let all = servers(md).map_err(|e| Status::internal(format!("commandEnv: extracting Gitaly servers: {e}")))?;
     let info = all.get(&repository.storage_name).ok_or_else(|| {
         Status::invalid_argument(format!("commandEnv: no storage info for {}", repository.storage_name))
@@ -118,7 +115,6 @@ pub fn upload_pack_env(
     });
     let mut vars = vec![
         ("GITALY_PAYLOAD".to_string(), payload.to_string()),
-        ("GIT_SSH_COMMAND".to_string(), format!("{} upload-pack", shell_quote(&ssh_binary.to_string_lossy()))),
         ("GIT_SSH_VARIANT".to_string(), "simple".to_string()),
         ("GITALY_ADDRESS".to_string(), info.address.clone()),
         ("GITALY_TOKEN".to_string(), info.token.clone()),
@@ -131,9 +127,9 @@ pub fn upload_pack_env(
     Ok(UploadPackEnv { vars })
 }
 
-/// Quotes a path for the shell git runs `GIT_SSH_COMMAND` with.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// `GIT_SSH_COMMAND` for an upload-pack through `ssh_binary`, quoted for the shell git runs it with.
+pub fn ssh_command(ssh_binary: &std::path::Path) -> String {
+    format!("'{}' upload-pack", ssh_binary.to_string_lossy().replace('\'', r"'\''"))
 }
 
 #[cfg(test)]
@@ -170,17 +166,16 @@ mod tests {
     fn git_gets_the_repository_and_the_token_in_its_environment() {
         let info = ServerInfo { address: "tcp://h:1".into(), token: "t".into() };
         let repo = Repository { storage_name: "s".into(), relative_path: "a b.git".into(), ..Default::default() };
-        let env =
-            upload_pack_env(&md(&encode("s", &info)), &repo, std::path::Path::new("/opt/it's/rgitaly-ssh")).unwrap();
+        let env = upload_pack_env(&md(&encode("s", &info)), &repo).unwrap();
         let get = |k: &str| env.vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
-        assert_eq!(get("GIT_SSH_COMMAND"), r"'/opt/it'\''s/rgitaly-ssh' upload-pack");
+        assert_eq!(
+            ssh_command(std::path::Path::new("/opt/it's/rgitaly-ssh")),
+            r"'/opt/it'\''s/rgitaly-ssh' upload-pack"
+        );
         assert_eq!(get("GITALY_TOKEN"), "t");
         let payload = crate::ssh_client::parse_payload(&get("GITALY_PAYLOAD")).unwrap();
         assert_eq!(payload.repository.unwrap().relative_path, "a b.git");
         let other = Repository { storage_name: "x".into(), ..repo };
-        assert_eq!(
-            upload_pack_env(&md(&encode("s", &info)), &other, std::path::Path::new("/x")).unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
+        assert_eq!(upload_pack_env(&md(&encode("s", &info)), &other).unwrap_err().code(), tonic::Code::InvalidArgument);
     }
 }

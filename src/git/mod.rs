@@ -298,10 +298,6 @@ impl GitCmdFactory {
         self
     }
 
-    pub fn ssh_binary(&self) -> Option<&Path> {
-        self.ssh_binary.as_deref()
-    }
-
     /// Removes this daemon's hooks directory (at exit, once no git runs).
     pub fn remove_hooks(&self) {
         if let Some(dir) = &self.live_hooks_dir {
@@ -464,11 +460,17 @@ impl<'a> GitCommand<'a> {
     /// Fetches from another Gitaly server through `rgitaly-ssh`, as [`crate::gitaly_servers`] prepared:
     /// git may use no transport but ssh, and ssh is that binary.
     pub fn internal_remote(mut self, env: &crate::gitaly_servers::UploadPackEnv) -> Self {
-        if self.factory.ssh_binary.is_none() {
-            self.error.get_or_insert(GitError::Spawn {
-                sub: self.sub.name(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "rgitaly-ssh is not installed"),
-            });
+        match &self.factory.ssh_binary {
+            Some(bin) => {
+                let command = crate::gitaly_servers::ssh_command(bin);
+                self.env.push(("GIT_SSH_COMMAND".into(), command.into()));
+            }
+            None => {
+                self.error.get_or_insert(GitError::Spawn {
+                    sub: self.sub.name(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "rgitaly-ssh is not installed"),
+                });
+            }
         }
         for (k, v) in &env.vars {
             self.env.push((k.into(), v.into()));

@@ -31,8 +31,7 @@ async fn fetch_internal_remote_at(
     path: &std::path::Path,
     remote: &crate::proto::gitaly::Repository,
 ) -> Result<FetchInternalRemoteResponse, Status> {
-    let ssh = ctx.git.ssh_binary().unwrap_or(std::path::Path::new("rgitaly-ssh"));
-    let env = gitaly_servers::upload_pack_env(md, remote, ssh)?;
+    let env = gitaly_servers::upload_pack_env(md, remote)?;
     let out = ctx
         .git
         .command(path, Sub::Fetch)

@@ -59,8 +59,7 @@ pub async fn fetch_source_branch(
             return Err(Status::internal("resolve source branch: the source server answered an invalid object id"));
         }
         if repo.resolve(&format!("{}^{{commit}}", commit.id)).await?.is_none() {
-            let ssh = ctx.git.ssh_binary().unwrap_or(std::path::Path::new("rgitaly-ssh"));
-            let env = gitaly_servers::upload_pack_env(md, source, ssh)?;
+            let env = gitaly_servers::upload_pack_env(md, source)?;
             let out = ctx
                 .git
                 .command(&path, Sub::Fetch)

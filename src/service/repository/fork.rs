@@ -29,8 +29,7 @@ pub async fn create_fork(
             return Err(Status::invalid_argument("CreateFork: destination directory is not empty"));
         }
     }
-    let ssh = ctx.git.ssh_binary().unwrap_or(std::path::Path::new("rgitaly-ssh"));
-    let env = gitaly_servers::upload_pack_env(md, source, ssh)?;
+    let env = gitaly_servers::upload_pack_env(md, source)?;
     let staged = Staging::new(ctx, &target_repo.storage_name, "CreateFork")?;
     ctx.git
         .bare(Sub::Clone)
