@@ -12,10 +12,13 @@
 //!
 //! Loopback Unix sockets only; bounded counts.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{git, out, percentile};
 use rgitaly::client::AuthChannel;
 use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
 use rgitaly::proto::gitaly::*;
@@ -25,28 +28,6 @@ use tonic::metadata::MetadataValue;
 
 const CALLS: usize = 300;
 const MERGES: usize = 40;
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "B")
-        .env("GIT_AUTHOR_EMAIL", "b@example.com")
-        .env("GIT_COMMITTER_NAME", "B")
-        .env("GIT_COMMITTER_EMAIL", "b@example.com");
-    c
-}
-
-fn out(cmd: &mut Command) -> String {
-    let o = cmd.output().expect("spawn");
-    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn user() -> Option<User> {
     Some(User {

@@ -7,36 +7,21 @@
 //! calls (any error), the rotations and crashes the admin RPC shows per worker, and the most calls in
 //! flight seen on one worker. The promise under test: a planned rotation fails no call.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{git, out};
 use rgitaly::client::AuthChannel;
 use rgitaly::proto::gitaly::operation_service_client::OperationServiceClient;
 use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
 use rgitaly::proto::gitaly::*;
 use rgitaly::proto::rgitaly::admin_service_client::AdminServiceClient;
 use rgitaly::proto::rgitaly::ListWorkersRequest;
-
-fn git(dir: &Path) -> Command {
-    let mut c = Command::new("git");
-    c.current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "Bench")
-        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
-        .env("GIT_COMMITTER_NAME", "Bench")
-        .env("GIT_COMMITTER_EMAIL", "bench@example.com");
-    c
-}
-
-fn out(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
 
 fn repo(relative: &str) -> Option<Repository> {
     Some(Repository { storage_name: "default".into(), relative_path: relative.into(), ..Default::default() })

@@ -16,9 +16,16 @@ pub const BRANCHES: usize = 10_000;
 /// Bump when the generated repository changes shape.
 const REPO_VERSION: u32 = 1;
 
+/// A plain `git` with no user or system config and a fixed identity, for the benches' own set-up.
 pub fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
-    c.current_dir(dir).env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com");
     c
 }
 

@@ -324,6 +324,12 @@ impl<'a> Repo<'a> {
         })
     }
 
+    /// Points HEAD at `reference` (a client or another server's value: after `--end-of-options`; git
+    /// refuses anything outside `refs/`).
+    pub async fn set_head(&self, reference: &str) -> Result<(), GitError> {
+        self.git.command(self.path, Sub::SymbolicRef).trusted_arg("HEAD").user_arg(reference).output().await.map(|_| ())
+    }
+
     /// `git check-ref-format` of a full ref name.
     pub async fn valid_ref_name(&self, name: &str) -> Result<bool, GitError> {
         if name.starts_with('-') {

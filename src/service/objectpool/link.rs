@@ -4,8 +4,8 @@
 use tonic::Status;
 
 use super::pool::{pool_of, Pool};
-use crate::git::Sub;
 use crate::proto::gitaly::*;
+use crate::service::remote;
 use crate::service::Context;
 
 pub async fn link_repository_to_object_pool(
@@ -38,17 +38,8 @@ pub async fn unlink_repository_from_object_pool(
     // As upstream v13.12: only the pool's remote named after the member goes; the member keeps borrowing
     // (DisconnectGitAlternates takes the objects back).
     let name = &repository.gl_repository;
-    if crate::service::remote::valid_remote_name(name) {
-        let list = ctx.git.command(&pool.path, Sub::Remote).output().await?;
-        if list.stdout.split(|b| *b == b'\n').any(|l| l == name.as_bytes()) {
-            ctx.git
-                .command(&pool.path, Sub::Remote)
-                .trusted_arg("remove")
-                .user_arg(name)
-                .output()
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
+    if remote::valid_remote_name(name) {
+        remote::remove_if_present(ctx, &pool.path, name, |e| Status::internal(e.to_string())).await?;
     }
     Ok(UnlinkRepositoryFromObjectPoolResponse {})
 }

@@ -6,6 +6,7 @@
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use crate::git::repo::Repo;
 use crate::git::Sub;
 use crate::gitaly_servers::{self, INTERNAL_URL};
 use crate::proto::gitaly::ref_service_client::RefServiceClient;
@@ -61,11 +62,8 @@ async fn fetch_internal_remote_at(
     if !remote_default.is_empty() && remote_default != local_default {
         let name = String::from_utf8(remote_default)
             .map_err(|_| Status::internal("FetchInternalRemote: set default branch: name is not UTF-8"))?;
-        ctx.git
-            .command(path, Sub::SymbolicRef)
-            .trusted_arg("HEAD")
-            .user_arg(&name)
-            .output()
+        Repo::new(&ctx.git, path)
+            .set_head(&name)
             .await
             .map_err(|e| Status::internal(format!("FetchInternalRemote: set default branch: {e}")))?;
     }

@@ -6,7 +6,7 @@ mod fetch_internal_remote;
 pub(crate) use fetch_internal_remote::fetch_internal_remote;
 mod find_remote;
 mod remotes;
-pub(crate) use remotes::{refspec, valid_remote_name};
+pub(crate) use remotes::{refspec, remove_if_present, valid_refmap, valid_remote_name};
 mod update_remote_mirror;
 
 use tonic::{Request, Response, Status, Streaming};

@@ -20,6 +20,12 @@ pub(crate) fn valid_remote_name(name: &str) -> bool {
         && gix::validate::reference::name(probe.as_bytes().as_bstr()).is_ok()
 }
 
+/// Whether a mirror refmap (a refspec of the client's) can be given to git: not empty, one line, never an
+/// option.
+pub(crate) fn valid_refmap(refmap: &str) -> bool {
+    !refmap.is_empty() && !refmap.contains(['\n', '\0']) && !refmap.trim_start_matches('+').starts_with('-')
+}
+
 /// The refspec a mirror refmap stands for.
 pub(crate) fn refspec(refmap: &str) -> &str {
     match refmap {
@@ -42,10 +48,8 @@ pub async fn add_remote(ctx: &Context, req: AddRemoteRequest) -> Result<AddRemot
         return Err(invalid(format!("invalid remote name {:?}", req.name)));
     }
     remote_url::validate(&req.url).map_err(|e| invalid(e.to_string()))?;
-    for r in &req.mirror_refmaps {
-        if r.is_empty() || r.contains(['\n', '\0']) || r.trim_start_matches('+').starts_with('-') {
-            return Err(invalid(format!("invalid refmap {r:?}")));
-        }
+    if let Some(r) = req.mirror_refmaps.iter().find(|r| !valid_refmap(r)) {
+        return Err(invalid(format!("invalid refmap {r:?}")));
     }
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
     let name = req.name.clone();
@@ -84,17 +88,23 @@ pub async fn remove_remote(ctx: &Context, req: RemoveRemoteRequest) -> Result<Re
     if !valid_remote_name(&req.name) {
         return Ok(RemoveRemoteResponse { result: false });
     }
-    let list = ctx.git.command(&repo, Sub::Remote).output().await?;
-    if !list.stdout.lines().any(|l| l == req.name.as_bytes()) {
-        return Ok(RemoveRemoteResponse { result: false });
+    let result = remove_if_present(ctx, &repo, &req.name, |e| Status::internal(format!("RemoveRemote: {e}"))).await?;
+    Ok(RemoveRemoteResponse { result })
+}
+
+/// Removes the remote `name` (a valid remote name) of the repository at `repo` if it has one, with its
+/// tracking refs (`git remote remove`, as upstream); whether there was one. A failed removal is mapped by
+/// `failed`.
+pub(crate) async fn remove_if_present(
+    ctx: &Context,
+    repo: &std::path::Path,
+    name: &str,
+    failed: impl FnOnce(crate::git::GitError) -> Status,
+) -> Result<bool, Status> {
+    let list = ctx.git.command(repo, Sub::Remote).output().await?;
+    if !list.stdout.lines().any(|l| l == name.as_bytes()) {
+        return Ok(false);
     }
-    // `git remote remove` also deletes the remote's tracking refs, as upstream.
-    ctx.git
-        .command(&repo, Sub::Remote)
-        .trusted_arg("remove")
-        .user_arg(&req.name)
-        .output()
-        .await
-        .map_err(|e| Status::internal(format!("RemoveRemote: {e}")))?;
-    Ok(RemoveRemoteResponse { result: true })
+    ctx.git.command(repo, Sub::Remote).trusted_arg("remove").user_arg(name).output().await.map_err(failed)?;
+    Ok(true)
 }

@@ -7,6 +7,7 @@ use tonic::Status;
 
 use super::fetch_remote::{fetch_remote_at, remote_name};
 use super::staging::Staging;
+use crate::git::repo::Repo;
 use crate::git::Sub;
 use crate::proto::gitaly::*;
 use crate::service::objectpool::pool::Pool;
@@ -118,11 +119,8 @@ pub async fn clone_from_pool_internal(
     let head = crate::service::default_branch(ctx, &source_path).await?;
     if !head.is_empty() {
         let head = String::from_utf8(head).map_err(|_| Status::internal("default branch is not UTF-8"))?;
-        ctx.git
-            .command(&staged.path, Sub::SymbolicRef)
-            .trusted_arg("HEAD")
-            .user_arg(&head)
-            .output()
+        Repo::new(&ctx.git, &staged.path)
+            .set_head(&head)
             .await
             .map_err(|e| Status::internal(format!("set default branch: {e}")))?;
     }

@@ -12,7 +12,6 @@ use tokio_rustls::rustls;
 use tonic::Status;
 
 use super::staging::{unpack_tar, ChannelReader, Staging};
-use crate::git::Sub;
 use crate::proto::gitaly::{CreateRepositoryFromSnapshotRequest, CreateRepositoryFromSnapshotResponse};
 use crate::service::Context;
 
@@ -34,15 +33,7 @@ pub async fn create_repository_from_snapshot(
     }
     let uri: http::Uri = req.http_url.parse().map_err(|e| Status::invalid_argument(format!("Bad HTTP URL: {e}")))?;
     let staged = Staging::new(ctx, &repository.storage_name, "CreateRepositoryFromSnapshot")?;
-    ctx.git
-        .bare(Sub::Init)
-        .config("init.defaultBranch", "master")
-        .flag("--bare")
-        .flag("--quiet")
-        .path_arg(&staged.path)
-        .output()
-        .await
-        .map_err(|e| Status::internal(format!("create repository: {e}")))?;
+    staged.init(ctx).await.map_err(|e| Status::internal(format!("create repository: {e}")))?;
 
     let resp = get(&uri, &req.http_auth).await?;
     if !resp.status().is_success() {

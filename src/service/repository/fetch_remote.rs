@@ -9,7 +9,7 @@ use tonic::Status;
 
 use crate::git::{remote_url, Sub};
 use crate::proto::gitaly::{FetchRemoteRequest, FetchRemoteResponse};
-use crate::service::remote::{refspec, valid_remote_name};
+use crate::service::remote::{refspec, valid_refmap, valid_remote_name};
 use crate::service::Context;
 
 const IN_MEMORY: &str = "inmemory";
@@ -45,10 +45,8 @@ pub(crate) fn remote_name(req: &FetchRemoteRequest) -> Result<&str, Status> {
             if params.http_authorization_header.contains(['\n', '\r', '\0']) {
                 return Err(Status::invalid_argument("invalid \"remote_params.http_authorization_header\""));
             }
-            for r in &params.mirror_refmaps {
-                if r.is_empty() || r.contains(['\n', '\0']) || r.trim_start_matches('+').starts_with('-') {
-                    return Err(Status::invalid_argument(format!("invalid refmap {r:?}")));
-                }
+            if let Some(r) = params.mirror_refmaps.iter().find(|r| !valid_refmap(r)) {
+                return Err(Status::invalid_argument(format!("invalid refmap {r:?}")));
             }
             IN_MEMORY
         }

@@ -9,7 +9,6 @@ use tonic::metadata::MetadataMap;
 use tonic::Status;
 
 use super::staging::{unpack_tar, ChannelReader, Staging};
-use crate::git::Sub;
 use crate::gitaly_servers;
 use crate::locator::is_git_directory;
 use crate::proto::gitaly::repository_service_client::RepositoryServiceClient;
@@ -68,15 +67,7 @@ async fn create_from_snapshot(
     let failed = |what: &str, e: &dyn std::fmt::Display| {
         Status::internal(format!("could not create repository from snapshot: {what}: {e}"))
     };
-    ctx.git
-        .bare(Sub::Init)
-        .config("init.defaultBranch", "master")
-        .flag("--bare")
-        .flag("--quiet")
-        .path_arg(&staged.path)
-        .output()
-        .await
-        .map_err(|e| failed("create repository", &e))?;
+    staged.init(ctx).await.map_err(|e| failed("create repository", &e))?;
     let channel = gitaly_servers::connect(md, &source.storage_name).await?;
     let snapshot = GetSnapshotRequest { repository: Some(source.clone()) };
     let mut stream = RepositoryServiceClient::new(channel)

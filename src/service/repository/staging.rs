@@ -26,6 +26,20 @@ impl Staging {
         Ok(Staging { _scratch: scratch, path })
     }
 
+    /// An empty bare repository at the staging path, HEAD at `master` as CreateRepository makes it: what a
+    /// snapshot (which carries no config) is unpacked over.
+    pub async fn init(&self, ctx: &Context) -> Result<(), crate::git::GitError> {
+        ctx.git
+            .bare(crate::git::Sub::Init)
+            .config("init.defaultBranch", "master")
+            .flag("--bare")
+            .flag("--quiet")
+            .path_arg(&self.path)
+            .output()
+            .await
+            .map(|_| ())
+    }
+
     /// Moves the repository to `target`: an empty directory there is replaced, anything else makes this
     /// fail rather than be overwritten.
     pub fn place(self, target: &Path, rpc: &str) -> Result<(), Status> {

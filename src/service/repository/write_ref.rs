@@ -20,11 +20,8 @@ pub async fn write_ref(ctx: &Context, req: WriteRefRequest) -> Result<WriteRefRe
     let repo = ctx.locator.repo_path(req.repository.as_ref())?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     if req.r#ref == b"HEAD" {
-        ctx.git
-            .command(&repo, Sub::SymbolicRef)
-            .trusted_arg("HEAD")
-            .user_arg(text(&req.revision))
-            .output()
+        crate::git::repo::Repo::new(&ctx.git, &repo)
+            .set_head(&text(&req.revision))
             .await
             .map_err(|e| Status::internal(format!("error when running symbolic-ref command: {e}")))?;
         return Ok(WriteRefResponse {});
