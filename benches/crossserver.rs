@@ -1,8 +1,9 @@
 //! Repositories across servers, on the read bench's repository (50,000 commits, 10,000 branches):
 //!
-//! - a fork through an object pool (CloneFromPoolInternal: shared clone of the pool, refs from the source
-//!   through its server, relative alternates) against `git clone --bare --shared` of the pool plus writing
-//!   the pool link, and the fork's disk use against the source's;
+//! - a fork through an object pool (CloneFromPoolInternal of a source that keeps no objects of its own, as
+//!   after its link and a repack with `-l`) against `git clone --bare --shared` of the pool plus writing
+//!   the pool link, and the fork's disk use against the source's; then the same fork of a source with an
+//!   object of its own, which is fetched;
 //! - ReplicateRepository from one daemon to another against `git clone --mirror --no-local`;
 //! - OptimizeRepository on a repository that is already optimised.
 //!
@@ -83,7 +84,7 @@ async fn main() {
     out(git(&source).args(["repack", "-a", "-d", "-l", "-q"]));
     let pool_path = storage_a.join(POOL);
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut fork_bytes = 0;
+    let (mut fork_bytes, mut git_fork_bytes) = (0, 0);
     for i in 0..RUNS {
         let started = Instant::now();
         let req = CloneFromPoolInternalRequest {
@@ -101,17 +102,41 @@ async fn main() {
         let rel = format!("../../storage/{POOL}/objects");
         std::fs::write(target.join("objects/info/alternates"), rel).unwrap();
         theirs.push(started.elapsed());
+        git_fork_bytes = du(&target);
     }
     let source_bytes = du(&source) + du(&pool_path);
     let (o, t) = (median(ours), median(theirs));
     println!(
-        "fork through a pool: CloneFromPoolInternal {:.1} ms, git clone --shared + link {:.1} ms, ratio {:.2}; fork {} KiB = {:.2}% of source + pool ({} KiB)",
+        "fork through a pool: CloneFromPoolInternal {:.1} ms, git clone --shared + link {:.1} ms, ratio {:.2}; fork {} KiB = {:.2}% of source + pool ({} KiB), git's clone {} KiB; the source's packed-refs {} KiB",
         o.as_secs_f64() * 1e3,
         t.as_secs_f64() * 1e3,
         o.as_secs_f64() / t.as_secs_f64(),
         fork_bytes / 1024,
         100.0 * fork_bytes as f64 / source_bytes as f64,
-        source_bytes / 1024
+        source_bytes / 1024,
+        git_fork_bytes / 1024,
+        std::fs::metadata(source.join("packed-refs")).map(|m| m.len() / 1024).unwrap_or(0)
+    );
+
+    // The same fork when the source has an object the pool lacks: its refs are fetched (upstream's way).
+    let tree = out(git(&source).args(["rev-parse", "main^{tree}"]));
+    let commit = out(git(&source).args(["commit-tree", "-p", "main", "-m", "own object", tree.trim()]));
+    out(git(&source).args(["update-ref", "refs/heads/own-object", commit.trim()]));
+    let mut fetched = Vec::new();
+    for i in 0..RUNS {
+        let started = Instant::now();
+        let req = CloneFromPoolInternalRequest {
+            repository: Some(repo("default", &format!("forks/fetched-{i}.git"))),
+            pool: Some(pool.clone()),
+            source_repository: common::r(),
+        };
+        repo_a.clone_from_pool_internal(with_servers(req, &servers)).await.unwrap();
+        fetched.push(started.elapsed());
+    }
+    out(git(&source).args(["update-ref", "-d", "refs/heads/own-object"]));
+    println!(
+        "fork through a pool, source with an object of its own (fetched): CloneFromPoolInternal {:.1} ms",
+        median(fetched).as_secs_f64() * 1e3
     );
 
     // Replication between daemons (of a standalone copy: the pool-linked source would ship its pool).

@@ -578,6 +578,46 @@ async fn object_pools_are_created_shared_fetched_and_given_back() {
     let e = repo.clone_from_pool_internal(with_servers(internal, &servers)).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::Internal, "target reopsitory already exists"));
 
+    // A source that keeps no objects of its own (after its link and a repack with -l): the member's refs
+    // are the source's (a symbolic ref as its object, tags peeled as git peels them), HEAD its default
+    // branch, no sample hooks; then a source with an object the pool lacks: that object is fetched.
+    run(git(&origin).args(["repack", "-a", "-d", "-l", "-q"]));
+    run(git(&origin).args(["symbolic-ref", "refs/heads/alias", "refs/heads/side"]));
+    run(git(&origin).args(["symbolic-ref", "HEAD", "refs/heads/side"]));
+    let mut at = |name: &str| {
+        let req = CloneFromPoolInternalRequest {
+            repository: Some(d.repo(name)),
+            pool: Some(pool(&rel)),
+            source_repository: Some(d.repo("group/origin.git")),
+        };
+        let mut repo = repo.clone();
+        let servers = servers.clone();
+        async move { repo.clone_from_pool_internal(with_servers(req, &servers)).await.unwrap() }
+    };
+    at("group/borrowed.git").await;
+    let borrowed = d.repo_path("group/borrowed.git");
+    assert_eq!(refs(&borrowed), refs(&origin));
+    let peeled = |r: &Path| stdout(git(r).args(["for-each-ref", "--format=%(*objectname)", "refs/tags/v1.0"]));
+    assert_eq!(peeled(&borrowed), peeled(&origin));
+    assert_eq!(head(&borrowed), "refs/heads/side");
+    assert_eq!(count(&borrowed), 0);
+    assert!(!borrowed.join("hooks").exists());
+    assert_eq!(std::fs::read_to_string(borrowed.join("objects/info/alternates")).unwrap(), alternates);
+    fsck(&borrowed);
+    run(git(&origin).args(["symbolic-ref", "HEAD", "refs/heads/main"]));
+    run(git(&origin).args(["update-ref", "-d", "--no-deref", "refs/heads/alias"]));
+    run(git(&wt).args(["checkout", "--quiet", "-b", "fresh"]));
+    let fresh = commit_file(&wt, "fresh.txt", "not in the pool\n");
+    run(git(&wt).args(["checkout", "--quiet", "main"]));
+    run(git(&wt).args(["push", "--quiet"]).arg(&origin).arg("fresh"));
+    at("group/fetched.git").await;
+    let fetched = d.repo_path("group/fetched.git");
+    assert_eq!(refs(&fetched), refs(&origin));
+    assert_eq!(stdout(git(&fetched).args(["rev-parse", "fresh"])), fresh);
+    assert_eq!(head(&fetched), "refs/heads/main");
+    fsck(&fetched);
+    run(git(&origin).args(["update-ref", "-d", "refs/heads/fresh"]));
+
     // CloneFromPool: the member's refs from a URL.
     let gd = GitDaemon::start(&d.storage);
     let from_url = CloneFromPoolRequest {

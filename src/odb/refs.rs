@@ -71,3 +71,38 @@ pub fn default_branch(repo: &gix::Repository) -> Result<Vec<u8>, Status> {
         }
     })
 }
+
+/// Every ref under `refs/` with the object it ends at (symbolic refs followed, as a fetch of
+/// `+refs/*:refs/*` writes them), sorted bytewise.
+pub fn resolved(repo: &gix::Repository) -> Result<Vec<(Vec<u8>, ObjectId)>, Status> {
+    let platform = repo.references().map_err(internal("list refs"))?;
+    let iter = platform.prefixed(b"refs/".as_bstr()).map_err(internal("list refs"))?;
+    let mut out = Vec::new();
+    for r in iter.flatten() {
+        let name = r.name().as_bstr().to_vec();
+        let mut r = r;
+        if let Ok(id) = r.follow_to_object() {
+            out.push((name, id.detach()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A `packed-refs` file (sorted, every annotated tag fully peeled) holding `refs`, each object looked up
+/// in `odb`; `None` when `odb` lacks one of them.
+pub fn packed_file(refs: &[(Vec<u8>, ObjectId)], odb: &gix::Repository) -> Result<Option<Vec<u8>>, Status> {
+    let mut out = b"# pack-refs with: peeled fully-peeled sorted \n".to_vec();
+    for (name, id) in refs {
+        let Some((kind, _)) = super::header(odb, *id)? else { return Ok(None) };
+        out.extend_from_slice(format!("{id} ").as_bytes());
+        out.extend_from_slice(name);
+        out.push(b'\n');
+        if kind == gix::object::Kind::Tag {
+            let Ok(object) = odb.find_object(*id) else { return Ok(None) };
+            let Ok(peeled) = object.peel_tags_to_end() else { return Ok(None) };
+            out.extend_from_slice(format!("^{}\n", peeled.id).as_bytes());
+        }
+    }
+    Ok(Some(out))
+}

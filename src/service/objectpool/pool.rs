@@ -17,6 +17,7 @@ static POOL_DIR: LazyLock<regex::Regex> = LazyLock::new(|| {
     regex::Regex::new(r"^@pools/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{64})\.git$").expect("valid regex")
 });
 
+#[derive(Clone)]
 pub(crate) struct Pool {
     pub repository: Repository,
     /// The pool's directory (lexically resolved: it may not exist yet).
@@ -82,6 +83,30 @@ impl Pool {
             return Ok(false);
         }
         Err(format!("unexpected alternates content: {entry:?}"))
+    }
+
+    /// Whether the member at `repo` keeps no objects of its own and borrows from this pool alone (as after
+    /// its link and a repack with `-l`): then every object its refs reach is in the pool.
+    pub fn holds_all_of(&self, repo: &Path) -> Result<bool, String> {
+        if !self.linked_to(repo)? {
+            return Ok(false);
+        }
+        let alternates = std::fs::read(repo.join("objects/info/alternates")).map_err(|e| e.to_string())?;
+        let lines = alternates.split(|b| *b == b'\n').filter(|l| !l.is_empty() && !l.starts_with(b"#")).count();
+        if lines != 1 {
+            return Ok(false);
+        }
+        let objects = repo.join("objects");
+        for entry in std::fs::read_dir(&objects).map_err(|e| e.to_string())?.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let fanout = name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if fanout && std::fs::read_dir(entry.path()).map_err(|e| e.to_string())?.next().is_some() {
+                return Ok(false);
+            }
+        }
+        let Ok(packs) = std::fs::read_dir(objects.join("pack")) else { return Ok(true) };
+        Ok(!packs.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pack")))
     }
 
     /// Makes the member at `repo` borrow this pool's objects (atomically replacing its alternates), and

@@ -26,14 +26,16 @@ impl Staging {
         Ok(Staging { _scratch: scratch, path })
     }
 
-    /// An empty bare repository at the staging path, HEAD at `master` as CreateRepository makes it: what a
-    /// snapshot (which carries no config) is unpacked over.
+    /// An empty bare repository at the staging path, HEAD at `master` as CreateRepository makes it, and no
+    /// sample hooks or other template files: what a snapshot (which carries no config) is unpacked over,
+    /// and what a pool member's refs are written into.
     pub async fn init(&self, ctx: &Context) -> Result<(), crate::git::GitError> {
         ctx.git
             .bare(crate::git::Sub::Init)
             .config("init.defaultBranch", "master")
             .flag("--bare")
             .flag("--quiet")
+            .flag("--template=")
             .path_arg(&self.path)
             .output()
             .await
