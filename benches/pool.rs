@@ -7,7 +7,9 @@
 //!   replacement;
 //! - worker idle RSS;
 //! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence;
-//! - UserCherryPick vs the bare `git merge-tree --merge-base` + `git commit-tree` + `git update-ref` sequence;
+//! - UserCherryPick and UserRevert vs the bare `git merge-tree --merge-base` + `git commit-tree` +
+//!   `git update-ref` sequence; UserSquash vs `git diff` + `read-tree` + `apply --cached` + `write-tree` +
+//!   `commit-tree`;
 //! - on a 1,000-page wiki: WikiWritePage + WikiFindPage round trips at concurrency 8, and WikiGetAllPages.
 //!
 //! Loopback Unix sockets only; bounded counts.
@@ -167,8 +169,8 @@ async fn main() {
     let ws = list(admin.clone()).await;
     let idle: Vec<u64> = ws.iter().map(|w| rss(w.pid)).collect();
     println!(
-        "worker idle RSS: {} MiB each (max {:.1} MiB)",
-        idle.iter().map(|r| format!("{:.1}", *r as f64 / 1048576.0)).collect::<Vec<_>>().join(", "),
+        "worker idle RSS: {} MiB each (max {:.2} MiB)",
+        idle.iter().map(|r| format!("{:.2}", *r as f64 / 1048576.0)).collect::<Vec<_>>().join(", "),
         *idle.iter().max().unwrap() as f64 / 1048576.0
     );
 
@@ -284,23 +286,22 @@ async fn main() {
         r50.as_secs_f64() / b50.as_secs_f64()
     );
 
-    // UserCherryPick vs the bare git sequence: each picks one topic commit onto a branch of its own.
-    // From where the topics started, so that none of them is in it yet.
+    // UserCherryPick, UserRevert and UserSquash against their bare git sequences, each call followed by its
+    // git counterpart so that both see the same machine (a sequential block of each drifted by 30 %).
+    let bench_repo =
+        || Some(Repository { storage_name: "default".into(), relative_path: "bench.git".into(), ..Default::default() });
+    let topic = |m: usize| out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+    // Picks: one topic commit each onto a branch that starts where the topics started.
     out(git(&bare).args(["update-ref", "refs/heads/picks", "topic-0^"]));
     out(git(&bare).args(["update-ref", "refs/heads/picks-git", "topic-0^"]));
-    let mut rpc = Vec::new();
+    let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
     for m in 0..MERGES {
-        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
         let s = Instant::now();
         let r = OperationServiceClient::new(channel.clone())
             .user_cherry_pick(UserCherryPickRequest {
-                repository: Some(Repository {
-                    storage_name: "default".into(),
-                    relative_path: "bench.git".into(),
-                    ..Default::default()
-                }),
+                repository: bench_repo(),
                 user: user(),
-                commit: Some(GitCommit { id: topic, ..Default::default() }),
+                commit: Some(GitCommit { id: topic(m), ..Default::default() }),
                 branch_name: b"picks".to_vec(),
                 message: b"picked".to_vec(),
                 ..Default::default()
@@ -310,30 +311,104 @@ async fn main() {
             .into_inner();
         assert!(r.branch_update.is_some(), "{r:?}");
         rpc.push(s.elapsed());
-    }
-    let mut bare_seq = Vec::new();
-    for m in 0..MERGES {
+
         let s = Instant::now();
         let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
-        let topic = out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+        let topic = topic(m);
         let base = format!("--merge-base={topic}^");
         let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, &topic]));
         let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", "picked"]));
         out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
         bare_seq.push(s.elapsed());
     }
+    report("UserCherryPick", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
+
+    // Reverts: each takes one picked topic's change back out of its branch.
+    let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
+    for m in 0..MERGES {
+        let s = Instant::now();
+        let r = OperationServiceClient::new(channel.clone())
+            .user_revert(UserRevertRequest {
+                repository: bench_repo(),
+                user: user(),
+                commit: Some(GitCommit { id: topic(m), ..Default::default() }),
+                branch_name: b"picks".to_vec(),
+                message: b"reverted".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("UserRevert")
+            .into_inner();
+        assert!(r.branch_update.is_some(), "{r:?}");
+        rpc.push(s.elapsed());
+
+        let s = Instant::now();
+        let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
+        let topic = topic(m);
+        let base = format!("--merge-base={topic}");
+        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, &format!("{topic}^")]));
+        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", "reverted"]));
+        out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
+        bare_seq.push(s.elapsed());
+    }
+    report("UserRevert", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
+
+    // Squashes (no ref moves): the 50 commits from main~50 to main as one.
+    let (start, end) = (out(git(&bare).args(["rev-parse", "main~50"])), out(git(&bare).args(["rev-parse", "main"])));
+    let index = dir.path().join("squash-index");
+    let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
+    for i in 0..MERGES {
+        let s = Instant::now();
+        let r = OperationServiceClient::new(channel.clone())
+            .user_squash(UserSquashRequest {
+                repository: bench_repo(),
+                user: user(),
+                squash_id: format!("bench-{i}"),
+                start_sha: start.clone(),
+                end_sha: end.clone(),
+                author: user(),
+                commit_message: format!("squashed {i}").into_bytes(),
+                ..Default::default()
+            })
+            .await
+            .expect("UserSquash")
+            .into_inner();
+        assert!(!r.squash_sha.is_empty(), "{r:?}");
+        rpc.push(s.elapsed());
+
+        let s = Instant::now();
+        let diff = git(&bare).args(["diff", "--binary", &format!("{start}...{end}")]).output().unwrap().stdout;
+        out(git(&bare).env("GIT_INDEX_FILE", &index).args(["read-tree", &start]));
+        let mut apply = git(&bare)
+            .env("GIT_INDEX_FILE", &index)
+            .args(["apply", "--cached", "--3way"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut apply.stdin.take().unwrap(), &diff).unwrap();
+        assert!(apply.wait().unwrap().success());
+        let tree = out(git(&bare).env("GIT_INDEX_FILE", &index).args(["write-tree"]));
+        out(git(&bare).args(["commit-tree", &tree, "-p", &start, "-m", &format!("squashed {i}")]));
+        bare_seq.push(s.elapsed());
+    }
+    report("UserSquash", "git diff+read-tree+apply --cached+write-tree+commit-tree", rpc, bare_seq);
+    wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
+    let _ = admin.list_workers(ListWorkersRequest {}).await;
+    drop(daemon);
+}
+
+/// Prints an RPC's p50 against the plain-git sequence's.
+fn report(rpc_name: &str, git_name: &str, mut rpc: Vec<Duration>, mut bare_seq: Vec<Duration>) {
     rpc.sort();
     bare_seq.sort();
     let (r50, b50) = (percentile(&rpc, 0.5), percentile(&bare_seq, 0.5));
     println!(
-        "UserCherryPick p50 {:.2} ms vs git merge-tree --merge-base+commit-tree+update-ref p50 {:.2} ms: ratio {:.2}",
+        "{rpc_name} p50 {:.2} ms vs {git_name} p50 {:.2} ms: ratio {:.2}",
         r50.as_secs_f64() * 1e3,
         b50.as_secs_f64() * 1e3,
         r50.as_secs_f64() / b50.as_secs_f64()
     );
-    wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
-    let _ = admin.list_workers(ListWorkersRequest {}).await;
-    drop(daemon);
 }
 
 const WIKI_PAGES: usize = 1000;

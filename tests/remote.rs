@@ -584,7 +584,7 @@ async fn object_pools_are_created_shared_fetched_and_given_back() {
     run(git(&origin).args(["repack", "-a", "-d", "-l", "-q"]));
     run(git(&origin).args(["symbolic-ref", "refs/heads/alias", "refs/heads/side"]));
     run(git(&origin).args(["symbolic-ref", "HEAD", "refs/heads/side"]));
-    let mut at = |name: &str| {
+    let at = |name: &str| {
         let req = CloneFromPoolInternalRequest {
             repository: Some(d.repo(name)),
             pool: Some(pool(&rel)),

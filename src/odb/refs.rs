@@ -21,6 +21,14 @@ pub fn names(repo: &gix::Repository, prefix: &str) -> Result<Vec<Vec<u8>>, Statu
     Ok(out)
 }
 
+/// Whether any ref lies under `prefix` (ending in `/`): stops at the first, where [`names`] reads them all
+/// (hundreds of loose branches cost a write RPC more than its merge).
+pub fn any(repo: &gix::Repository, prefix: &str) -> Result<bool, Status> {
+    let platform = repo.references().map_err(internal("list refs"))?;
+    let mut iter = platform.prefixed(prefix.as_bytes().as_bstr()).map_err(internal("list refs"))?;
+    Ok(iter.any(|r| r.is_ok()))
+}
+
 /// The object a ref points at (through symbolic refs), not peeled; `None` when there is no such ref or the
 /// name is not a valid ref name.
 pub fn target(repo: &gix::Repository, full_name: &[u8]) -> Result<Option<ObjectId>, Status> {

@@ -71,11 +71,16 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
     let (user, commit) = (p.user.as_ref().expect("validated"), p.commit.as_ref().expect("validated"));
     let when = unix_time(p.timestamp.as_ref())?;
     let repo = Repo::new(git, &t.repo);
-    let start = start_revision(git, t, &p).await?;
     // Reads are in-process (gix): a git process per lookup cost more than the pick itself. Writes (the
     // merge, the commit, the ref) go through git.
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-    let repo_had_branches = !rgitaly::odb::refs::names(&odb, "refs/heads/")?.is_empty();
+    let mut odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let start = start_revision(t, &odb, &p)?;
+    if t.start_repo.is_some() {
+        // A start commit only the start repository has is fetched first; read the target afresh after.
+        super::start_commit_here(git, t, &start).await?;
+        odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    }
+    let repo_had_branches = rgitaly::odb::refs::any(&odb, "refs/heads/")?;
 
     let command = |detail: String| Status::internal(format!("{0} command: {0}: {detail}", kind.name()));
     let not_found =
@@ -172,17 +177,20 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
     }
 }
 
-/// `<start_branch_name or branch_name>^{commit}` in the start repository (the target when none is given);
-/// a commit only there is fetched into the target (both paths come from the daemon).
-async fn start_revision(git: &GitCmdFactory, t: &Target, p: &Pick) -> Result<String, Status> {
+/// `<start_branch_name or branch_name>^{commit}` in the start repository (both paths come from the daemon),
+/// or in `target` when there is none.
+fn start_revision(t: &Target, target: &rgitaly::odb::Repository, p: &Pick) -> Result<String, Status> {
     let name = if p.start_branch_name.is_empty() { &p.branch_name } else { &p.start_branch_name };
-    let start_path = t.start_repo.as_deref().unwrap_or(&t.repo);
-    let odb = rgitaly::odb::open_uncached(start_path).map_err(internal)?;
     let not_found = || Status::invalid_argument("resolve start ref: reference not found");
     if name.first() == Some(&b'-') || name.contains(&0) {
         return Err(not_found());
     }
-    let oid = rgitaly::odb::resolve_commit(&odb, name).ok_or_else(not_found)?.to_string();
-    super::start_commit_here(git, t, &oid).await?;
-    Ok(oid)
+    let oid = match &t.start_repo {
+        Some(start) => {
+            let odb = rgitaly::odb::open_uncached(start).map_err(internal)?;
+            rgitaly::odb::resolve_commit(&odb, name)
+        }
+        None => rgitaly::odb::resolve_commit(target, name),
+    };
+    Ok(oid.ok_or_else(not_found)?.to_string())
 }

@@ -44,7 +44,7 @@ pub async fn update_submodule(
     validate(&req)?;
     let user = req.user.as_ref().expect("validated");
     let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
-    if rgitaly::odb::refs::names(&odb, "refs/heads/")?.is_empty() {
+    if !rgitaly::odb::refs::any(&odb, "refs/heads/")? {
         return Ok(refused("Repository is empty"));
     }
     let reference = format!("refs/heads/{}", text(&req.branch));
