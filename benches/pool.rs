@@ -291,6 +291,14 @@ async fn main() {
     let bench_repo =
         || Some(Repository { storage_name: "default".into(), relative_path: "bench.git".into(), ..Default::default() });
     let topic = |m: usize| out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
+    // The plain-git pick (base = C^, theirs = C) or revert (base = C, theirs = C^) onto picks-git.
+    let git_pick = |base: &str, theirs: &str, message: &str| {
+        let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
+        let base = format!("--merge-base={base}");
+        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, theirs]));
+        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", message]));
+        out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
+    };
     // Picks: one topic commit each onto a branch that starts where the topics started.
     out(git(&bare).args(["update-ref", "refs/heads/picks", "topic-0^"]));
     out(git(&bare).args(["update-ref", "refs/heads/picks-git", "topic-0^"]));
@@ -313,12 +321,8 @@ async fn main() {
         rpc.push(s.elapsed());
 
         let s = Instant::now();
-        let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
         let topic = topic(m);
-        let base = format!("--merge-base={topic}^");
-        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, &topic]));
-        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", "picked"]));
-        out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
+        git_pick(&format!("{topic}^"), &topic, "picked");
         bare_seq.push(s.elapsed());
     }
     report("UserCherryPick", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
@@ -343,12 +347,8 @@ async fn main() {
         rpc.push(s.elapsed());
 
         let s = Instant::now();
-        let head = out(git(&bare).args(["rev-parse", "refs/heads/picks-git"]));
         let topic = topic(m);
-        let base = format!("--merge-base={topic}");
-        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &head, &format!("{topic}^")]));
-        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &head, "-m", "reverted"]));
-        out(git(&bare).args(["update-ref", "refs/heads/picks-git", &commit, &head]));
+        git_pick(&topic, &format!("{topic}^"), "reverted");
         bare_seq.push(s.elapsed());
     }
     report("UserRevert", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
