@@ -1,4 +1,4 @@
-//! Link options of the worker binary. An idle worker's memory is mostly what the dynamic loader touches:
+//! Link options of the worker binary. Part of an idle worker's memory is what the dynamic loader touches:
 //! with plain RELA relocations that is the whole 450 KiB relocation table, read once and kept mapped in
 //! every worker. Packed relative relocations (DT_RELR, glibc 2.36 and later) shrink it to a few KiB.
 

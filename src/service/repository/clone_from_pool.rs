@@ -1,7 +1,8 @@
 //! CloneFromPool and CloneFromPoolInternal: a new member of an object pool, as upstream: a shared clone
 //! of the pool, then the member's own refs fetched (from a URL, or from the source repository, which is
-//! in the same storage), then its alternates made relative. Built in the scratch area and moved into place
-//! only when all of that worked.
+//! in the same storage), then its alternates made relative. A source whose objects are all in the pool
+//! has its refs copied instead of fetched (see [`borrowable_refs`]). Built in the scratch area and moved
+//! into place only when all of that worked.
 
 use std::path::Path;
 
@@ -40,13 +41,8 @@ fn prepare(
     Ok((staged, pool, target))
 }
 
-/// Checks the target is free and the pool valid, and clones the pool into a staging directory.
-async fn clone_pool(
-    ctx: &Ctx,
-    repository: &Repository,
-    pool: Option<&ObjectPool>,
-) -> Result<(Staging, Pool, std::path::PathBuf), Status> {
-    let (staged, pool, target) = prepare(ctx, repository, pool)?;
+/// A shared clone of the pool in the staging directory, without its `origin` remote.
+async fn clone_into(ctx: &Ctx, staged: &Staging, pool: &Pool) -> Result<(), Status> {
     ctx.git
         .bare(Sub::Clone)
         .flag("--bare")
@@ -57,8 +53,7 @@ async fn clone_pool(
         .output()
         .await
         .map_err(|e| Status::internal(format!("clone with object pool wait {e}")))?;
-    super::remove_origin(ctx, &staged.path).await.map_err(|e| Status::internal(e.to_string()))?;
-    Ok((staged, pool, target))
+    super::remove_origin(ctx, &staged.path).await.map_err(|e| Status::internal(e.to_string()))
 }
 
 /// Makes the new member's alternates relative to where it will live, and moves it there.
@@ -82,7 +77,8 @@ pub async fn clone_from_pool(ctx: &Ctx, req: CloneFromPoolRequest) -> Result<Clo
         ..Default::default()
     };
     let name = remote_name(&fetch)?;
-    let (staged, pool, target) = clone_pool(ctx, repository, req.pool.as_ref()).await?;
+    let (staged, pool, target) = prepare(ctx, repository, req.pool.as_ref())?;
+    clone_into(ctx, &staged, &pool).await?;
     fetch_remote_at(ctx, &staged.path, name, &fetch)
         .await
         .map_err(|e| Status::internal(format!("fetch http remote: {}", e.message())))?;
@@ -114,8 +110,8 @@ pub async fn clone_from_pool_internal(
             )))
         }
     }
+    let (staged, pool, target) = prepare(ctx, repository, req.pool.as_ref())?;
     if let Some(packed) = borrowable_refs(ctx, &source_path, &pool).await? {
-        let (staged, pool, target) = prepare(ctx, repository, req.pool.as_ref())?;
         staged.init(ctx).await.map_err(|e| Status::internal(format!("init repository: {e}")))?;
         std::fs::write(staged.path.join("packed-refs"), packed)
             .map_err(|e| Status::internal(format!("write packed-refs: {e}")))?;
@@ -123,7 +119,7 @@ pub async fn clone_from_pool_internal(
         finish(staged, &pool, &target, "CloneFromPoolInternal")?;
         return Ok(CloneFromPoolInternalResponse {});
     }
-    let (staged, pool, target) = clone_pool(ctx, repository, req.pool.as_ref()).await?;
+    clone_into(ctx, &staged, &pool).await?;
     // The source is in this daemon's storage (checked above): its refs are fetched from its path, with
     // what FetchInternalRemote does through the source's server (every ref, pruned, and its HEAD).
     ctx.git

@@ -57,7 +57,7 @@ pub async fn squash(git: &GitCmdFactory, t: &Target, req: UserSquashRequest) -> 
         Err(e) => return git_error(e),
     };
     // The start commit, to apply onto; any failure to name one is git's message, as upstream's checkout.
-    // Lookups are in-process (gix): a git process each cost more than the rest of the squash's own work.
+    // Lookups are in-process (gix), sparing a git process each.
     let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
     let start_id = match req.start_sha.starts_with('-') {
         true => None,
