@@ -9,7 +9,8 @@
 //! - UserMergeBranch vs the bare `git merge-tree` + `git commit-tree` + `git update-ref` sequence;
 //! - UserCherryPick and UserRevert vs the bare `git merge-tree --merge-base` + `git commit-tree` +
 //!   `git update-ref` sequence; UserSquash vs `git diff` + `read-tree` + `apply --cached` + `write-tree` +
-//!   `commit-tree`;
+//!   `commit-tree`; UserRebaseConfirmable (one commit, applied) vs `git merge-tree --merge-base` +
+//!   `commit-tree` + `update-ref`;
 //! - on a 1,000-page wiki: WikiWritePage + WikiFindPage round trips at concurrency 8, and WikiGetAllPages.
 //!
 //! Loopback Unix sockets only; bounded counts.
@@ -286,8 +287,9 @@ async fn main() {
         r50.as_secs_f64() / b50.as_secs_f64()
     );
 
-    // UserCherryPick, UserRevert and UserSquash against their bare git sequences, each call followed by its
-    // git counterpart so that both see the same machine (a sequential block of each drifted by 30 %).
+    // UserCherryPick, UserRevert, UserSquash and UserRebaseConfirmable against their bare git sequences,
+    // each call followed by its git counterpart so that both see the same machine (a sequential block of
+    // each drifted by 30 %). The commit to pick is resolved outside both timings: the RPC is given its id.
     let bench_repo =
         || Some(Repository { storage_name: "default".into(), relative_path: "bench.git".into(), ..Default::default() });
     let topic = |m: usize| out(git(&bare).args(["rev-parse", &format!("topic-{m}")]));
@@ -304,12 +306,13 @@ async fn main() {
     out(git(&bare).args(["update-ref", "refs/heads/picks-git", "topic-0^"]));
     let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
     for m in 0..MERGES {
+        let topic = topic(m);
         let s = Instant::now();
         let r = OperationServiceClient::new(channel.clone())
             .user_cherry_pick(UserCherryPickRequest {
                 repository: bench_repo(),
                 user: user(),
-                commit: Some(GitCommit { id: topic(m), ..Default::default() }),
+                commit: Some(GitCommit { id: topic.clone(), ..Default::default() }),
                 branch_name: b"picks".to_vec(),
                 message: b"picked".to_vec(),
                 ..Default::default()
@@ -321,7 +324,6 @@ async fn main() {
         rpc.push(s.elapsed());
 
         let s = Instant::now();
-        let topic = topic(m);
         git_pick(&format!("{topic}^"), &topic, "picked");
         bare_seq.push(s.elapsed());
     }
@@ -330,12 +332,13 @@ async fn main() {
     // Reverts: each takes one picked topic's change back out of its branch.
     let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
     for m in 0..MERGES {
+        let topic = topic(m);
         let s = Instant::now();
         let r = OperationServiceClient::new(channel.clone())
             .user_revert(UserRevertRequest {
                 repository: bench_repo(),
                 user: user(),
-                commit: Some(GitCommit { id: topic(m), ..Default::default() }),
+                commit: Some(GitCommit { id: topic.clone(), ..Default::default() }),
                 branch_name: b"picks".to_vec(),
                 message: b"reverted".to_vec(),
                 ..Default::default()
@@ -347,7 +350,6 @@ async fn main() {
         rpc.push(s.elapsed());
 
         let s = Instant::now();
-        let topic = topic(m);
         git_pick(&topic, &format!("{topic}^"), "reverted");
         bare_seq.push(s.elapsed());
     }
@@ -393,6 +395,59 @@ async fn main() {
         bare_seq.push(s.elapsed());
     }
     report("UserSquash", "git diff+read-tree+apply --cached+write-tree+commit-tree", rpc, bare_seq);
+
+    // Rebases (the two-phase exchange, applied): each topic's branch onto a commit it does not have.
+    out(git(&bare).args(["update-ref", "refs/heads/rebase-onto", "main~40"]));
+    let (mut rpc, mut bare_seq) = (Vec::new(), Vec::new());
+    for m in 0..MERGES {
+        use rgitaly::proto::gitaly::user_rebase_confirmable_request::{
+            Header, UserRebaseConfirmableRequestPayload as P,
+        };
+        use rgitaly::proto::gitaly::user_rebase_confirmable_response::UserRebaseConfirmableResponsePayload as R;
+        let topic = topic(m);
+        out(git(&bare).args(["update-ref", &format!("refs/heads/rb-{m}"), &topic]));
+        out(git(&bare).args(["update-ref", &format!("refs/heads/rbg-{m}"), &topic]));
+        let s = Instant::now();
+        let header = Header {
+            repository: bench_repo(),
+            user: user(),
+            rebase_id: format!("bench-{m}"),
+            branch: format!("rb-{m}").into_bytes(),
+            branch_sha: topic.clone(),
+            remote_repository: bench_repo(),
+            remote_branch: b"rebase-onto".to_vec(),
+            ..Default::default()
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let first = UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Header(header)) };
+        tx.send(first).await.unwrap();
+        let mut stream = OperationServiceClient::new(channel.clone())
+            .user_rebase_confirmable(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("UserRebaseConfirmable")
+            .into_inner();
+        let rebased = stream.message().await.unwrap().unwrap();
+        assert!(matches!(rebased.user_rebase_confirmable_response_payload, Some(R::RebaseSha(_))), "{rebased:?}");
+        tx.send(UserRebaseConfirmableRequest { user_rebase_confirmable_request_payload: Some(P::Apply(true)) })
+            .await
+            .unwrap();
+        let applied = stream.message().await.unwrap().unwrap();
+        assert!(
+            matches!(applied.user_rebase_confirmable_response_payload, Some(R::RebaseApplied(true))),
+            "{applied:?}"
+        );
+        rpc.push(s.elapsed());
+
+        let s = Instant::now();
+        let onto = out(git(&bare).args(["rev-parse", "refs/heads/rebase-onto"]));
+        let old = out(git(&bare).args(["rev-parse", &format!("refs/heads/rbg-{m}")]));
+        let base = format!("--merge-base={old}^");
+        let tree = out(git(&bare).args(["merge-tree", "--write-tree", &base, &onto, &old]));
+        let commit = out(git(&bare).args(["commit-tree", tree.lines().next().unwrap(), "-p", &onto, "-m", "topic"]));
+        out(git(&bare).args(["update-ref", &format!("refs/heads/rbg-{m}"), &commit, &old]));
+        bare_seq.push(s.elapsed());
+    }
+    report("UserRebaseConfirmable", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
     wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
     let _ = admin.list_workers(ListWorkersRequest {}).await;
     drop(daemon);

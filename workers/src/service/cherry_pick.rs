@@ -4,7 +4,7 @@
 //! theirs = its parent (for a merge commit, the first: upstream's mainline 1). The new commit has one parent, the start revision, and the request's message as it
 //! is. Conflicts, an empty result, a diverged branch and a hook's refusal are answers, not failures.
 
-use rgitaly::git::repo::{Repo, Signature, ZERO_OID};
+use rgitaly::git::repo::{commit_bytes, Repo, Signature, ZERO_OID};
 use rgitaly::git::GitCmdFactory;
 use rgitaly::proto::gitaly::*;
 use tonic::Status;
@@ -80,7 +80,10 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
         super::start_commit_here(git, t, &start).await?;
         odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
     }
-    let repo_had_branches = rgitaly::odb::refs::any(&odb, "refs/heads/")?;
+    // The branch itself answers it without listing others (a repository has hundreds of loose branches).
+    let reference = format!("refs/heads/{}", text(&p.branch_name));
+    let repo_had_branches = rgitaly::odb::refs::target(&odb, reference.as_bytes())?.is_some()
+        || rgitaly::odb::refs::any(&odb, "refs/heads/")?;
 
     let command = |detail: String| Status::internal(format!("{0} command: {0}: {detail}", kind.name()));
     let not_found =
@@ -140,19 +143,19 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
         });
     }
     let committer = Signature::new(&user.name, &user.email, when).map_err(|e| command(e.to_string()))?;
-    let new = match kind {
+    let author = match kind {
         Kind::CherryPick => {
-            let author =
-                rgitaly::odb::commit_header(&odb, picked_id, b"author")?.ok_or_else(|| command("no author".into()))?;
-            repo.write_commit_as(&tree, &[&start], &author, &committer, &p.message).await
+            rgitaly::odb::commit_header(&odb, picked_id, b"author")?.ok_or_else(|| command("no author".into()))?
         }
-        Kind::Revert => repo.write_commit(&tree, &[&start], &committer, &committer, &p.message).await,
-    }
-    .map_err(|e| command(format!("create commit: {e}")))?;
+        Kind::Revert => committer.line().into_bytes(),
+    };
+    // Written through the handle already open (as the wiki writes its commits).
+    let bytes = commit_bytes(&tree, &[&start], &author, &committer, &p.message);
+    let new =
+        rgitaly::odb::write::commit(&odb, &bytes).map_err(|e| command(format!("create commit: {}", e.message())))?;
     // A dry run computes everything but moves the branch to the start revision, as upstream.
     let new = if p.dry_run { start.clone() } else { new };
 
-    let reference = format!("refs/heads/{}", text(&p.branch_name));
     let old = rgitaly::odb::refs::commit(&odb, reference.as_bytes())?.map(|id| id.to_string());
     let branch_created = old.is_none();
     if let Some(old) = &old {
