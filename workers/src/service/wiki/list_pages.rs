@@ -91,36 +91,63 @@ pub async fn get_all_pages(
     };
     let repo = t.repo.clone();
     // Every page's text: read on a blocking thread (off the worker's two async threads) and sent as it is
-    // read, at most a channel's worth ahead of the client.
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // read, at most a channel's worth ahead of the client, in batches of up to 64 KiB so that the encoder
+    // finds many messages ready at once and writes large frames.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let send = |m: Result<WikiGetAllPagesResponse, Status>| tx.blocking_send(m).is_ok();
-        let run = || -> Result<(), Status> {
+        let mut out = Batches { tx, batch: Vec::new(), size: 0 };
+        let run = |out: &mut Batches<_>| -> Result<(), Status> {
             let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
             let version = snapshot.version(&odb)?;
             for page in &pages {
                 let head = WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false };
-                if !send(Ok(head)) {
+                if !out.push(Ok(head), page.path.len()) {
                     return Ok(());
                 }
                 let text = page_text(&odb, page)?;
                 for chunk in chunks(&text) {
                     let page = WikiPage { raw_data: chunk.to_vec(), ..Default::default() };
-                    if !send(Ok(WikiGetAllPagesResponse { page: Some(page), end_of_page: false })) {
+                    if !out.push(Ok(WikiGetAllPagesResponse { page: Some(page), end_of_page: false }), chunk.len()) {
                         return Ok(());
                     }
                 }
-                if !send(Ok(WikiGetAllPagesResponse { page: None, end_of_page: true })) {
+                if !out.push(Ok(WikiGetAllPagesResponse { page: None, end_of_page: true }), 0) {
                     return Ok(());
                 }
             }
             Ok(())
         };
-        if let Err(e) = run() {
-            let _ = send(Err(e));
+        if let Err(e) = run(&mut out) {
+            out.push(Err(e), 0);
         }
+        out.flush();
     });
-    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    use futures::StreamExt;
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx).flat_map(futures::stream::iter)))
+}
+
+/// Messages gathered into batches of about 64 KiB for a channel.
+struct Batches<T> {
+    tx: tokio::sync::mpsc::Sender<Vec<T>>,
+    batch: Vec<T>,
+    size: usize,
+}
+
+impl<T> Batches<T> {
+    /// Adds a message of about `bytes` (plus a fixed overhead); false once the receiver is gone.
+    fn push(&mut self, message: T, bytes: usize) -> bool {
+        self.batch.push(message);
+        self.size += bytes + 64;
+        if self.size < 64 * 1024 {
+            return true;
+        }
+        self.flush()
+    }
+
+    fn flush(&mut self) -> bool {
+        self.size = 0;
+        self.batch.is_empty() || self.tx.blocking_send(std::mem::take(&mut self.batch)).is_ok()
+    }
 }
 
 pub async fn list_pages(
