@@ -691,11 +691,27 @@ async fn cherry_pick_and_revert_as_git_does_them() {
     let r =
         ops.user_revert(revert_request(pick_request(&d, &picked, 1, "reverted", "main"))).await.unwrap().into_inner();
     let update = r.branch_update.expect("branch update");
-    assert!(update.branch_created);
+    assert!(update.branch_created && !update.repo_created);
     assert_eq!(rev(&bare, "reverted"), update.commit_id);
     assert_eq!(Some(rev(&bare, "reverted^{tree}")), git_tree(&d, &bare, &picked, "revert", &picked, false));
     let raw = stdout(git(&bare).args(["cat-file", "commit", "reverted"]));
     assert!(raw.contains("\nauthor Jane Doe <jane@example.com> 12345 +0000\n"), "{raw}");
+
+    // Into a repository without branches, from a start repository: the start commit is fetched, then read
+    // (with the commit to revert, which it holds), and the new branch is the repository's first.
+    rgitaly::proto::gitaly::repository_service_client::RepositoryServiceClient::new(d.channel().await)
+        .create_repository(CreateRepositoryRequest { repository: Some(d.repo("revert-into.git")) })
+        .await
+        .unwrap();
+    let mut req = revert_request(pick_request(&d, &topic, 1, "first", "topic"));
+    req.repository = Some(d.repo("revert-into.git"));
+    req.start_repository = Some(d.repo("p.git"));
+    let update = ops.user_revert(req).await.unwrap().into_inner().branch_update.expect("branch update");
+    assert!(update.branch_created && update.repo_created);
+    let into = d.repo_path("revert-into.git");
+    assert_eq!(rev(&into, "first"), update.commit_id);
+    assert_eq!(rev(&into, "first^"), topic);
+    assert_eq!(Some(rev(&into, "first^{tree}")), git_tree(&d, &bare, &topic, "revert", &topic, false));
 
     // Conflicts: both change file1.txt.
     let a = branch_with_change(&wt, &bare, "a", "main", "file1.txt", "a\n");
