@@ -64,12 +64,20 @@ const LEGACY_DEFAULT: &[u8] = b"refs/heads/master";
 /// Upstream's default branch: none without branches; the only one; HEAD's target if it is a branch; else
 /// `refs/heads/master` if it exists; else the first branch in name order. Empty when there is none.
 pub fn default_branch(repo: &gix::Repository) -> Result<Vec<u8>, Status> {
-    let branches = names(repo, "refs/heads/")?;
-    Ok(match branches.as_slice() {
+    default_of(&names(repo, "refs/heads/")?, || head_target(repo))
+}
+
+/// [`default_branch`] from branch names already read (sorted bytewise) and HEAD's target, read only when
+/// the rule needs it.
+pub fn default_of(
+    branches: &[Vec<u8>],
+    head: impl FnOnce() -> Result<Option<Vec<u8>>, Status>,
+) -> Result<Vec<u8>, Status> {
+    Ok(match branches {
         [] => Vec::new(),
         [only] => only.clone(),
         _ => {
-            if let Some(head) = head_target(repo)?.filter(|h| branches.contains(h)) {
+            if let Some(head) = head()?.filter(|h| branches.contains(h)) {
                 head
             } else if branches.iter().any(|b| b == LEGACY_DEFAULT) {
                 LEGACY_DEFAULT.to_vec()

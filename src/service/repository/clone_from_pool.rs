@@ -111,11 +111,11 @@ pub async fn clone_from_pool_internal(
         }
     }
     let (staged, pool, target) = prepare(ctx, repository, req.pool.as_ref())?;
-    if let Some(packed) = borrowable_refs(ctx, &source_path, &pool).await? {
+    if let Some((packed, head)) = borrowable_refs(ctx, &source_path, &pool).await? {
         staged.init(ctx).await.map_err(|e| Status::internal(format!("init repository: {e}")))?;
         std::fs::write(staged.path.join("packed-refs"), packed)
             .map_err(|e| Status::internal(format!("write packed-refs: {e}")))?;
-        set_default_branch(ctx, &source_path, &staged.path).await?;
+        set_head(ctx, &staged.path, head).await?;
         finish(staged, &pool, &target, "CloneFromPoolInternal")?;
         return Ok(CloneFromPoolInternalResponse {});
     }
@@ -133,14 +133,13 @@ pub async fn clone_from_pool_internal(
         .output()
         .await
         .map_err(|e| Status::internal(format!("fetch internal remote: {e}")))?;
-    set_default_branch(ctx, &source_path, &staged.path).await?;
+    set_head(ctx, &staged.path, crate::service::default_branch(ctx, &source_path).await?).await?;
     finish(staged, &pool, &target, "CloneFromPoolInternal")?;
     Ok(CloneFromPoolInternalResponse {})
 }
 
-/// Points the new member's HEAD at the source's default branch (left alone when it has none).
-async fn set_default_branch(ctx: &Ctx, source: &Path, member: &Path) -> Result<(), Status> {
-    let head = crate::service::default_branch(ctx, source).await?;
+/// Points the new member's HEAD at `head`, the source's default branch (left alone when it has none).
+async fn set_head(ctx: &Ctx, member: &Path, head: Vec<u8>) -> Result<(), Status> {
     if head.is_empty() {
         return Ok(());
     }
@@ -148,20 +147,26 @@ async fn set_default_branch(ctx: &Ctx, source: &Path, member: &Path) -> Result<(
     Repo::new(&ctx.git, member).set_head(&head).await.map_err(|e| Status::internal(format!("set default branch: {e}")))
 }
 
-/// The source's refs as the member's `packed-refs` when nothing needs fetching: the source keeps no
+/// The source's refs as the member's `packed-refs`, and its default branch from the same read, when
+/// nothing needs fetching: the source keeps no
 /// objects of its own (as after its link and a repack with `-l`), and the pool has every object its refs
 /// name. Then the fork costs one read of the refs instead of an upload-pack of all of them, which is what
 /// made it twice as slow as `git clone --shared`. The refs are read before the source's objects are
 /// looked at, so an object a concurrent push adds for a ref already read is seen.
-async fn borrowable_refs(ctx: &Ctx, source: &Path, pool: &Pool) -> Result<Option<Vec<u8>>, Status> {
+async fn borrowable_refs(ctx: &Ctx, source: &Path, pool: &Pool) -> Result<Option<(Vec<u8>, Vec<u8>)>, Status> {
     let (c, source, pool) = (ctx.clone(), source.to_path_buf(), pool.clone());
     crate::odb::blocking(move || {
-        let refs = crate::odb::refs::resolved(&*c.repos.open(&source)?)?;
+        let repo = c.repos.open(&source)?;
+        let refs = crate::odb::refs::resolved(&repo)?;
         if !pool.holds_all_of(&source).map_err(Status::internal)? {
             return Ok(None);
         }
         let odb = crate::odb::open_uncached(&pool.path).map_err(|e| Status::internal(format!("open pool: {e}")))?;
-        crate::odb::refs::packed_file(&refs, &odb)
+        let Some(packed) = crate::odb::refs::packed_file(&refs, &odb)? else { return Ok(None) };
+        let branches: Vec<Vec<u8>> =
+            refs.into_iter().map(|(name, _)| name).filter(|n| n.starts_with(b"refs/heads/")).collect();
+        let head = crate::odb::refs::default_of(&branches, || crate::odb::refs::head_target(&repo))?;
+        Ok(Some((packed, head)))
     })
     .await
 }
