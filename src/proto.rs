@@ -5,7 +5,7 @@ pub mod gitaly {
     tonic::include_proto!("gitaly");
 }
 
-/// rgitaly's own API (package `rgitaly`): pool administration.
+/// rgitaly's own API (package `rgitaly`): pool administration, and the ref updates workers ask of the daemon.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod rgitaly {
     tonic::include_proto!("rgitaly");

@@ -702,6 +702,26 @@ async fn a_stolen_payload_reaches_nothing_else() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    // The workers' ref updates: for p.git only, compare-and-swap, and never on the daemon's own socket.
+    let before = (refs(&repo), refs(&d.repo_path("victim.git")));
+    let feature = before.0.lines().find_map(|l| l.strip_prefix("refs/heads/feature ")).unwrap();
+    let update = |repo: &str, old: &str| rgitaly::proto::rgitaly::UpdateReferenceRequest {
+        repository: Some(d.repo(repo)),
+        environment_variables: vec![format!("GITALY_HOOKS_PAYLOAD={payload}")],
+        reference: b"refs/heads/feature".to_vec(),
+        new_value: zero.clone(),
+        old_value: old.to_string(),
+    };
+    use rgitaly::proto::rgitaly::ref_update_service_client::RefUpdateServiceClient;
+    let e = RefUpdateServiceClient::new(ch.clone()).update_reference(update("victim.git", "")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    let e =
+        RefUpdateServiceClient::new(ch.clone()).update_reference(update("p.git", &"1".repeat(40))).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    let e =
+        RefUpdateServiceClient::new(d.channel().await).update_reference(update("p.git", feature)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+    assert_eq!((refs(&repo), refs(&d.repo_path("victim.git"))), before);
     let calls_before = gitlab.calls().len();
     // For its own repository it is what it was: the same checks as the push (GitLab asked again).
     let mut s = HookServiceClient::new(ch)

@@ -68,6 +68,9 @@ async fn health_reflection_and_unimplemented() {
         let r = health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap();
         assert_eq!(r.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     }
+    // The workers' internal RefUpdateService is not served on the daemon's listeners: not reported either.
+    let e = health.check(tonic_health::pb::HealthCheckRequest { service: "rgitaly.RefUpdateService".into() }).await;
+    assert_eq!(e.unwrap_err().code(), tonic::Code::NotFound);
 
     use tonic_reflection::pb::v1::{
         server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,

@@ -6,7 +6,9 @@
 //! the daemon. A process that reads a payload learns the internal socket and its token, but it cannot
 //! make the daemon act for another repository, another user or a hook the payload does not ask for, so a
 //! payload forged in some process's environment gets nowhere. What the MAC does not stop: replaying a
-//! payload as it is (for its own repository and user) for as long as the daemon that signed it runs.
+//! payload as it is (for its own repository and user) for as long as the daemon that signed it runs —
+//! its hooks, or (RefUpdateService, what workers use) a ref update of that repository, which a process of
+//! the daemon's user could make in the files anyway.
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};

@@ -7,6 +7,7 @@
 //! to workers.
 
 pub mod config;
+pub mod fence;
 pub mod proxy;
 
 use std::collections::VecDeque;
@@ -111,8 +112,8 @@ impl Worker {
     /// After the worker has exited, waits for what it left behind: its session's processes (git children
     /// that may be about to move a ref) are let finish — they hold all their input, and one writing to the
     /// dead worker gets EPIPE — since a signal can leave a ref lock behind; any still running after
-    /// `SETTLE_WAIT` is killed. True once none is left, so the repository can no longer change on this
-    /// worker's behalf; false when the worker did not exit or its processes would not go. Computed once;
+    /// `SETTLE_WAIT` is killed; then the ref updates the daemon runs for it (`fence`) are waited for. True
+    /// once none is left, so the repository can no longer change on this worker's behalf; false when the worker did not exit or its processes would not go. Computed once;
     /// every caller gets the same answer.
     pub async fn settle(&self) -> bool {
         *self
@@ -125,6 +126,8 @@ impl Worker {
                 loop {
                     let left = session_members(self.pid);
                     if left.is_empty() {
+                        // And the ref updates the daemon runs for it are over, and no more can start.
+                        fence::close(self.pid as u32).await;
                         return true;
                     }
                     if started.elapsed() > SETTLE_GIVE_UP {
@@ -385,6 +388,7 @@ impl Pool {
             source,
         })?;
         let pid = child.id().unwrap_or(0) as i32;
+        fence::admit(pid as u32);
         let channel = crate::client::unix_channel_lazy(&socket);
         let worker = Arc::new(Worker {
             name: name.to_string(),

@@ -24,6 +24,7 @@ use crate::proto::gitaly::{
     wiki_service_server::WikiServiceServer,
 };
 use crate::proto::rgitaly::admin_service_server::AdminServiceServer;
+use crate::proto::rgitaly::ref_update_service_server::RefUpdateServiceServer;
 use crate::service::{self, Ctx};
 use crate::transport::MAX_MESSAGE;
 
@@ -89,16 +90,20 @@ pub async fn routes(ctx: &Ctx, pool: &Pool) -> Result<Routes, ServeError> {
         .add_service(AdminServiceServer::new(service::admin::AdminSvc(pool.clone())));
     // The overall status, and each service by name, as grpc-health-probe asks for them.
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    for name in
-        crate::registry::services().into_iter().filter(|s| s.starts_with("gitaly.") || s.starts_with("rgitaly."))
+    // RefUpdateService is the internal socket's only (see `internal_routes`): not served here.
+    let internal_only = <RefUpdateServiceServer<service::refupdate::RefUpdateSvc> as tonic::server::NamedService>::NAME;
+    for name in crate::registry::services()
+        .into_iter()
+        .filter(|s| (s.starts_with("gitaly.") || s.starts_with("rgitaly.")) && *s != internal_only)
     {
         health_reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     Ok(b.routes())
 }
 
-/// The internal socket's routes: HookService only. Its token is in every push's git environment, so it
-/// must open nothing else.
+/// The internal socket's routes: HookService, and RefUpdateService for the workers. Its token is in every
+/// push's git environment, so it must open nothing else; both act only for the repository of a payload
+/// this daemon signed.
 pub fn internal_routes(ctx: &Ctx) -> Routes {
     let mut b = Routes::builder();
     b.add_service(
@@ -106,6 +111,7 @@ pub fn internal_routes(ctx: &Ctx) -> Routes {
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     );
+    b.add_service(RefUpdateServiceServer::new(service::refupdate::RefUpdateSvc(ctx.clone())));
     b.routes()
 }
 

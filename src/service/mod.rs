@@ -16,6 +16,7 @@ pub mod internal;
 pub mod namespace;
 pub mod objectpool;
 pub mod r#ref;
+pub mod refupdate;
 pub mod remote;
 pub mod repository;
 pub mod server;

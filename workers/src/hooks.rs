@@ -1,12 +1,15 @@
 //! Ref updates of write RPCs through the hook chain, as upstream's `updateReferenceWithHooks`: pre-receive,
-//! update, the compare-and-swap update itself, post-receive. The hooks run in the daemon (HookService on
-//! its internal socket): the worker only holds the payload the daemon signed for this call's repository
-//! and user, so it cannot run them for anything else.
+//! update, the compare-and-swap update itself, post-receive. All four run in the daemon (HookService and
+//! RefUpdateService on its internal socket): the worker only holds the payload the daemon signed for this
+//! call's repository and user, so it cannot act for anything else, and the swap finishes (its lock file
+//! gone) even if this worker is killed during it.
 
 use rgitaly::git::repo::{Repo, UpdateRefError};
 use rgitaly::hook::payload::{hooks, Payload, ENV};
 use rgitaly::proto::gitaly::hook_service_client::HookServiceClient;
 use rgitaly::proto::gitaly::*;
+use rgitaly::proto::rgitaly::ref_update_service_client::RefUpdateServiceClient;
+use rgitaly::proto::rgitaly::UpdateReferenceRequest;
 use tonic::Status;
 
 /// Why an update with hooks did not happen.
@@ -93,6 +96,42 @@ pub async fn update_with_hooks(
     old: &str,
     push_options: &[String],
 ) -> Result<(), UpdateError> {
+    match update_before_post_receive(payload, repo, reference, new, old, push_options).await? {
+        Some(post) => post.run().await,
+        None => Ok(()),
+    }
+}
+
+/// The post-receive hook of a ref update that has happened, to run when the caller is ready (after it
+/// let go of a lock the next write waits for).
+pub struct PostReceive {
+    client: HookServiceClient<rgitaly::client::AuthChannel>,
+    request: PostReceiveHookRequest,
+}
+
+impl PostReceive {
+    pub async fn run(mut self) -> Result<(), UpdateError> {
+        let call_err = |e: Status| UpdateError::Other(Status::internal(format!("hooks: {}", e.message())));
+        let stream = self.client.post_receive_hook(futures::stream::iter([self.request])).await.map_err(call_err)?;
+        let ran = collect!(stream.into_inner());
+        if ran.code != 0 {
+            // Upstream reports it as a refusal too, though the ref has moved.
+            return Err(UpdateError::PreReceive(ran.message()));
+        }
+        Ok(())
+    }
+}
+
+/// [`update_with_hooks`] up to the ref update; its post-receive is returned to be run (None when the
+/// payload asks for no hooks).
+pub async fn update_before_post_receive(
+    payload: Option<&str>,
+    repo: &Repo<'_>,
+    reference: &str,
+    new: &str,
+    old: &str,
+    push_options: &[String],
+) -> Result<Option<PostReceive>, UpdateError> {
     let internal = |e: String| UpdateError::Other(Status::internal(e));
     // A name git would refuse never reaches the hooks: a line break in it would forge change lines.
     if reference.bytes().any(|b| b.is_ascii_control() || b == b' ') {
@@ -105,14 +144,14 @@ pub async fn update_with_hooks(
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
     if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
-        return repo.update_ref(reference, new, Some(old)).await.map_err(UpdateError::UpdateRef);
+        return repo.update_ref(reference, new, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
     let env = vec![format!("{ENV}={value}")];
     let channel = hook_channel(&p.internal_socket, &p.internal_socket_token)
         .await
         .map_err(|e| internal(format!("hooks: {e}")))?;
-    let mut client = HookServiceClient::new(channel);
+    let mut client = HookServiceClient::new(channel.clone());
     let call_err = |e: Status| internal(format!("hooks: {}", e.message()));
     let changes = format!("{old} {new} {reference}\n").into_bytes();
 
@@ -137,17 +176,29 @@ pub async fn update_with_hooks(
     if ran.code != 0 {
         return Err(UpdateError::PreReceive(ran.message()));
     }
-    repo.update_ref(reference, new, Some(old)).await.map_err(UpdateError::UpdateRef)?;
-    let post = PostReceiveHookRequest {
+    let update = UpdateReferenceRequest {
+        repository: repository.clone(),
+        environment_variables: env.clone(),
+        reference: reference.as_bytes().to_vec(),
+        new_value: new.to_string(),
+        old_value: old.to_string(),
+    };
+    // Made by the daemon: a worker killed holding the ref's lock would leave it behind (`pool::fence`).
+    match RefUpdateServiceClient::new(channel).update_reference(update).await {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+            return Err(UpdateError::UpdateRef(UpdateRefError {
+                reference: reference.to_string(),
+                stderr: e.message().to_string(),
+            }))
+        }
+        Err(e) => return Err(internal(format!("update {reference}: {}", e.message()))),
+    }
+    let request = PostReceiveHookRequest {
         repository,
         environment_variables: env,
         stdin: changes,
         git_push_options: push_options.to_vec(),
     };
-    let ran = collect!(client.post_receive_hook(futures::stream::iter([post])).await.map_err(call_err)?.into_inner());
-    if ran.code != 0 {
-        // Upstream reports it as a refusal too, though the ref has moved.
-        return Err(UpdateError::PreReceive(ran.message()));
-    }
-    Ok(())
+    Ok(Some(PostReceive { client, request }))
 }

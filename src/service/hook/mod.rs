@@ -83,7 +83,7 @@ async fn read_stdin<T>(
 
 /// What a pre-receive, update or post-receive call acts on: its payload (signed by this daemon, for the
 /// call's repository, asking for `hook`), that repository as signed (with gl_repository), and its path.
-fn checked(
+pub(crate) fn checked(
     ctx: &Ctx,
     env: &[String],
     repository: Option<&Repository>,
