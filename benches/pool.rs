@@ -175,6 +175,12 @@ async fn main() {
         *idle.iter().max().unwrap() as f64 / 1048576.0
     );
 
+    // `POOL_BENCH_ONLY_WIKI=1`: the wiki measurements alone, to iterate on them.
+    if std::env::var_os("POOL_BENCH_ONLY_WIKI").is_some() {
+        wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
+        return;
+    }
+
     // Forwarding overhead.
     let active = ws.iter().find(|w| w.role == worker::Role::Active as i32).unwrap();
     let direct_channel = rgitaly::client::connect(&format!("unix:{}", active.socket_path), None).await.unwrap();

@@ -123,6 +123,8 @@ async fn run(args: Args) -> i32 {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let ops = service::Operations::new(git.clone());
+    // Idle handles are closed and their memory handed back while the worker waits.
+    tokio::spawn(service::handles().sweep_forever());
 
     let parent = args.parent_pid;
     use tokio::signal::unix::{signal, SignalKind};

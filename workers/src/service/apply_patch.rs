@@ -78,7 +78,7 @@ pub async fn apply_patch(
         return Err(Status::failed_precondition(e.to_string()));
     }
 
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let branch = text(&header.target_branch);
     let reference = format!("refs/heads/{branch}");
     let tip = rgitaly::odb::refs::commit(&odb, reference.as_bytes())?.map(|id| id.to_string());
@@ -140,11 +140,7 @@ pub async fn apply_patch(
 
     let repo = Repo::new(git, &t.repo);
     if let Some(tip) = &tip {
-        if !rgitaly::odb::is_ancestor(
-            &rgitaly::odb::open_uncached(&t.repo).map_err(internal)?,
-            tip.as_bytes(),
-            new.as_bytes(),
-        ) {
+        if !rgitaly::odb::is_ancestor(&*crate::service::open(&t.repo)?, tip.as_bytes(), new.as_bytes()) {
             return Err(Status::unknown("Gitlab::Git::CommitError: Branch diverged"));
         }
     }

@@ -73,12 +73,12 @@ pub async fn pick(git: &GitCmdFactory, t: &Target, kind: Kind, p: Pick) -> Resul
     let repo = Repo::new(git, &t.repo);
     // Reads are in-process (gix): a git process per lookup cost more than the pick itself. Writes (the
     // merge, the commit, the ref) go through git.
-    let mut odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let mut odb = crate::service::open(&t.repo)?;
     let start = start_revision(t, &odb, &p)?;
     if t.start_repo.is_some() {
         // A start commit only the start repository has is fetched first; read the target afresh after.
         super::start_commit_here(git, t, &start).await?;
-        odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        odb = crate::service::open(&t.repo)?;
     }
     // The branch itself answers it without listing others (a repository has hundreds of loose branches).
     let reference = format!("refs/heads/{}", text(&p.branch_name));
@@ -190,7 +190,7 @@ fn start_revision(t: &Target, target: &rgitaly::odb::Repository, p: &Pick) -> Re
     }
     let oid = match &t.start_repo {
         Some(start) => {
-            let odb = rgitaly::odb::open_uncached(start).map_err(internal)?;
+            let odb = crate::service::open(start)?;
             rgitaly::odb::resolve_commit(&odb, name)
         }
         None => rgitaly::odb::resolve_commit(target, name),

@@ -81,11 +81,43 @@ pub async fn update_with_options(
     }
 }
 
+/// As [`update`], with the post-receive hook of a done update left to the caller, to run once it has let
+/// go of the lock the next write waits for (wiki writes: that write need not wait for post-receive).
+pub async fn update_before_post_receive(
+    t: &Target,
+    repo: &Repo<'_>,
+    reference: &str,
+    new: &str,
+    old: &str,
+) -> Result<(Hooked, Option<crate::hooks::PostReceive>), Status> {
+    use crate::hooks::UpdateError;
+    match crate::hooks::update_before_post_receive(t.hooks.as_deref(), repo, reference, new, old, &[]).await {
+        Ok(post) => Ok((Hooked::Done, post)),
+        Err(UpdateError::PreReceive(m)) => Ok((Hooked::Refused(m), None)),
+        Err(UpdateError::UpdateRef(_)) => Ok((Hooked::Raced, None)),
+        Err(UpdateError::Other(s)) => Err(s),
+    }
+}
+
+/// What a post-receive run by [`update_before_post_receive`]'s caller comes to, as [`update`] answers it.
+pub async fn post_receive(post: Option<crate::hooks::PostReceive>) -> Result<Hooked, Status> {
+    use crate::hooks::UpdateError;
+    match post {
+        None => Ok(Hooked::Done),
+        Some(p) => match p.run().await {
+            Ok(()) => Ok(Hooked::Done),
+            Err(UpdateError::PreReceive(m)) => Ok(Hooked::Refused(m)),
+            Err(UpdateError::UpdateRef(_)) => Ok(Hooked::Raced),
+            Err(UpdateError::Other(s)) => Err(s),
+        },
+    }
+}
+
 /// Makes start commit `oid` (found in the call's start repository) present in the target: fetched from
 /// the start repository when only it has the commit (UserCherryPick, UserRevert, UserRebaseConfirmable).
 pub async fn start_commit_here(git: &GitCmdFactory, t: &Target, oid: &str) -> Result<(), Status> {
     let Some(start) = &t.start_repo else { return Ok(()) };
-    let here = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let here = crate::service::open(&t.repo)?;
     if rgitaly::odb::resolve_commit(&here, oid.as_bytes()).is_none() {
         Repo::new(git, &t.repo)
             .fetch_commit(start, oid)
@@ -174,6 +206,26 @@ pub fn failpoint(name: &str) -> bool {
 
 pub fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
+}
+
+/// This worker's repository handles, kept between calls as the daemon keeps its own (`odb::RepoCache`):
+/// a handle opened per call re-read the repository's config and mapped its pack indexes again each time,
+/// several times per write. Small, and closed after a few idle seconds, so an idle worker stays lean.
+pub fn handles() -> &'static rgitaly::odb::RepoCache {
+    static HANDLES: std::sync::OnceLock<rgitaly::odb::RepoCache> = std::sync::OnceLock::new();
+    HANDLES.get_or_init(|| {
+        rgitaly::odb::RepoCache::new(rgitaly::odb::Limits {
+            max_bytes: 16 << 20,
+            handle_bytes: 4 << 20,
+            idle_timeout: std::time::Duration::from_secs(5),
+            max_idle: 4,
+        })
+    })
+}
+
+/// A handle for the repository at `path` (a path the daemon resolved), from [`handles`].
+pub fn open(path: &std::path::Path) -> Result<rgitaly::odb::Handle, Status> {
+    handles().open(path).map_err(internal)
 }
 
 type Unary<T> = Result<Response<T>, Status>;

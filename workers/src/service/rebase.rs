@@ -129,7 +129,7 @@ pub async fn rebase(
 /// fetched into the target when only the remote has it.
 async fn onto(git: &GitCmdFactory, t: &Target, remote_branch: &[u8]) -> Result<String, Status> {
     let remote_path = t.start_repo.as_deref().unwrap_or(&t.repo);
-    let odb = rgitaly::odb::open_uncached(remote_path).map_err(internal)?;
+    let odb = crate::service::open(remote_path)?;
     let oid = rgitaly::odb::resolve_commit(&odb, remote_branch)
         .ok_or_else(|| Status::internal("resolve start ref: reference not found"))?
         .to_string();
@@ -145,7 +145,7 @@ async fn replay(
     onto: &str,
     committer: &Signature,
 ) -> Result<Result<String, String>, Status> {
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let Some(tip) = rgitaly::odb::refs::commit(&odb, reference.as_bytes())? else {
         return Ok(Err(format!("rebase: look up branch {:?}: reference not found", reference)));
     };

@@ -58,7 +58,7 @@ pub async fn squash(git: &GitCmdFactory, t: &Target, req: UserSquashRequest) -> 
     };
     // The start commit, to apply onto; any failure to name one is git's message, as upstream's checkout.
     // Lookups are in-process (gix), sparing a git process each.
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let start_id = match req.start_sha.starts_with('-') {
         true => None,
         false => rgitaly::odb::resolve_commit(&odb, req.start_sha.as_bytes()),

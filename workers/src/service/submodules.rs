@@ -43,7 +43,7 @@ pub async fn update_submodule(
 ) -> Result<UserUpdateSubmoduleResponse, Status> {
     validate(&req)?;
     let user = req.user.as_ref().expect("validated");
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     if !rgitaly::odb::refs::any(&odb, "refs/heads/")? {
         return Ok(refused("Repository is empty"));
     }

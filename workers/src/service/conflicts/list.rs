@@ -29,7 +29,7 @@ pub async fn list_conflict_files(
         return Err(Status::invalid_argument("empty TheirCommitOid"));
     }
     let (ours, theirs) = {
-        let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        let odb = crate::service::open(&t.repo)?;
         let lookup = |side: &str, rev: &str| {
             rgitaly::odb::resolve_commit(&odb, rev.as_bytes()).map(|id| id.to_string()).ok_or_else(|| {
                 Status::failed_precondition(format!("could not lookup '{side}' OID: reference not found"))
@@ -39,7 +39,7 @@ pub async fn list_conflict_files(
     };
 
     let merged = Repo::new(git, &t.repo).merge_tree_stages(&ours, &theirs).await.map_err(internal)?;
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let mut messages = Vec::new();
     let mut files: Vec<ConflictFile> = Vec::new();
     let mut size = 0;

@@ -122,7 +122,7 @@ async fn resolve(
     }
     let (ours, theirs) = (h.our_commit_oid.as_str(), h.their_commit_oid.as_str());
     for (side, oid) in [("ours", ours), ("theirs", theirs)] {
-        let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        let odb = crate::service::open(&t.repo)?;
         if rgitaly::odb::resolve_commit(&odb, oid.as_bytes()).is_none() {
             return Err(
                 Status::unknown(format!("{side} commit lookup: object not found - no match for id ({oid})")).into()
@@ -171,7 +171,7 @@ fn resolve_files(
     resolved: &mut [bool],
     resolutions: &[Resolution],
 ) -> Result<Vec<ResolvedFile>, Failed> {
-    let odb = rgitaly::odb::open_uncached(repo).map_err(internal)?;
+    let odb = crate::service::open(repo)?;
     let mut out = Vec::new();
     for r in resolutions {
         let Some(i) = conflicted.iter().position(|c| c.path == r.old_path.as_bytes()) else {
@@ -218,7 +218,7 @@ async fn target_commit_here(git: &GitCmdFactory, t: &Target, target_branch: &[u8
     let not_found =
         || Status::unknown(format!("could not resolve target revision \"{revision}^{{commit}}\": reference not found"));
     let from = t.start_repo.as_ref().unwrap_or(&t.repo);
-    let there = rgitaly::odb::open_uncached(from).map_err(internal)?;
+    let there = crate::service::open(from)?;
     let oid = rgitaly::odb::refs::commit(&there, revision.as_bytes())?.ok_or_else(not_found)?.to_string();
     if t.start_repo.is_some() {
         crate::service::start_commit_here(git, t, &oid).await?;

@@ -7,13 +7,13 @@ use tonic::codegen::BoxStream;
 use tonic::Status;
 
 use super::{chunks, gollum, page_text, Snapshot};
-use crate::service::{internal, Target};
+use crate::service::Target;
 
 pub fn find_page(t: &Target, req: WikiFindPageRequest) -> Result<BoxStream<WikiFindPageResponse>, Status> {
     if req.title.is_empty() {
         return Err(Status::invalid_argument("WikiFindPage: empty Title"));
     }
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let historical = !req.revision.is_empty();
     let snapshot = if historical { Snapshot::at(&odb, &req.revision)? } else { Snapshot::tip(&odb)? };
     let query = gollum::lookup_query(&req.title, &req.directory);

@@ -21,7 +21,7 @@ async fn pages(
     limit: u32,
 ) -> Result<Option<(Snapshot, Vec<Page>)>, Status> {
     let (snapshot, listed) = {
-        let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        let odb = crate::service::open(&t.repo)?;
         let Some(snapshot) = Snapshot::tip(&odb)? else { return Ok(None) };
         let listed: Vec<Page> = snapshot.listed(&odb)?.cloned().collect();
         (snapshot, listed)
@@ -97,7 +97,7 @@ pub async fn get_all_pages(
     tokio::task::spawn_blocking(move || {
         let mut out = Batches { tx, batch: Vec::new(), size: 0 };
         let run = |out: &mut Batches<_>| -> Result<(), Status> {
-            let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
+            let odb = crate::service::open(&repo)?;
             let version = snapshot.version(&odb)?;
             for page in &pages {
                 let head = WikiGetAllPagesResponse { page: Some(page.proto(&version, false)), end_of_page: false };
@@ -159,7 +159,7 @@ pub async fn list_pages(
     let Some((snapshot, pages)) = pages(git, t, created_at, req.direction_desc, req.limit).await? else {
         return Ok(Box::pin(tokio_stream::empty()));
     };
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     let version = snapshot.version(&odb)?;
     let messages: Vec<_> =
         pages.iter().map(|p| Ok(WikiListPagesResponse { page: Some(p.proto(&version, false)) })).collect();

@@ -179,15 +179,14 @@ pub async fn commit_change<T>(
     // repository's directory (released by the kernel if a worker dies); a writer outside rgitaly (a push)
     // is caught by the compare-and-swap.
     let turn = repository_lock(&t.repo);
-    let _turn = turn.lock().await;
-    let _across = DirLock::exclusive(&t.repo).await?;
+    let mut held = Some((turn.lock().await, DirLock::exclusive(&t.repo).await?));
     let repo = Repo::new(git, &t.repo);
     let now = super::unix_time(None)?;
     let sig = Signature::new(&details.name, &details.email, now)
         .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
     for _ in 0..WRITE_ATTEMPTS {
         let (tip, commit) = {
-            let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+            let odb = crate::service::open(&t.repo)?;
             let tip = Snapshot::tip(&odb)?;
             let edits = match plan(&odb, tip.as_ref())? {
                 Plan::Answer(a) => return Ok(Some(a)),
@@ -213,12 +212,21 @@ pub async fn commit_change<T>(
             let bytes = commit_bytes(&tree, &parents, sig.line().as_bytes(), &sig, &details.message);
             (tip.clone(), rgitaly::odb::write::commit(&odb, &bytes)?)
         };
-        match super::update(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await? {
-            Hooked::Done => return Ok(None),
+        let (hooked, post) =
+            super::update_before_post_receive(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await?;
+        match hooked {
+            Hooked::Done => {
+                // The branch has moved: the next write may go on while GitLab hears of this one.
+                held.take();
+                return match super::post_receive(post).await? {
+                    Hooked::Refused(message) => Err(Status::failed_precondition(format!("Hook failed: {message}"))),
+                    _ => Ok(None),
+                };
+            }
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
             // Planned again only when another write really moved the branch (not for a stale lock).
             Hooked::Raced => {
-                let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+                let odb = crate::service::open(&t.repo)?;
                 let now = rgitaly::odb::refs::commit(&odb, WIKI_REF.as_bytes())?.map(|id| id.to_string());
                 if now == tip {
                     return Err(super::could_not_update("master"));
@@ -304,7 +312,7 @@ impl Drop for DirLock {
 /// Writes page content as gollum stores it (every `\r` removed) and returns the blob's id.
 pub fn write_content(t: &Target, mut content: Vec<u8>) -> Result<String, Status> {
     content.retain(|b| *b != b'\r');
-    let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+    let odb = crate::service::open(&t.repo)?;
     rgitaly::odb::write::blob(&odb, &content)
 }
 

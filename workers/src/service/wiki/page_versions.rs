@@ -27,7 +27,7 @@ pub async fn page_versions(
         return Err(Status::invalid_argument("WikiGetPageVersions: Empty Path"));
     }
     let found = {
-        let odb = rgitaly::odb::open_uncached(&t.repo).map_err(internal)?;
+        let odb = crate::service::open(&t.repo)?;
         match Snapshot::tip(&odb)? {
             Some(tip) => tip.find(&odb, &gollum::query_for_path(&req.page_path))?.cloned(),
             None => None,
@@ -53,7 +53,7 @@ pub async fn page_versions(
     let versions = tokio::task::spawn_blocking(move || -> Result<Vec<WikiPageVersion>, Status> {
         let title = gollum::title_of(gollum::split_path(&page.path).1);
         let root_query = gollum::lookup_query(&title, b"");
-        let odb = rgitaly::odb::open_uncached(&repo).map_err(internal)?;
+        let odb = crate::service::open(&repo)?;
         let mut versions = Vec::new();
         for oid in out.stdout_text().lines() {
             let commit = Snapshot::at(&odb, oid.as_bytes())?
