@@ -85,23 +85,6 @@ macro_rules! collect {
     }};
 }
 
-/// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
-/// update hooks allowed it, then runs post-receive. `payload` is the daemon's, from the call's metadata;
-/// `push_options` go to pre-receive and post-receive (UserRebaseConfirmable's).
-pub async fn update_with_hooks(
-    payload: Option<&str>,
-    repo: &Repo<'_>,
-    reference: &str,
-    new: &str,
-    old: &str,
-    push_options: &[String],
-) -> Result<(), UpdateError> {
-    match update_before_post_receive(payload, repo, reference, new, old, push_options).await? {
-        Some(post) => post.run().await,
-        None => Ok(()),
-    }
-}
-
 /// The post-receive hook of a ref update that has happened, to run when the caller is ready (after it
 /// let go of a lock the next write waits for).
 pub struct PostReceive {
@@ -122,9 +105,11 @@ impl PostReceive {
     }
 }
 
-/// [`update_with_hooks`] up to the ref update; its post-receive is returned to be run (None when the
-/// payload asks for no hooks).
-pub async fn update_before_post_receive(
+/// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
+/// update hooks allowed it, and returns its post-receive for the caller to run (None when the payload asks
+/// for no hooks). `payload` is the daemon's, from the call's metadata; `push_options` go to pre-receive and
+/// post-receive (UserRebaseConfirmable's).
+pub async fn update_with_hooks(
     payload: Option<&str>,
     repo: &Repo<'_>,
     reference: &str,

@@ -60,56 +60,49 @@ pub enum Hooked {
 
 /// Moves `reference` from `old` to `new` through the hook chain (see `crate::hooks`).
 pub async fn update(t: &Target, repo: &Repo<'_>, reference: &str, new: &str, old: &str) -> Result<Hooked, Status> {
-    update_with_options(t, repo, reference, new, old, &[]).await
+    finish(update_before_post_receive(t, repo, reference, new, old, &[]).await?).await
 }
 
-/// As [`update`], with push options for the hooks.
-pub async fn update_with_options(
-    t: &Target,
-    repo: &Repo<'_>,
-    reference: &str,
-    new: &str,
-    old: &str,
-    push_options: &[String],
-) -> Result<Hooked, Status> {
-    use crate::hooks::UpdateError;
-    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new, old, push_options).await {
-        Ok(()) => Ok(Hooked::Done),
-        Err(UpdateError::PreReceive(m)) => Ok(Hooked::Refused(m)),
-        Err(UpdateError::UpdateRef(_)) => Ok(Hooked::Raced),
-        Err(UpdateError::Other(s)) => Err(s),
+/// Runs the post-receive of an update [`update_before_post_receive`] made: [`update`]'s answer.
+pub async fn finish(updated: (Hooked, Option<crate::hooks::PostReceive>)) -> Result<Hooked, Status> {
+    match updated {
+        (Hooked::Done, post) => post_receive(post).await,
+        (other, _) => Ok(other),
     }
 }
 
-/// As [`update`], with the post-receive hook of a done update left to the caller, to run once it has let
-/// go of the lock the next write waits for (wiki writes: that write need not wait for post-receive).
+/// As [`update`], with push options for the hooks, and the post-receive hook of a done update left to the
+/// caller, to run once it has let go of the lock the next write waits for (wiki writes: that write need
+/// not wait for it).
 pub async fn update_before_post_receive(
     t: &Target,
     repo: &Repo<'_>,
     reference: &str,
     new: &str,
     old: &str,
+    push_options: &[String],
 ) -> Result<(Hooked, Option<crate::hooks::PostReceive>), Status> {
-    use crate::hooks::UpdateError;
-    match crate::hooks::update_before_post_receive(t.hooks.as_deref(), repo, reference, new, old, &[]).await {
+    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new, old, push_options).await {
         Ok(post) => Ok((Hooked::Done, post)),
-        Err(UpdateError::PreReceive(m)) => Ok((Hooked::Refused(m), None)),
-        Err(UpdateError::UpdateRef(_)) => Ok((Hooked::Raced, None)),
-        Err(UpdateError::Other(s)) => Err(s),
+        Err(e) => hooked(e).map(|h| (h, None)),
     }
 }
 
 /// What a post-receive run by [`update_before_post_receive`]'s caller comes to, as [`update`] answers it.
 pub async fn post_receive(post: Option<crate::hooks::PostReceive>) -> Result<Hooked, Status> {
-    use crate::hooks::UpdateError;
     match post {
         None => Ok(Hooked::Done),
-        Some(p) => match p.run().await {
-            Ok(()) => Ok(Hooked::Done),
-            Err(UpdateError::PreReceive(m)) => Ok(Hooked::Refused(m)),
-            Err(UpdateError::UpdateRef(_)) => Ok(Hooked::Raced),
-            Err(UpdateError::Other(s)) => Err(s),
-        },
+        Some(p) => p.run().await.map_or_else(hooked, |()| Ok(Hooked::Done)),
+    }
+}
+
+/// A hook chain's failure as the write RPCs answer it.
+fn hooked(e: crate::hooks::UpdateError) -> Result<Hooked, Status> {
+    use crate::hooks::UpdateError;
+    match e {
+        UpdateError::PreReceive(m) => Ok(Hooked::Refused(m)),
+        UpdateError::UpdateRef(_) => Ok(Hooked::Raced),
+        UpdateError::Other(s) => Err(s),
     }
 }
 

@@ -107,9 +107,11 @@ pub async fn rebase(
             }
         }
         let repo = Repo::new(&git, &t.repo);
-        let result =
-            super::update_with_options(&t, &repo, &reference, &rebased, &header.branch_sha, &header.git_push_options)
-                .await;
+        let (branch, options) = (&header.branch_sha, &header.git_push_options);
+        let result = match super::update_before_post_receive(&t, &repo, &reference, &rebased, branch, options).await {
+            Ok(updated) => super::finish(updated).await,
+            Err(e) => Err(e),
+        };
         let last = match result {
             Ok(Hooked::Done) => Ok(response(Out::RebaseApplied(true))),
             Ok(Hooked::Refused(pre_receive_error)) => {

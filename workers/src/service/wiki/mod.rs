@@ -213,7 +213,8 @@ pub async fn commit_change<T>(
             (tip.clone(), rgitaly::odb::write::commit(&odb, &bytes)?)
         };
         let (hooked, post) =
-            super::update_before_post_receive(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID)).await?;
+            super::update_before_post_receive(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID), &[])
+                .await?;
         match hooked {
             Hooked::Done => {
                 // The branch has moved: the next write may go on while GitLab hears of this one.
