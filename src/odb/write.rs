@@ -2,10 +2,11 @@
 //! write on a large wiki otherwise starts four git processes (hash-object, read-tree, update-index,
 //! write-tree) for what is a few object writes; these are loose objects exactly as git writes them
 //! (hashed first, nothing written when the object exists), and, as git does with the `core.fsync` rgitaly
-//! gives it, each new object file and its directory are synced before the call goes on: a ref moved next
-//! never points at an object a power loss could take back.
+//! gives it, each new object file and its directory are synced before the call goes on (or, through
+//! [`Unsynced`], before the caller moves a ref): a ref moved next never points at an object a power loss
+//! could take back.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gix::bstr::BStr;
 use gix::ObjectId;
@@ -35,7 +36,24 @@ pub fn commit(repo: &gix::Repository, data: &[u8]) -> Result<String, Status> {
     object(repo, gix::object::Kind::Commit, data)
 }
 
+/// As [`commit`], its sync left to `written`.
+pub fn commit_unsynced(repo: &gix::Repository, data: &[u8], written: &mut Unsynced) -> Result<String, Status> {
+    put_unsynced(repo, gix::object::Kind::Commit, data, written).map(|id| id.to_string())
+}
+
 fn put(repo: &gix::Repository, kind: gix::object::Kind, data: &[u8]) -> Result<ObjectId, Status> {
+    let mut written = Unsynced::default();
+    let id = put_unsynced(repo, kind, data, &mut written)?;
+    written.sync()?;
+    Ok(id)
+}
+
+fn put_unsynced(
+    repo: &gix::Repository,
+    kind: gix::object::Kind,
+    data: &[u8],
+    written: &mut Unsynced,
+) -> Result<ObjectId, Status> {
     let id = gix::objs::compute_hash(repo.object_hash(), kind, data).map_err(|e| failed("object", e))?;
     if repo.has_object(id) {
         return Ok(id);
@@ -44,8 +62,32 @@ fn put(repo: &gix::Repository, kind: gix::object::Kind, data: &[u8]) -> Result<O
     let id = repo.objects.write_buf(kind, data).map_err(|e| failed("object", e))?;
     let hex = id.to_string();
     let dir = repo.common_dir().join("objects").join(&hex[..2]);
-    sync(&dir.join(&hex[2..])).and_then(|()| sync(&dir)).map_err(|e| failed("object", format!("sync {hex}: {e}")))?;
+    written.0.push((dir.join(&hex[2..]), dir));
     Ok(id)
+}
+
+/// New object files whose sync is still to come (`*_unsynced`): a write can go on with what does not need
+/// them durable (its pre-receive hooks read them, which they can already) while they are synced, and
+/// [`Unsynced::sync`] must be done before a ref may point at them.
+#[derive(Default)]
+#[must_use = "objects must be synced before a ref points at them"]
+pub struct Unsynced(Vec<(PathBuf, PathBuf)>);
+
+impl Unsynced {
+    /// Syncs every file, then each directory once.
+    pub fn sync(self) -> Result<(), Status> {
+        let mut dirs: Vec<&PathBuf> = Vec::new();
+        for (file, dir) in &self.0 {
+            sync(file).map_err(|e| failed("object", format!("sync {}: {e}", file.display())))?;
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+        for dir in dirs {
+            sync(dir).map_err(|e| failed("object", format!("sync {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
 }
 
 /// fsync of a file or directory.
@@ -88,6 +130,19 @@ pub enum EditError {
 /// directories as needed, and returns its id. A change that would turn a directory into a file or a
 /// file into a directory is refused, as git's index refuses it.
 pub fn edit_tree(repo: &gix::Repository, base: Option<&str>, changes: &[TreeChange<'_>]) -> Result<String, EditError> {
+    let mut written = Unsynced::default();
+    let tree = edit_tree_unsynced(repo, base, changes, &mut written)?;
+    written.sync()?;
+    Ok(tree)
+}
+
+/// As [`edit_tree`], the syncs of the trees it writes left to `written`.
+pub fn edit_tree_unsynced(
+    repo: &gix::Repository,
+    base: Option<&str>,
+    changes: &[TreeChange<'_>],
+    written: &mut Unsynced,
+) -> Result<String, EditError> {
     let shown = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
     let root = match base {
         Some(hex) => {
@@ -123,7 +178,7 @@ pub fn edit_tree(repo: &gix::Repository, base: Option<&str>, changes: &[TreeChan
     let written = editor.write(|tree: &gix::objs::Tree| -> Result<ObjectId, Status> {
         let mut buf = Vec::new();
         gix::objs::WriteTo::write_to(tree, &mut buf).map_err(|e| failed("tree", e))?;
-        put(repo, gix::object::Kind::Tree, &buf)
+        put_unsynced(repo, gix::object::Kind::Tree, &buf, written)
     })?;
     Ok(written.to_string())
 }

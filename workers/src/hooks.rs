@@ -108,14 +108,15 @@ impl PostReceive {
 /// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
 /// update hooks allowed it, and returns its post-receive for the caller to run (None when the payload asks
 /// for no hooks). `payload` is the daemon's, from the call's metadata; `push_options` go to pre-receive and
-/// post-receive (UserRebaseConfirmable's).
+/// post-receive (UserRebaseConfirmable's). `durable` ends when the new objects are synced: the hooks run
+/// meanwhile, the ref moves only after.
 pub async fn update_with_hooks(
     payload: Option<&str>,
     repo: &Repo<'_>,
     reference: &str,
-    new: &str,
-    old: &str,
+    (new, old): (&str, &str),
     push_options: &[String],
+    durable: impl std::future::Future<Output = Result<(), Status>>,
 ) -> Result<Option<PostReceive>, UpdateError> {
     let internal = |e: String| UpdateError::Other(Status::internal(e));
     // A name git would refuse never reaches the hooks: a line break in it would forge change lines.
@@ -129,6 +130,7 @@ pub async fn update_with_hooks(
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
     if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
+        durable.await.map_err(UpdateError::Other)?;
         return repo.update_ref(reference, new, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
@@ -161,6 +163,7 @@ pub async fn update_with_hooks(
     if ran.code != 0 {
         return Err(UpdateError::PreReceive(ran.message()));
     }
+    durable.await.map_err(UpdateError::Other)?;
     let update = UpdateReferenceRequest {
         repository: repository.clone(),
         environment_variables: env.clone(),

@@ -32,9 +32,10 @@ pub async fn update_reference(
         Some(pid) => Some(crate::pool::fence::begin(pid).ok_or_else(|| Status::aborted("the calling worker is gone"))?),
         None => None,
     };
+    let ctx = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let _running = running;
-        let repo = crate::odb::open_uncached(&path).map_err(|e| Status::internal(e.to_string()))?;
+        let repo = ctx.repos.open(&path).map_err(|e| Status::internal(e.to_string()))?;
         crate::odb::refs::update(&repo, &reference, new, old).map_err(Status::failed_precondition)
     })
     .await

@@ -108,7 +108,9 @@ pub async fn rebase(
         }
         let repo = Repo::new(&git, &t.repo);
         let (branch, options) = (&header.branch_sha, &header.git_push_options);
-        let result = match super::update_before_post_receive(&t, &repo, &reference, &rebased, branch, options).await {
+        let update =
+            super::update_before_post_receive(&t, &repo, &reference, (&rebased, branch), options, async { Ok(()) });
+        let result = match update.await {
             Ok(updated) => super::finish(updated).await,
             Err(e) => Err(e),
         };

@@ -185,6 +185,7 @@ pub async fn commit_change<T>(
     let sig = Signature::new(&details.name, &details.email, now)
         .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
     for _ in 0..WRITE_ATTEMPTS {
+        let mut written = rgitaly::odb::write::Unsynced::default();
         let (tip, commit) = {
             let odb = crate::service::open(&t.repo)?;
             let tip = Snapshot::tip(&odb)?;
@@ -203,18 +204,21 @@ pub async fn commit_change<T>(
             };
             let changes: Vec<TreeChange<'_>> =
                 edits.iter().map(|e| TreeChange { path: &e.path, blob: e.blob.as_deref() }).collect();
-            let tree = rgitaly::odb::write::edit_tree(&odb, base.as_deref(), &changes).map_err(|e| match e {
+            let tree = rgitaly::odb::write::edit_tree_unsynced(&odb, base.as_deref(), &changes, &mut written);
+            let tree = tree.map_err(|e| match e {
                 EditError::InvalidPath(_) => Status::invalid_argument(e.to_string()),
                 EditError::InTheWay(_) => Status::failed_precondition(e.to_string()),
                 EditError::Other(s) => s,
             })?;
             let parents: Vec<&str> = tip.as_deref().into_iter().collect();
             let bytes = commit_bytes(&tree, &parents, sig.line().as_bytes(), &sig, &details.message);
-            (tip.clone(), rgitaly::odb::write::commit(&odb, &bytes)?)
+            (tip.clone(), rgitaly::odb::write::commit_unsynced(&odb, &bytes, &mut written)?)
         };
-        let (hooked, post) =
-            super::update_before_post_receive(t, &repo, WIKI_REF, &commit, tip.as_deref().unwrap_or(ZERO_OID), &[])
-                .await?;
+        // The tree and commit are synced while the pre-receive and update hooks run; the branch moves after.
+        let syncing = tokio::task::spawn_blocking(move || written.sync());
+        let durable = async { syncing.await.map_err(internal)? };
+        let new_old = (commit.as_str(), tip.as_deref().unwrap_or(ZERO_OID));
+        let (hooked, post) = super::update_before_post_receive(t, &repo, WIKI_REF, new_old, &[], durable).await?;
         match hooked {
             Hooked::Done => {
                 // The branch has moved: the next write may go on while GitLab hears of this one.
