@@ -146,7 +146,7 @@ pub fn update(
             }
             Some(_) => {}
         }
-        if repo.try_find_reference(name).map_err(|e| e.to_string())?.is_none() {
+        if !exists(repo, name)? {
             name_is_free(repo, name)?;
         }
     }
@@ -160,9 +160,9 @@ pub fn update(
         Some(id) => Change::Update { log, expected, new: Target::Object(id) },
         // Deleting what must not exist: nothing to do once it does not.
         None if old == Some(None) => {
-            return match repo.try_find_reference(name).map_err(|e| e.to_string())? {
-                None => Ok(()),
-                Some(_) => Err(format!("cannot lock ref '{name}': reference already exists")),
+            return match exists(repo, name)? {
+                false => Ok(()),
+                true => Err(format!("cannot lock ref '{name}': reference already exists")),
             }
         }
         None => Change::Delete { expected, log: RefLog::AndReference },
@@ -199,13 +199,9 @@ pub fn update(
 /// git's check that a new ref `name` is neither inside another ref (`refs/heads/a` for `refs/heads/a/b`) nor
 /// a directory of others, loose or packed: gix's transaction only sees the loose files.
 fn name_is_free(repo: &gix::Repository, name: &str) -> Result<(), String> {
-    let exists = |other: &str| -> Result<bool, String> {
-        let found = repo.try_find_reference(other).map_err(|e| e.to_string())?;
-        Ok(found.is_some_and(|r| r.name().as_bstr() == other.as_bytes().as_bstr()))
-    };
     // Every enclosing name below `refs/`: `refs/heads` and `refs/heads/a` for `refs/heads/a/b`.
     for (i, _) in name.match_indices('/').skip(1) {
-        if exists(&name[..i])? {
+        if exists(repo, &name[..i])? {
             return Err(format!("cannot lock ref '{name}': '{}' exists; cannot create '{name}'", &name[..i]));
         }
     }
@@ -213,6 +209,13 @@ fn name_is_free(repo: &gix::Repository, name: &str) -> Result<(), String> {
         return Err(format!("cannot lock ref '{name}': there are refs under '{name}/'"));
     }
     Ok(())
+}
+
+/// Whether a ref of exactly this full name exists, loose or packed (a lookup by name also tries
+/// `refs/heads/<name>` and the like).
+fn exists(repo: &gix::Repository, name: &str) -> Result<bool, String> {
+    let found = repo.try_find_reference(name).map_err(|e| e.to_string())?;
+    Ok(found.is_some_and(|r| r.name().as_bstr() == name.as_bytes().as_bstr()))
 }
 
 #[cfg(test)]
@@ -278,6 +281,14 @@ mod tests {
         }
         assert_eq!(refs(d), before);
         update(&repo(), "refs/tags/tree", Some(tree), None).unwrap();
+        // A packed `refs/heads/twin/sub` refuses `refs/heads/twin`, whatever other refs end in that name.
+        update(&repo(), "refs/heads/refs/heads/twin", Some(c1), None).unwrap();
+        update(&repo(), "refs/heads/twin/sub", Some(c1), None).unwrap();
+        git(d, &["pack-refs", "--all", "--prune"], None);
+        assert!(update(&repo(), "refs/heads/twin", Some(c1), None).is_err(), "refs under refs/heads/twin/");
+        for gone in ["refs/heads/refs/heads/twin", "refs/heads/twin/sub"] {
+            update(&repo(), gone, None, Some(Some(c1))).unwrap();
+        }
 
         // Packed refs: a swap on a packed value, a clash with a packed name, deletion from packed-refs.
         update(&repo(), "refs/heads/dir/leaf", Some(c1), None).unwrap();
