@@ -32,17 +32,19 @@ pub fn any(repo: &gix::Repository, prefix: &str) -> Result<bool, Status> {
 /// The object a ref points at (through symbolic refs), not peeled; `None` when there is no such ref or the
 /// name is not a valid ref name.
 pub fn target(repo: &gix::Repository, full_name: &[u8]) -> Result<Option<ObjectId>, Status> {
-    let Ok(name) = <&gix::refs::PartialNameRef>::try_from(full_name.as_bstr()) else { return Ok(None) };
-    let reference = match repo.try_find_reference(name) {
-        Ok(Some(r)) => r,
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(Status::internal(format!("read ref: {e}"))),
-    };
-    if reference.name().as_bstr() != full_name.as_bstr() {
+    let Some(mut reference) = find_exact(repo, full_name).map_err(|e| Status::internal(format!("read ref: {e}")))?
+    else {
         return Ok(None);
-    }
-    let mut reference = reference;
+    };
     Ok(reference.follow_to_object().ok().map(|id| id.detach()))
+}
+
+/// The ref of exactly this full name, loose or packed; None for an invalid name. A lookup by name alone
+/// would also try `refs/heads/<name>` and the like.
+fn find_exact<'r>(repo: &'r gix::Repository, full_name: &[u8]) -> Result<Option<gix::Reference<'r>>, String> {
+    let Ok(name) = <&gix::refs::PartialNameRef>::try_from(full_name.as_bstr()) else { return Ok(None) };
+    let found = repo.try_find_reference(name).map_err(|e| e.to_string())?;
+    Ok(found.filter(|r| r.name().as_bstr() == full_name.as_bstr()))
 }
 
 /// The commit a ref ends at (through symbolic refs and tags); `None` when there is no such ref or it does
@@ -211,11 +213,9 @@ fn name_is_free(repo: &gix::Repository, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a ref of exactly this full name exists, loose or packed (a lookup by name also tries
-/// `refs/heads/<name>` and the like).
+/// Whether a ref of exactly this full name exists, loose or packed.
 fn exists(repo: &gix::Repository, name: &str) -> Result<bool, String> {
-    let found = repo.try_find_reference(name).map_err(|e| e.to_string())?;
-    Ok(found.is_some_and(|r| r.name().as_bstr() == name.as_bytes().as_bstr()))
+    find_exact(repo, name.as_bytes()).map(|r| r.is_some())
 }
 
 #[cfg(test)]
