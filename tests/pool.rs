@@ -53,9 +53,21 @@ async fn stalled_commit_files(
     tokio::sync::mpsc::Sender<UserCommitFilesRequest>,
     tokio::task::JoinHandle<Result<tonic::Response<UserCommitFilesResponse>, tonic::Status>>,
 ) {
+    stalled_commit_files_to(d, ch, "p.git").await
+}
+
+/// As `stalled_commit_files`, to the repository at `relative`.
+async fn stalled_commit_files_to(
+    d: &Daemon,
+    ch: &AuthChannel,
+    relative: &str,
+) -> (
+    tokio::sync::mpsc::Sender<UserCommitFilesRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<UserCommitFilesResponse>, tonic::Status>>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = UserCommitFilesRequestHeader {
-        repository: Some(d.repo("p.git")),
+        repository: Some(d.repo(relative)),
         user: user(),
         branch_name: b"main".to_vec(),
         commit_message: b"never finished".to_vec(),
@@ -635,4 +647,50 @@ async fn sigterm_finishes_within_the_graceful_timeout() {
         .collect();
     assert!(left.is_empty(), "git left behind: {left:?}");
     drop((tx, up_tx));
+}
+
+/// Writes to one repository go to the worker already writing it (in one worker, writes to one repository
+/// overlap their hooks and syncs); a write to another repository goes to the least busy worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_one_repository_go_to_the_worker_writing_it() {
+    let d = setup(FAST);
+    let wt = sample_worktree(&d.work_dir("src2"));
+    d.seed_repo("q.git", &wt);
+    let ch = d.channel().await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(stalled_commit_files(&d, &ch).await);
+        // Each call reaches its worker before the next is leased.
+        let n = held.len() as u64;
+        let ch = ch.clone();
+        assert!(
+            eventually(10, move || {
+                let ch = ch.clone();
+                async move { workers(&ch).await.iter().map(|w| w.in_flight).sum::<u64>() == n }
+            })
+            .await
+        );
+    }
+    let ws = workers(&ch).await;
+    let busy: Vec<_> = ws.iter().filter(|w| w.in_flight > 0).collect();
+    assert_eq!(busy.len(), 1, "{ws:?}");
+    assert_eq!(busy[0].in_flight, 4, "{ws:?}");
+    let writing = busy[0].pid;
+
+    held.push(stalled_commit_files_to(&d, &ch, "q.git").await);
+    let ch2 = ch.clone();
+    assert!(
+        eventually(10, move || {
+            let ch = ch2.clone();
+            async move { workers(&ch).await.iter().map(|w| w.in_flight).sum::<u64>() == 5 }
+        })
+        .await
+    );
+    let ws = workers(&ch).await;
+    let other = ws.iter().find(|w| w.pid != writing && w.in_flight == 1);
+    assert!(other.is_some_and(|w| w.role == worker::Role::Active as i32), "{ws:?}");
+    for (tx, call) in held {
+        drop(tx);
+        let _ = call.await.unwrap();
+    }
 }

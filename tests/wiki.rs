@@ -468,3 +468,66 @@ async fn concurrent_writes_to_one_wiki_all_land() {
     assert_eq!(stdout(git(&bare).args(["rev-list", "--count", "master"])), "12", "one commit each, none lost");
     run(git(&bare).args(["fsck", "--strict", "--no-progress"]));
 }
+
+fn script(p: &Path, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A write plans on the commit of the write before it while that one runs its hooks: when a hook refuses
+/// that one, the writes built on it are planned again and land, and an answer read from it (a duplicate)
+/// is not given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_takes_down_none_built_on_it() {
+    let (d, bare, c) = setup().await;
+    script(&bare.join("custom_hooks/pre-receive"), "cat > /dev/null; sleep 0.2");
+    script(
+        &bare.join("custom_hooks/update"),
+        "if git log -1 --format=%s \"$3\" | grep -q refuse; then echo 'refused by the test' >&2; exit 1; fi",
+    );
+    let call = |name: String, message: String, content: String| {
+        let (mut c, repo) = (c.clone(), d.repo("w.git"));
+        tokio::spawn(async move {
+            let msgs = vec![WikiWritePageRequest {
+                repository: Some(repo),
+                name: name.into_bytes(),
+                format: "markdown".into(),
+                commit_details: details(&message),
+                content: content.into_bytes(),
+            }];
+            c.wiki_write_page(tokio_stream::iter(msgs)).await.map(|r| r.into_inner().duplicate_error)
+        })
+    };
+    let mut calls = Vec::new();
+    for i in 0..12 {
+        let message = if i % 3 == 0 { format!("refuse {i}") } else { format!("write {i}") };
+        calls.push((i % 3 == 0, call(format!("Page {i}"), message, format!("page {i}\n"))));
+    }
+    for (refused, call) in calls {
+        match call.await.unwrap() {
+            Err(e) if refused => {
+                assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+                assert!(e.message().contains("refused by the test"), "{e:?}");
+            }
+            answer => assert_eq!(answer.unwrap(), b"", "refused: {refused}"),
+        }
+    }
+    let pages = files(&bare);
+    assert_eq!(pages.len(), 8, "{pages:?}");
+    assert!(pages.iter().all(|p| !["Page-0.md", "Page-3.md", "Page-6.md", "Page-9.md"].contains(&p.as_str())));
+    assert_eq!(stdout(git(&bare).args(["rev-list", "--count", "master"])), "8", "one commit each, none lost");
+
+    // The second write of one name finds the first's page while the first runs its hooks; the first is
+    // refused, so the second is no duplicate.
+    let first = call("Shared".into(), "refuse shared".into(), "first\n".into());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let second = call("Shared".into(), "keep shared".into(), "second\n".into());
+    assert_eq!(second.await.unwrap().unwrap(), b"");
+    let first = first.await.unwrap();
+    assert!(first.as_ref().is_err_and(|e| e.code() == Code::FailedPrecondition), "{first:?}");
+    assert_eq!(show(&bare, "master:Shared.md").trim_end(), "second");
+    run(git(&bare).args(["fsck", "--strict", "--no-progress"]));
+    d.assert_outside_untouched();
+}

@@ -157,9 +157,10 @@ impl Worker {
 }
 
 /// A call's hold on a worker: counted in flight until dropped.
-#[derive(Debug)]
 pub struct Lease {
     pub worker: Arc<Worker>,
+    /// A write's share in its repository's writer (see [`Pool::lease_writing`]).
+    writing: Option<(Arc<Inner>, PathBuf)>,
 }
 
 impl Drop for Lease {
@@ -167,7 +168,29 @@ impl Drop for Lease {
         if self.worker.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.worker.idle.notify_waiters();
         }
+        if let Some((inner, repo)) = self.writing.take() {
+            let mut writers = inner.writers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = writers.get_mut(&repo) {
+                w.calls -= 1;
+                if w.calls == 0 {
+                    writers.remove(&repo);
+                }
+            }
+        }
     }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("worker", &self.worker.name).finish_non_exhaustive()
+    }
+}
+
+/// The worker the writes to one repository go to, while any is in flight.
+#[derive(Debug)]
+struct Writer {
+    pid: i32,
+    calls: usize,
 }
 
 /// What the admin API shows about a worker.
@@ -217,6 +240,8 @@ struct Inner {
     stopping: AtomicBool,
     /// A memory or health rotation is scheduled or running; the loops schedule no other meanwhile.
     auto_rotation: AtomicBool,
+    /// Repositories with writes in flight, by canonical path.
+    writers: Mutex<std::collections::HashMap<PathBuf, Writer>>,
 }
 
 /// The pool handle shared by the proxy, the admin service and the daemon.
@@ -324,6 +349,7 @@ impl Pool {
                 exits: exits_tx,
                 stopping: AtomicBool::new(false),
                 auto_rotation: AtomicBool::new(false),
+                writers: Mutex::default(),
             }),
         };
         let names: Vec<String> = pool.lock().iter().map(|s| s.name.clone()).collect();
@@ -467,7 +493,33 @@ impl Pool {
 
     /// As `lease`, skipping workers (by pid) that already failed this call.
     pub fn lease_excluding(&self, tried: &[i32]) -> Option<Lease> {
+        let worker = Self::pick(&self.lock(), tried)?;
+        worker.in_flight.fetch_add(1, Ordering::SeqCst);
+        Some(Lease { worker, writing: None })
+    }
+
+    /// As `lease_excluding`, for a write to the repository at `repo` (its canonical path): it goes to the
+    /// active worker already writing that repository, if any. Writes to one repository take turns anyway
+    /// (its ref locks); in one worker they take them in-process and overlap their hooks and syncs, where
+    /// across workers they would wait for each other's whole write.
+    pub fn lease_writing(&self, repo: &std::path::Path, tried: &[i32]) -> Option<Lease> {
         let slots = self.lock();
+        let mut writers = self.inner.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let writing = writers.get(repo).and_then(|w| {
+            let mut active = slots.iter().filter(|s| s.role == Role::Active).filter_map(|s| s.worker.as_ref());
+            active.find(|x| x.pid == w.pid && !x.has_exited() && !tried.contains(&x.pid)).cloned()
+        });
+        let worker = writing.or_else(|| Self::pick(&slots, tried))?;
+        worker.in_flight.fetch_add(1, Ordering::SeqCst);
+        let w = writers.entry(repo.to_path_buf()).or_insert(Writer { pid: worker.pid, calls: 0 });
+        w.pid = worker.pid;
+        w.calls += 1;
+        Some(Lease { worker, writing: Some((self.inner.clone(), repo.to_path_buf())) })
+    }
+
+    /// The active worker with the fewest calls in flight, skipping `tried`; a standby serves only when no
+    /// active worker is left (e.g. during a crash storm).
+    fn pick(slots: &[Slot], tried: &[i32]) -> Option<Arc<Worker>> {
         let pick = |role: Role| {
             slots
                 .iter()
@@ -477,10 +529,7 @@ impl Pool {
                 .min_by_key(|w| w.in_flight())
                 .cloned()
         };
-        // A standby serves only when no active worker is left (e.g. during a crash storm).
-        let worker = pick(Role::Active).or_else(|| pick(Role::Standby))?;
-        worker.in_flight.fetch_add(1, Ordering::SeqCst);
-        Some(Lease { worker })
+        pick(Role::Active).or_else(|| pick(Role::Standby))
     }
 
     pub fn list(&self) -> Vec<WorkerInfo> {

@@ -200,7 +200,11 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     let mut tried: Vec<i32> = Vec::new();
     let (lease, result) = loop {
         attempt += 1;
-        let lease = pool.lease_excluding(&tried).ok_or_else(|| Status::unavailable("no worker available"))?;
+        let lease = match method.op {
+            Op::Mutator => pool.lease_writing(&repo_path, &tried),
+            _ => pool.lease_excluding(&tried),
+        };
+        let lease = lease.ok_or_else(|| Status::unavailable("no worker available"))?;
         // The scan sees every request message, the first (which never says apply) included.
         let apply_scan = merge.as_ref().map(|m| (Frames::default(), m.apply_sent.clone()));
         let rest = if whole { Body::empty() } else { body.take().unwrap_or_default() };

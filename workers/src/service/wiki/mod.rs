@@ -168,29 +168,43 @@ pub enum Plan<T> {
 /// Commits a change planned by `plan` on the branch tip (None: an empty wiki) and moves the branch through
 /// the hook chain; planned again on the new tip when another write moved the branch meanwhile.
 /// Ok(None) once committed, Ok(Some(answer)) when the plan answered instead.
+///
+/// Writes to one wiki take turns to plan (each would otherwise mostly lose the race to the others and plan
+/// again), but only to plan: a write plans on the commit of the write before it while that one is still
+/// running its hooks and syncing, and swaps the branch from that commit once it has landed. So the hooks,
+/// syncs and swaps of successive writes overlap, and what is serial is the planning and the swaps alone.
+/// If the write before does not land (a hook refused it, its client went away), the swap fails and the
+/// change is planned again on what the branch holds; an answer given without a commit (a duplicate page, a
+/// page not found) waits for the commit it was read from to land, so no answer rests on a write that
+/// never happened. A writer outside rgitaly (a push) is caught by the compare-and-swap.
 pub async fn commit_change<T>(
     git: &GitCmdFactory,
     t: &Target,
     details: &WikiCommitDetails,
     plan: impl Fn(&rgitaly::odb::Repository, Option<&Snapshot>) -> Result<Plan<T>, Status>,
 ) -> Result<Option<T>, Status> {
-    // Writes to one wiki take turns: each would otherwise mostly lose the race to the others and plan
-    // again. In this worker through a lock per repository, across workers through `flock` on the
-    // repository's directory (released by the kernel if a worker dies); a writer outside rgitaly (a push)
-    // is caught by the compare-and-swap.
-    let turn = repository_lock(&t.repo);
-    let mut held = Some((turn.lock().await, DirLock::exclusive(&t.repo).await?));
+    let chain = repository_chain(&t.repo);
     let repo = Repo::new(git, &t.repo);
     let now = super::unix_time(None)?;
     let sig = Signature::new(&details.name, &details.email, now)
         .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
-    for _ in 0..WRITE_ATTEMPTS {
+    // Planning again because the write built on did not land is not counted: each such time another
+    // write has ended.
+    let mut raced = 0;
+    while raced < WRITE_ATTEMPTS {
+        let mut c = chain.lock().await;
+        let flock = c.join(&t.repo).await?;
+        // The write before this one, while it may still land: this one builds on its commit.
+        let before = c.pending.as_ref().and_then(Pending::base);
         let mut written = rgitaly::odb::write::Unsynced::default();
-        let (tip, commit) = {
+        let planned = (|| -> Result<Result<(Option<String>, String), T>, Status> {
             let odb = crate::service::open(&t.repo)?;
-            let tip = Snapshot::tip(&odb)?;
+            let tip = match &before {
+                Some(p) => Some(Snapshot { commit: p.0.commit.clone(), files: Default::default() }),
+                None => Snapshot::tip(&odb)?,
+            };
             let edits = match plan(&odb, tip.as_ref())? {
-                Plan::Answer(a) => return Ok(Some(a)),
+                Plan::Answer(a) => return Ok(Err(a)),
                 Plan::Commit(edits) => edits,
             };
             let tip = tip.map(|s| s.commit);
@@ -212,25 +226,62 @@ pub async fn commit_change<T>(
             })?;
             let parents: Vec<&str> = tip.as_deref().into_iter().collect();
             let bytes = commit_bytes(&tree, &parents, sig.line().as_bytes(), &sig, &details.message);
-            (tip.clone(), rgitaly::odb::write::commit_unsynced(&odb, &bytes, &mut written)?)
+            Ok(Ok((tip, rgitaly::odb::write::commit_unsynced(&odb, &bytes, &mut written)?)))
+        })();
+        let (tip, commit) = match planned {
+            Ok(Ok(commit)) => commit,
+            // An answer or a refusal read from a commit not yet landed holds only once it has.
+            answer => {
+                drop(c);
+                if let Some(before) = before {
+                    if !before.settled().await {
+                        continue;
+                    }
+                }
+                return match answer {
+                    Ok(Err(a)) => Ok(Some(a)),
+                    Err(e) => Err(e),
+                    Ok(Ok(_)) => unreachable!("a commit is handled above"),
+                };
+            }
         };
-        // The tree and commit are synced while the pre-receive and update hooks run; the branch moves after.
+        let outcome = Outcome::new(commit.clone(), before.clone());
+        c.pending = Some(outcome.pending.clone());
+        drop(c);
+        // The tree and commit are synced while the pre-receive and update hooks run; the branch moves after
+        // that and after the write before this one.
         let syncing = tokio::task::spawn_blocking(move || written.sync());
-        let durable = async { syncing.await.map_err(internal)? };
+        let durable = async {
+            syncing.await.map_err(internal)??;
+            if let Some(before) = &before {
+                before.settled().await;
+            }
+            Ok(())
+        };
         let new_old = (commit.as_str(), tip.as_deref().unwrap_or(ZERO_OID));
         let (hooked, post) = super::update_before_post_receive(t, &repo, WIKI_REF, new_old, &[], durable).await?;
         match hooked {
             Hooked::Done => {
-                // The branch has moved: the next write may go on while GitLab hears of this one.
-                held.take();
+                // The branch has moved: the next write may swap, and this worker may let other workers
+                // write, while GitLab hears of this one.
+                outcome.landed();
+                drop(flock);
                 return match super::post_receive(post).await? {
                     Hooked::Refused(message) => Err(Status::failed_precondition(format!("Hook failed: {message}"))),
                     _ => Ok(None),
                 };
             }
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
-            // Planned again only when another write really moved the branch (not for a stale lock).
+            // Planned again only when the branch is not where this write found it: another write moved it,
+            // or the write this one built on did not land (not for a stale lock).
             Hooked::Raced => {
+                drop((outcome, flock));
+                if let Some(before) = &before {
+                    if !before.settled().await {
+                        continue;
+                    }
+                }
+                raced += 1;
                 let odb = crate::service::open(&t.repo)?;
                 let now = rgitaly::odb::refs::commit(&odb, WIKI_REF.as_bytes())?.map(|id| id.to_string());
                 if now == tip {
@@ -240,6 +291,119 @@ pub async fn commit_change<T>(
         }
     }
     Err(super::could_not_update("master"))
+}
+
+/// How many writes one hold of a wiki's directory lock admits before this worker lets it go, so that
+/// writes waiting in another worker (one the pool no longer sends writes to, another daemon's) get their
+/// turn under a steady stream of writes here.
+const WRITES_PER_HOLD: usize = 64;
+
+/// One worker's writes to one wiki: the lock they plan under, and what they build on.
+#[derive(Default)]
+struct Chain {
+    /// The last write planned here.
+    pending: Option<Pending>,
+    /// This worker's `flock` on the repository, while any of its writes holds it.
+    flock: std::sync::Weak<DirLock>,
+    /// Writes admitted under that `flock`.
+    admitted: usize,
+}
+
+impl Chain {
+    /// A share of this worker's `flock` on `repo` (across workers, writes to one wiki take turns), taken
+    /// anew when no write here holds it or when it has admitted its share of writes. Taking it anew waits
+    /// for every write under the old one to end, so nothing is pending then.
+    async fn join(&mut self, repo: &std::path::Path) -> Result<Arc<DirLock>, Status> {
+        if let Some(flock) = self.flock.upgrade().filter(|_| self.admitted < WRITES_PER_HOLD) {
+            self.admitted += 1;
+            return Ok(flock);
+        }
+        let flock = Arc::new(DirLock::exclusive(repo).await?);
+        self.flock = Arc::downgrade(&flock);
+        self.admitted = 1;
+        self.pending = None;
+        Ok(flock)
+    }
+}
+
+/// A write planned on the wiki, linked to the write it was built on until it lands.
+#[derive(Clone)]
+struct Pending(Arc<Link>);
+
+struct Link {
+    commit: String,
+    /// None while it runs; then whether the branch moved to `commit`.
+    landed: tokio::sync::watch::Receiver<Option<bool>>,
+    /// The write whose commit is the parent of this one's, while this one has not landed.
+    before: std::sync::Mutex<Option<Pending>>,
+}
+
+impl Pending {
+    fn state(&self) -> Option<bool> {
+        *self.0.landed.borrow()
+    }
+
+    fn before(&self) -> Option<Pending> {
+        self.0.before.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The newest write from this one back that may still land, for a new write to build on; None when
+    /// the new write builds on what the branch holds. A write built on one that failed cannot land, so
+    /// the walk back forgets every write newer than a failed one; it stops at one that landed.
+    fn base(&self) -> Option<Pending> {
+        let mut best = None;
+        let mut at = Some(self.clone());
+        while let Some(p) = at {
+            match p.state() {
+                Some(true) => break,
+                Some(false) => best = None,
+                None if best.is_none() => best = Some(p.clone()),
+                None => {}
+            }
+            at = p.before();
+        }
+        best
+    }
+
+    /// Waits for the write to end: whether it landed.
+    async fn settled(&self) -> bool {
+        let mut landed = self.0.landed.clone();
+        let settled = landed.wait_for(Option::is_some).await.map(|v| *v == Some(true));
+        settled.unwrap_or(false)
+    }
+}
+
+/// A write's outcome for the writes built on it: not landed unless said otherwise before it is dropped
+/// (a refusal, an error, a cancelled call).
+struct Outcome {
+    said: tokio::sync::watch::Sender<Option<bool>>,
+    pending: Pending,
+}
+
+impl Outcome {
+    fn new(commit: String, before: Option<Pending>) -> Self {
+        let (said, landed) = tokio::sync::watch::channel(None);
+        let pending = Pending(Arc::new(Link { commit, landed, before: std::sync::Mutex::new(before) }));
+        Outcome { said, pending }
+    }
+
+    fn landed(self) {
+        self.said.send_replace(Some(true));
+        // What it was built on matters no more.
+        self.pending.0.before.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.said.send_if_modified(|v| {
+            let unsaid = v.is_none();
+            if unsaid {
+                *v = Some(false);
+            }
+            unsaid
+        });
+    }
 }
 
 /// The paths of the blobs directly in `dir` of the wiki (gollum's duplicate check looks at every file, not
@@ -271,19 +435,20 @@ pub fn duplicate(
     Ok(None)
 }
 
-/// The lock for writes to the wiki at `path`, shared by this worker's calls while any holds it.
-fn repository_lock(path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+/// The chain of this worker's writes to the wiki at `path`, shared by its calls while any holds it.
+fn repository_chain(path: &std::path::Path) -> Arc<tokio::sync::Mutex<Chain>> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock, Weak};
-    static LOCKS: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    locks.retain(|_, lock| lock.strong_count() > 0);
-    if let Some(lock) = locks.get(path).and_then(Weak::upgrade) {
-        return lock;
+    type Chains = Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<Chain>>>>;
+    static CHAINS: OnceLock<Chains> = OnceLock::new();
+    let mut chains = CHAINS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    chains.retain(|_, chain| chain.strong_count() > 0);
+    if let Some(chain) = chains.get(path).and_then(Weak::upgrade) {
+        return chain;
     }
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
-    locks.insert(path.to_path_buf(), Arc::downgrade(&lock));
-    lock
+    let chain = Arc::new(tokio::sync::Mutex::new(Chain::default()));
+    chains.insert(path.to_path_buf(), Arc::downgrade(&chain));
+    chain
 }
 
 /// An exclusive `flock` on a directory, held until dropped.
@@ -398,5 +563,36 @@ impl WikiService for Wiki {
     ) -> Result<Response<BoxStream<WikiListPagesResponse>>, Status> {
         let t = target(&r)?;
         list_pages::list_pages(&self.git, &t, r.into_inner()).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(p: &Pending) -> Option<String> {
+        p.base().map(|b| b.0.commit.clone())
+    }
+
+    #[test]
+    fn a_write_builds_on_the_newest_write_that_may_still_land() {
+        let w0 = Outcome::new("c0".into(), None);
+        let w1 = Outcome::new("c1".into(), w0.pending.base());
+        let w2 = Outcome::new("c2".into(), w1.pending.base());
+        let (p1, p2) = (w1.pending.clone(), w2.pending.clone());
+        assert_eq!(base(&p2).as_deref(), Some("c2"));
+        // w1 is refused: w2, built on it, cannot land; a new write builds on w0.
+        drop(w1);
+        assert_eq!(p1.state(), Some(false));
+        assert_eq!(base(&p2).as_deref(), Some("c0"));
+        // w0 lands: a new write builds on the branch, and w0 lets go of nothing it still needs.
+        w0.landed();
+        assert_eq!(base(&p2), None);
+        let w3 = Outcome::new("c3".into(), None);
+        let w4 = Outcome::new("c4".into(), Some(w3.pending.clone()));
+        let p4 = w4.pending.clone();
+        w4.landed();
+        assert!(p4.before().is_none(), "a landed write drops its link");
+        assert_eq!(base(&w3.pending).as_deref(), Some("c3"));
     }
 }
