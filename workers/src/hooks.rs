@@ -105,18 +105,29 @@ impl PostReceive {
     }
 }
 
+/// Where the swap after the hooks moves the ref, as the caller's `ready` says once its objects are synced.
+pub enum Swap {
+    /// From the change's old value to its new one.
+    AsPlanned,
+    /// From the change's old value to a later commit built on its new one (writes that passed their hooks
+    /// too, landed by this one swap).
+    To(String),
+    /// Nowhere: a swap made for an earlier change has landed this one too.
+    Done,
+}
+
 /// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
 /// update hooks allowed it, and returns its post-receive for the caller to run (None when the payload asks
 /// for no hooks). `payload` is the daemon's, from the call's metadata; `push_options` go to pre-receive and
-/// post-receive (UserRebaseConfirmable's). `durable` ends when the new objects are synced: the hooks run
-/// meanwhile, the ref moves only after.
+/// post-receive (UserRebaseConfirmable's). `ready` ends when the new objects are synced, saying where to
+/// swap the ref: the hooks run meanwhile, the ref moves only after.
 pub async fn update_with_hooks(
     payload: Option<&str>,
     repo: &Repo<'_>,
     reference: &str,
     (new, old): (&str, &str),
     push_options: &[String],
-    durable: impl std::future::Future<Output = Result<(), Status>>,
+    ready: impl std::future::Future<Output = Result<Swap, Status>>,
 ) -> Result<Option<PostReceive>, UpdateError> {
     let internal = |e: String| UpdateError::Other(Status::internal(e));
     // A name git would refuse never reaches the hooks: a line break in it would forge change lines.
@@ -130,8 +141,12 @@ pub async fn update_with_hooks(
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
     if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
-        durable.await.map_err(UpdateError::Other)?;
-        return repo.update_ref(reference, new, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
+        let to = match ready.await.map_err(UpdateError::Other)? {
+            Swap::AsPlanned => new.to_string(),
+            Swap::To(later) => later,
+            Swap::Done => return Ok(None),
+        };
+        return repo.update_ref(reference, &to, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
     let env = vec![format!("{ENV}={value}")];
@@ -163,24 +178,30 @@ pub async fn update_with_hooks(
     if ran.code != 0 {
         return Err(UpdateError::PreReceive(ran.message()));
     }
-    durable.await.map_err(UpdateError::Other)?;
-    let update = UpdateReferenceRequest {
-        repository: repository.clone(),
-        environment_variables: env.clone(),
-        reference: reference.as_bytes().to_vec(),
-        new_value: new.to_string(),
-        old_value: old.to_string(),
+    let to = match ready.await.map_err(UpdateError::Other)? {
+        Swap::AsPlanned => Some(new.to_string()),
+        Swap::To(later) => Some(later),
+        Swap::Done => None,
     };
-    // Made by the daemon: a worker killed holding the ref's lock would leave it behind (`pool::fence`).
-    match RefUpdateServiceClient::new(channel).update_reference(update).await {
-        Ok(_) => {}
-        Err(e) if e.code() == tonic::Code::FailedPrecondition => {
-            return Err(UpdateError::UpdateRef(UpdateRefError {
-                reference: reference.to_string(),
-                stderr: e.message().to_string(),
-            }))
+    if let Some(to) = to {
+        let update = UpdateReferenceRequest {
+            repository: repository.clone(),
+            environment_variables: env.clone(),
+            reference: reference.as_bytes().to_vec(),
+            new_value: to,
+            old_value: old.to_string(),
+        };
+        // Made by the daemon: a worker killed holding the ref's lock would leave it behind (`pool::fence`).
+        match RefUpdateServiceClient::new(channel).update_reference(update).await {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::FailedPrecondition => {
+                return Err(UpdateError::UpdateRef(UpdateRefError {
+                    reference: reference.to_string(),
+                    stderr: e.message().to_string(),
+                }))
+            }
+            Err(e) => return Err(internal(format!("update {reference}: {}", e.message()))),
         }
-        Err(e) => return Err(internal(format!("update {reference}: {}", e.message()))),
     }
     let request = PostReceiveHookRequest {
         repository,

@@ -40,6 +40,7 @@ impl Operations {
 }
 
 /// The repository a call works on, as the daemon resolved it.
+#[derive(Clone)]
 pub struct Target {
     pub repo: PathBuf,
     #[allow(dead_code)]
@@ -60,7 +61,8 @@ pub enum Hooked {
 
 /// Moves `reference` from `old` to `new` through the hook chain (see `crate::hooks`).
 pub async fn update(t: &Target, repo: &Repo<'_>, reference: &str, new: &str, old: &str) -> Result<Hooked, Status> {
-    finish(update_before_post_receive(t, repo, reference, (new, old), &[], async { Ok(()) }).await?).await
+    let ready = async { Ok(crate::hooks::Swap::AsPlanned) };
+    finish(update_before_post_receive(t, repo, reference, (new, old), &[], ready).await?).await
 }
 
 /// Runs the post-receive of an update [`update_before_post_receive`] made: [`update`]'s answer.
@@ -71,18 +73,18 @@ pub async fn finish(updated: (Hooked, Option<crate::hooks::PostReceive>)) -> Res
     }
 }
 
-/// As [`update`], with push options for the hooks, the new objects' syncs to wait for before the ref
-/// moves (`durable`, see `crate::hooks`), and the post-receive hook of a done update left to the caller, to
-/// run once it has let go of the lock the next write waits for (wiki writes: that write need not wait).
+/// As [`update`], with push options for the hooks, what to wait for before the ref moves and where it
+/// moves (`ready`: the new objects' syncs, see `crate::hooks`), and the post-receive hook of a done update
+/// left to the caller, to run once it has let go of what the next write waits for (wiki writes).
 pub async fn update_before_post_receive(
     t: &Target,
     repo: &Repo<'_>,
     reference: &str,
     new_old: (&str, &str),
     push_options: &[String],
-    durable: impl std::future::Future<Output = Result<(), Status>>,
+    ready: impl std::future::Future<Output = Result<crate::hooks::Swap, Status>>,
 ) -> Result<(Hooked, Option<crate::hooks::PostReceive>), Status> {
-    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new_old, push_options, durable).await {
+    match crate::hooks::update_with_hooks(t.hooks.as_deref(), repo, reference, new_old, push_options, ready).await {
         Ok(post) => Ok((Hooked::Done, post)),
         Err(e) => hooked(e).map(|h| (h, None)),
     }

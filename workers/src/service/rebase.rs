@@ -108,8 +108,8 @@ pub async fn rebase(
         }
         let repo = Repo::new(&git, &t.repo);
         let (branch, options) = (&header.branch_sha, &header.git_push_options);
-        let update =
-            super::update_before_post_receive(&t, &repo, &reference, (&rebased, branch), options, async { Ok(()) });
+        let ready = async { Ok(crate::hooks::Swap::AsPlanned) };
+        let update = super::update_before_post_receive(&t, &repo, &reference, (&rebased, branch), options, ready);
         let result = match update.await {
             Ok(updated) => super::finish(updated).await,
             Err(e) => Err(e),

@@ -9,7 +9,7 @@ use super::{commit_change, gollum, validate_details, Edit, Plan};
 use crate::service::Target;
 
 pub async fn delete_page(
-    git: &GitCmdFactory,
+    git: &std::sync::Arc<GitCmdFactory>,
     t: &Target,
     req: WikiDeletePageRequest,
 ) -> Result<WikiDeletePageResponse, Status> {

@@ -27,6 +27,7 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{internal, target, Hooked, Target};
+use crate::hooks::Swap;
 
 /// The branch gollum reads and writes (GitLab configures no other).
 pub const WIKI_REF: &str = "refs/heads/master";
@@ -172,19 +173,20 @@ pub enum Plan<T> {
 /// Writes to one wiki take turns to plan (each would otherwise mostly lose the race to the others and plan
 /// again), but only to plan: a write plans on the commit of the write before it while that one is still
 /// running its hooks and syncing, and swaps the branch from that commit once it has landed. So the hooks,
-/// syncs and swaps of successive writes overlap, and what is serial is the planning and the swaps alone.
+/// syncs and swaps of successive writes overlap, and what is serial is the planning and the swaps alone;
+/// and one swap lands every write ready behind it (hooks passed, objects synced), so that swaps, each
+/// with its lock file's fsync, do not bound how many writes land.
 /// If the write before does not land (a hook refused it, its client went away), the swap fails and the
 /// change is planned again on what the branch holds; an answer given without a commit (a duplicate page, a
 /// page not found) waits for the commit it was read from to land, so no answer rests on a write that
 /// never happened. A writer outside rgitaly (a push) is caught by the compare-and-swap.
 pub async fn commit_change<T>(
-    git: &GitCmdFactory,
+    git: &Arc<GitCmdFactory>,
     t: &Target,
     details: &WikiCommitDetails,
     plan: impl Fn(&rgitaly::odb::Repository, Option<&Snapshot>) -> Result<Plan<T>, Status>,
 ) -> Result<Option<T>, Status> {
-    let chain = repository_chain(&t.repo);
-    let repo = Repo::new(git, &t.repo);
+    let writes = repository_writes(&t.repo);
     let now = super::unix_time(None)?;
     let sig = Signature::new(&details.name, &details.email, now)
         .map_err(|_| Status::invalid_argument("empty CommitDetails.Name or CommitDetails.Email"))?;
@@ -192,10 +194,10 @@ pub async fn commit_change<T>(
     // write has ended.
     let mut raced = 0;
     while raced < WRITE_ATTEMPTS {
-        let mut c = chain.lock().await;
-        let flock = c.join(&t.repo).await?;
+        let mut hold = writes.planning.lock().await;
+        let flock = writes.join(&mut hold, &t.repo).await?;
         // The write before this one, while it may still land: this one builds on its commit.
-        let before = c.pending.as_ref().and_then(Pending::base);
+        let before = writes.newest().as_ref().and_then(Pending::base);
         let mut written = rgitaly::odb::write::Unsynced::default();
         let planned = (|| -> Result<Result<(Option<String>, String), T>, Status> {
             let odb = crate::service::open(&t.repo)?;
@@ -232,7 +234,7 @@ pub async fn commit_change<T>(
             Ok(Ok(commit)) => commit,
             // An answer or a refusal read from a commit not yet landed holds only once it has.
             answer => {
-                drop(c);
+                drop(hold);
                 if let Some(before) = before {
                     if !before.settled().await {
                         continue;
@@ -246,36 +248,15 @@ pub async fn commit_change<T>(
             }
         };
         let outcome = Outcome::new(commit.clone(), before.clone());
-        c.pending = Some(outcome.pending.clone());
-        drop(c);
-        // The tree and commit are synced while the pre-receive and update hooks run; the branch moves after
-        // that and after the write before this one.
-        let syncing = tokio::task::spawn_blocking(move || written.sync());
-        let durable = async {
-            syncing.await.map_err(internal)??;
-            if let Some(before) = &before {
-                before.settled().await;
-            }
-            Ok(())
-        };
-        let new_old = (commit.as_str(), tip.as_deref().unwrap_or(ZERO_OID));
-        let (hooked, post) = super::update_before_post_receive(t, &repo, WIKI_REF, new_old, &[], durable).await?;
-        match hooked {
-            Hooked::Done => {
-                // The branch has moved: the next write may swap, and this worker may let other workers
-                // write, while GitLab hears of this one.
-                outcome.landed();
-                drop(flock);
-                return match super::post_receive(post).await? {
-                    Hooked::Refused(message) => Err(Status::failed_precondition(format!("Hook failed: {message}"))),
-                    _ => Ok(None),
-                };
-            }
+        *writes.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome.0.clone());
+        drop(hold);
+        let landing = land(writes.clone(), git.clone(), t.clone(), outcome, flock, written, (commit, tip.clone()));
+        match tokio::spawn(landing).await.map_err(internal)?? {
+            Hooked::Done => return Ok(None),
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
             // Planned again only when the branch is not where this write found it: another write moved it,
             // or the write this one built on did not land (not for a stale lock).
             Hooked::Raced => {
-                drop((outcome, flock));
                 if let Some(before) = &before {
                     if !before.settled().await {
                         continue;
@@ -293,6 +274,55 @@ pub async fn commit_change<T>(
     Err(super::could_not_update("master"))
 }
 
+/// A planned write's way onto the branch: its hooks while its tree and commit sync, its swap once the
+/// write before it has landed (to the newest write ready behind it), telling the writes built on it, and
+/// post-receive. It runs to its end whatever becomes of the call: writes built on it wait for its outcome,
+/// and one that another write's swap has landed must hear so from that write, so no swap is left running
+/// unobserved.
+async fn land(
+    writes: Arc<Writes>,
+    git: Arc<GitCmdFactory>,
+    t: Target,
+    outcome: Outcome,
+    flock: Arc<DirLock>,
+    written: rgitaly::odb::write::Unsynced,
+    (commit, tip): (String, Option<String>),
+) -> Result<Hooked, Status> {
+    let me = outcome.0.clone();
+    let before = me.before();
+    let repo = Repo::new(&git, &t.repo);
+    let syncing = tokio::task::spawn_blocking(move || written.sync());
+    let landing = std::sync::Mutex::new(Vec::new());
+    let ready = async {
+        syncing.await.map_err(internal)??;
+        me.0.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(before) = &before {
+            before.settled().await;
+        }
+        if me.state() == Some(true) {
+            return Ok(Swap::Done);
+        }
+        let behind = writes.ready_behind(&me);
+        let to = behind.last().map(|p| Swap::To(p.0.commit.clone())).unwrap_or(Swap::AsPlanned);
+        *landing.lock().unwrap_or_else(|e| e.into_inner()) = behind;
+        Ok(to)
+    };
+    let new_old = (commit.as_str(), tip.as_deref().unwrap_or(ZERO_OID));
+    let (hooked, post) = super::update_before_post_receive(&t, &repo, WIKI_REF, new_old, &[], ready).await?;
+    if let Hooked::Done = hooked {
+        // The branch has moved: the next write may swap, and this worker may let other workers write,
+        // while GitLab hears of this one. The writes this swap landed too are told first (newest first), so
+        // that each learns it has landed before it learns the write it was built on has.
+        for p in landing.into_inner().unwrap_or_else(|e| e.into_inner()).iter().rev() {
+            p.land();
+        }
+        outcome.landed();
+        drop(flock);
+        return super::post_receive(post).await;
+    }
+    Ok(hooked)
+}
+
 /// How many writes one hold of a wiki's directory lock admits before this worker lets it go, so that
 /// writes waiting in another worker (one the pool no longer sends writes to, another daemon's) get their
 /// turn under a steady stream of writes here.
@@ -300,29 +330,58 @@ const WRITES_PER_HOLD: usize = 64;
 
 /// One worker's writes to one wiki: the lock they plan under, and what they build on.
 #[derive(Default)]
-struct Chain {
+struct Writes {
+    planning: tokio::sync::Mutex<Hold>,
     /// The last write planned here.
-    pending: Option<Pending>,
-    /// This worker's `flock` on the repository, while any of its writes holds it.
+    newest: std::sync::Mutex<Option<Pending>>,
+}
+
+/// This worker's `flock` on the repository, while any of its writes holds it, and how many writes it has
+/// admitted.
+#[derive(Default)]
+struct Hold {
     flock: std::sync::Weak<DirLock>,
-    /// Writes admitted under that `flock`.
     admitted: usize,
 }
 
-impl Chain {
+impl Writes {
+    fn newest(&self) -> Option<Pending> {
+        self.newest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A share of this worker's `flock` on `repo` (across workers, writes to one wiki take turns), taken
     /// anew when no write here holds it or when it has admitted its share of writes. Taking it anew waits
     /// for every write under the old one to end, so nothing is pending then.
-    async fn join(&mut self, repo: &std::path::Path) -> Result<Arc<DirLock>, Status> {
-        if let Some(flock) = self.flock.upgrade().filter(|_| self.admitted < WRITES_PER_HOLD) {
-            self.admitted += 1;
+    async fn join(&self, hold: &mut Hold, repo: &std::path::Path) -> Result<Arc<DirLock>, Status> {
+        if let Some(flock) = hold.flock.upgrade().filter(|_| hold.admitted < WRITES_PER_HOLD) {
+            hold.admitted += 1;
             return Ok(flock);
         }
         let flock = Arc::new(DirLock::exclusive(repo).await?);
-        self.flock = Arc::downgrade(&flock);
-        self.admitted = 1;
-        self.pending = None;
+        hold.flock = Arc::downgrade(&flock);
+        hold.admitted = 1;
+        *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Ok(flock)
+    }
+
+    /// The writes built on `me`, oldest first, that are ready to land with it: up to the first that is
+    /// not (still running its hooks or its syncs, or ended). Only those on the way back from the newest
+    /// write are seen, which after a failure may not be all of them; the others swap for themselves.
+    fn ready_behind(&self, me: &Pending) -> Vec<Pending> {
+        let mut path = Vec::new();
+        let mut at = self.newest();
+        while let Some(p) = at {
+            if Arc::ptr_eq(&p.0, &me.0) {
+                path.reverse();
+                let ready = path.iter().take_while(|p: &&Pending| {
+                    p.0.ready.load(std::sync::atomic::Ordering::SeqCst) && p.state().is_none()
+                });
+                return ready.cloned().collect();
+            }
+            at = p.before();
+            path.push(p);
+        }
+        Vec::new()
     }
 }
 
@@ -332,8 +391,10 @@ struct Pending(Arc<Link>);
 
 struct Link {
     commit: String,
-    /// None while it runs; then whether the branch moved to `commit`.
-    landed: tokio::sync::watch::Receiver<Option<bool>>,
+    /// None while it runs; then whether the branch moved to `commit` (or past it).
+    landed: tokio::sync::watch::Sender<Option<bool>>,
+    /// Its hooks have passed and its objects are synced: a swap made for a write before it may land it.
+    ready: std::sync::atomic::AtomicBool,
     /// The write whose commit is the parent of this one's, while this one has not landed.
     before: std::sync::Mutex<Option<Pending>>,
 }
@@ -367,36 +428,41 @@ impl Pending {
 
     /// Waits for the write to end: whether it landed.
     async fn settled(&self) -> bool {
-        let mut landed = self.0.landed.clone();
+        let mut landed = self.0.landed.subscribe();
         let settled = landed.wait_for(Option::is_some).await.map(|v| *v == Some(true));
         settled.unwrap_or(false)
+    }
+
+    /// Says the branch has moved to this write's commit or past it.
+    fn land(&self) {
+        self.0.landed.send_replace(Some(true));
+        // What it was built on matters no more.
+        self.0.before.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 
 /// A write's outcome for the writes built on it: not landed unless said otherwise before it is dropped
 /// (a refusal, an error, a cancelled call).
-struct Outcome {
-    said: tokio::sync::watch::Sender<Option<bool>>,
-    pending: Pending,
-}
+struct Outcome(Pending);
 
 impl Outcome {
     fn new(commit: String, before: Option<Pending>) -> Self {
-        let (said, landed) = tokio::sync::watch::channel(None);
-        let pending = Pending(Arc::new(Link { commit, landed, before: std::sync::Mutex::new(before) }));
-        Outcome { said, pending }
+        Outcome(Pending(Arc::new(Link {
+            commit,
+            landed: tokio::sync::watch::channel(None).0,
+            ready: Default::default(),
+            before: std::sync::Mutex::new(before),
+        })))
     }
 
     fn landed(self) {
-        self.said.send_replace(Some(true));
-        // What it was built on matters no more.
-        self.pending.0.before.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.0.land();
     }
 }
 
 impl Drop for Outcome {
     fn drop(&mut self) {
-        self.said.send_if_modified(|v| {
+        self.0 .0.landed.send_if_modified(|v| {
             let unsaid = v.is_none();
             if unsaid {
                 *v = Some(false);
@@ -435,20 +501,19 @@ pub fn duplicate(
     Ok(None)
 }
 
-/// The chain of this worker's writes to the wiki at `path`, shared by its calls while any holds it.
-fn repository_chain(path: &std::path::Path) -> Arc<tokio::sync::Mutex<Chain>> {
+/// This worker's writes to the wiki at `path`, shared by its calls while any holds them.
+fn repository_writes(path: &std::path::Path) -> Arc<Writes> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock, Weak};
-    type Chains = Mutex<HashMap<std::path::PathBuf, Weak<tokio::sync::Mutex<Chain>>>>;
-    static CHAINS: OnceLock<Chains> = OnceLock::new();
-    let mut chains = CHAINS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    chains.retain(|_, chain| chain.strong_count() > 0);
-    if let Some(chain) = chains.get(path).and_then(Weak::upgrade) {
-        return chain;
+    static WRITES: OnceLock<Mutex<HashMap<std::path::PathBuf, Weak<Writes>>>> = OnceLock::new();
+    let mut all = WRITES.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|_, w| w.strong_count() > 0);
+    if let Some(w) = all.get(path).and_then(Weak::upgrade) {
+        return w;
     }
-    let chain = Arc::new(tokio::sync::Mutex::new(Chain::default()));
-    chains.insert(path.to_path_buf(), Arc::downgrade(&chain));
-    chain
+    let w = Arc::new(Writes::default());
+    all.insert(path.to_path_buf(), Arc::downgrade(&w));
+    w
 }
 
 /// An exclusive `flock` on a directory, held until dropped.
@@ -577,22 +642,48 @@ mod tests {
     #[test]
     fn a_write_builds_on_the_newest_write_that_may_still_land() {
         let w0 = Outcome::new("c0".into(), None);
-        let w1 = Outcome::new("c1".into(), w0.pending.base());
-        let w2 = Outcome::new("c2".into(), w1.pending.base());
-        let (p1, p2) = (w1.pending.clone(), w2.pending.clone());
+        let w1 = Outcome::new("c1".into(), w0.0.base());
+        let w2 = Outcome::new("c2".into(), w1.0.base());
+        let (p1, p2) = (w1.0.clone(), w2.0.clone());
         assert_eq!(base(&p2).as_deref(), Some("c2"));
         // w1 is refused: w2, built on it, cannot land; a new write builds on w0.
         drop(w1);
         assert_eq!(p1.state(), Some(false));
         assert_eq!(base(&p2).as_deref(), Some("c0"));
-        // w0 lands: a new write builds on the branch, and w0 lets go of nothing it still needs.
+        // w0 lands: a new write builds on the branch.
         w0.landed();
         assert_eq!(base(&p2), None);
         let w3 = Outcome::new("c3".into(), None);
-        let w4 = Outcome::new("c4".into(), Some(w3.pending.clone()));
-        let p4 = w4.pending.clone();
+        let w4 = Outcome::new("c4".into(), Some(w3.0.clone()));
+        let p4 = w4.0.clone();
         w4.landed();
         assert!(p4.before().is_none(), "a landed write drops its link");
-        assert_eq!(base(&w3.pending).as_deref(), Some("c3"));
+        assert_eq!(base(&w3.0).as_deref(), Some("c3"));
+    }
+
+    #[test]
+    fn a_swap_lands_the_writes_ready_behind_it() {
+        let writes = Writes::default();
+        let w0 = Outcome::new("c0".into(), None);
+        let w1 = Outcome::new("c1".into(), Some(w0.0.clone()));
+        let w2 = Outcome::new("c2".into(), Some(w1.0.clone()));
+        let w3 = Outcome::new("c3".into(), Some(w2.0.clone()));
+        *writes.newest.lock().unwrap() = Some(w3.0.clone());
+        let commits = |v: Vec<Pending>| v.iter().map(|p| p.0.commit.clone()).collect::<Vec<_>>();
+        let ready = |o: &Outcome| o.0 .0.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(writes.ready_behind(&w0.0).is_empty(), "none ready yet");
+        ready(&w1);
+        ready(&w3);
+        assert_eq!(commits(writes.ready_behind(&w0.0)), ["c1"], "up to the first not ready");
+        ready(&w2);
+        assert_eq!(commits(writes.ready_behind(&w0.0)), ["c1", "c2", "c3"]);
+        assert_eq!(commits(writes.ready_behind(&w2.0)), ["c3"]);
+        // A write that ended is no longer landed by another's swap, nor is anything behind it.
+        drop(w2);
+        assert_eq!(commits(writes.ready_behind(&w0.0)), ["c1"]);
+        // A write not on the way back from the newest has none seen behind it.
+        let other = Outcome::new("x".into(), None);
+        assert!(writes.ready_behind(&other.0).is_empty());
+        drop((w1, w3));
     }
 }

@@ -12,7 +12,7 @@ use super::{commit_change, duplicate, gollum, read_content, validate_details, wr
 use crate::service::Target;
 
 pub async fn update_page(
-    git: &GitCmdFactory,
+    git: &std::sync::Arc<GitCmdFactory>,
     t: &Target,
     mut stream: Streaming<WikiUpdatePageRequest>,
 ) -> Result<WikiUpdatePageResponse, Status> {

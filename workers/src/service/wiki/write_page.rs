@@ -10,7 +10,7 @@ use super::{commit_change, duplicate, gollum, read_content, validate_details, wr
 use crate::service::Target;
 
 pub async fn write_page(
-    git: &GitCmdFactory,
+    git: &std::sync::Arc<GitCmdFactory>,
     t: &Target,
     mut stream: Streaming<WikiWritePageRequest>,
 ) -> Result<WikiWritePageResponse, Status> {
