@@ -250,21 +250,29 @@ pub async fn commit_change<T>(
         let outcome = Outcome::new(commit.clone(), before.clone());
         *writes.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome.0.clone());
         drop(hold);
-        let landing = land(writes.clone(), git.clone(), t.clone(), outcome, flock, written, (commit, tip.clone()));
+        let landing =
+            land(writes.clone(), git.clone(), t.clone(), outcome, flock, written, (commit.clone(), tip.clone()));
         match tokio::spawn(landing).await.map_err(internal)?? {
             Hooked::Done => return Ok(None),
             Hooked::Refused(message) => return Err(Status::failed_precondition(format!("Hook failed: {message}"))),
             // Planned again only when the branch is not where this write found it: another write moved it,
             // or the write this one built on did not land (not for a stale lock).
             Hooked::Raced => {
+                let odb = crate::service::open(&t.repo)?;
+                let now = rgitaly::odb::refs::commit(&odb, WIKI_REF.as_bytes())?.map(|id| id.to_string());
+                // A swap made for a write before this one may have landed it without that write learning
+                // so (its call to the daemon failed after the daemon had it): then it is not made twice.
+                if let Some(now) = &now {
+                    if reaches(&odb, now, &commit, tip.as_deref())? {
+                        return Ok(None);
+                    }
+                }
                 if let Some(before) = &before {
                     if !before.settled().await {
                         continue;
                     }
                 }
                 raced += 1;
-                let odb = crate::service::open(&t.repo)?;
-                let now = rgitaly::odb::refs::commit(&odb, WIKI_REF.as_bytes())?.map(|id| id.to_string());
                 if now == tip {
                     return Err(super::could_not_update("master"));
                 }
@@ -272,6 +280,32 @@ pub async fn commit_change<T>(
         }
     }
     Err(super::could_not_update("master"))
+}
+
+/// Whether the first-parent history from `from` reaches `commit` before `stop` (the commit it was built
+/// on) or a bounded number of steps: whether a wiki write's commit is on the branch.
+fn reaches(odb: &rgitaly::odb::Repository, from: &str, commit: &str, stop: Option<&str>) -> Result<bool, Status> {
+    /// More writes than can be ready behind one swap.
+    const STEPS: usize = 1024;
+    let mut at = from.to_string();
+    for _ in 0..STEPS {
+        if at == commit {
+            return Ok(true);
+        }
+        if Some(at.as_str()) == stop {
+            return Ok(false);
+        }
+        let parent = rgitaly::odb::resolve(odb, at.as_bytes())
+            .map(|id| rgitaly::odb::read_commit(odb, id))
+            .transpose()?
+            .flatten()
+            .and_then(|c| c.parent_ids.into_iter().next());
+        match parent {
+            Some(p) => at = p,
+            None => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// A planned write's way onto the branch: its hooks while its tree and commit sync, its swap once the
@@ -685,5 +719,34 @@ mod tests {
         let other = Outcome::new("x".into(), None);
         assert!(writes.ready_behind(&other.0).is_empty());
         drop((w1, w3));
+    }
+
+    #[test]
+    fn a_commit_is_found_on_the_branch_back_to_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@e", "-C"])
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        git(&["init", "--quiet"]);
+        let mut ids = Vec::new();
+        for m in ["a", "b", "c"] {
+            git(&["commit", "--quiet", "--allow-empty", "-m", m]);
+            ids.push(git(&["rev-parse", "HEAD"]));
+        }
+        let odb = rgitaly::odb::open_uncached(&dir.path().join(".git")).unwrap();
+        let (a, b, c) = (&ids[0], &ids[1], &ids[2]);
+        assert!(reaches(&odb, c, b, Some(a)).unwrap());
+        assert!(reaches(&odb, c, c, Some(b)).unwrap());
+        assert!(!reaches(&odb, b, c, Some(a)).unwrap());
+        assert!(!reaches(&odb, c, a, Some(b)).unwrap(), "not past the parent");
+        assert!(reaches(&odb, c, a, None).unwrap());
+        assert!(!reaches(&odb, c, &"0".repeat(40), None).unwrap());
     }
 }
