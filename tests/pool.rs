@@ -649,27 +649,63 @@ async fn sigterm_finishes_within_the_graceful_timeout() {
     drop((tx, up_tx));
 }
 
-/// Writes to one repository go to the worker already writing it (in one worker, writes to one repository
-/// overlap their hooks and syncs); a write to another repository goes to the least busy worker.
+/// A WikiWritePage whose client has sent its first message and then nothing: the sender (keep it to keep
+/// the call open) and the call.
+async fn stalled_wiki_write(
+    d: &Daemon,
+    ch: &AuthChannel,
+    relative: &str,
+) -> (
+    tokio::sync::mpsc::Sender<WikiWritePageRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<WikiWritePageResponse>, tonic::Status>>,
+) {
+    use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let first = WikiWritePageRequest {
+        repository: Some(d.repo(relative)),
+        name: b"Never finished".to_vec(),
+        format: "markdown".into(),
+        commit_details: Some(WikiCommitDetails {
+            name: b"Jane".to_vec(),
+            email: b"jane@example.com".to_vec(),
+            message: b"never finished".to_vec(),
+            user_id: 1,
+            user_name: b"jane".to_vec(),
+        }),
+        content: Vec::new(),
+    };
+    tx.send(first).await.unwrap();
+    let ch = ch.clone();
+    let call = tokio::spawn(async move {
+        WikiServiceClient::new(ch).wiki_write_page(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+    });
+    (tx, call)
+}
+
+/// Calls in flight, summed over the workers, reach `n`.
+async fn in_flight_reaches(ch: &AuthChannel, n: u64) -> bool {
+    let ch = ch.clone();
+    eventually(10, move || {
+        let ch = ch.clone();
+        async move { workers(&ch).await.iter().map(|w| w.in_flight).sum::<u64>() == n }
+    })
+    .await
+}
+
+/// Writes to one wiki go to the worker already writing it (in one worker they overlap their hooks and
+/// syncs); a write to another wiki, and other writes to the same repository, go to the least busy worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_to_one_repository_go_to_the_worker_writing_it() {
+async fn writes_to_one_wiki_go_to_the_worker_writing_it() {
     let d = setup(FAST);
-    let wt = sample_worktree(&d.work_dir("src2"));
-    d.seed_repo("q.git", &wt);
+    for wiki in ["w.git", "v.git"] {
+        run(git(&d.work_dir("src")).args(["init", "--quiet", "--bare", "-b", "master"]).arg(d.repo_path(wiki)));
+    }
     let ch = d.channel().await;
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(stalled_commit_files(&d, &ch).await);
+    for n in 1..=4 {
+        held.push(stalled_wiki_write(&d, &ch, "w.git").await);
         // Each call reaches its worker before the next is leased.
-        let n = held.len() as u64;
-        let ch = ch.clone();
-        assert!(
-            eventually(10, move || {
-                let ch = ch.clone();
-                async move { workers(&ch).await.iter().map(|w| w.in_flight).sum::<u64>() == n }
-            })
-            .await
-        );
+        assert!(in_flight_reaches(&ch, n).await);
     }
     let ws = workers(&ch).await;
     let busy: Vec<_> = ws.iter().filter(|w| w.in_flight > 0).collect();
@@ -677,18 +713,26 @@ async fn writes_to_one_repository_go_to_the_worker_writing_it() {
     assert_eq!(busy[0].in_flight, 4, "{ws:?}");
     let writing = busy[0].pid;
 
-    held.push(stalled_commit_files_to(&d, &ch, "q.git").await);
-    let ch2 = ch.clone();
-    assert!(
-        eventually(10, move || {
-            let ch = ch2.clone();
-            async move { workers(&ch).await.iter().map(|w| w.in_flight).sum::<u64>() == 5 }
-        })
-        .await
-    );
+    held.push(stalled_wiki_write(&d, &ch, "v.git").await);
+    assert!(in_flight_reaches(&ch, 5).await);
     let ws = workers(&ch).await;
     let other = ws.iter().find(|w| w.pid != writing && w.in_flight == 1);
     assert!(other.is_some_and(|w| w.role == worker::Role::Active as i32), "{ws:?}");
+
+    // Other services' writes are spread as before: two to the repository being written go one to each.
+    let (tx1, c1) = stalled_commit_files_to(&d, &ch, "w.git").await;
+    assert!(in_flight_reaches(&ch, 6).await);
+    let (tx2, c2) = stalled_commit_files_to(&d, &ch, "w.git").await;
+    assert!(in_flight_reaches(&ch, 7).await);
+    let ws = workers(&ch).await;
+    let mut loads: Vec<u64> =
+        ws.iter().filter(|w| w.role == worker::Role::Active as i32).map(|w| w.in_flight).collect();
+    loads.sort();
+    assert_eq!(loads, [3, 4], "{ws:?}");
+    for (tx, call) in [(tx1, c1), (tx2, c2)] {
+        drop(tx);
+        let _ = call.await.unwrap();
+    }
     for (tx, call) in held {
         drop(tx);
         let _ = call.await.unwrap();

@@ -499,9 +499,9 @@ impl Pool {
     }
 
     /// As `lease_excluding`, for a write to the repository at `repo` (its canonical path): it goes to the
-    /// active worker already writing that repository, if any. Writes to one repository take turns anyway
-    /// (its ref locks); in one worker they take them in-process and overlap their hooks and syncs, where
-    /// across workers they would wait for each other's whole write.
+    /// active worker already writing that repository, if any. For writes that take turns on one branch (a
+    /// wiki's): in one worker they take them in-process and overlap their hooks and syncs, where across
+    /// workers they would wait for each other's whole write.
     pub fn lease_writing(&self, repo: &std::path::Path, tried: &[i32]) -> Option<Lease> {
         let slots = self.lock();
         let mut writers = self.inner.writers.lock().unwrap_or_else(|e| e.into_inner());

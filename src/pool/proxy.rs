@@ -100,6 +100,9 @@ where
     }
 }
 
+/// The service whose writes to one repository the worker overlaps when they reach the same worker.
+const WIKI_SERVICE: &str = "gitaly.WikiService";
+
 async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Body>) -> Result<Response<Body>, Status> {
     let (mut parts, mut body) = req.into_parts();
     // The resolve layer read the first message and resolved its repositories; the body still starts with
@@ -200,8 +203,9 @@ async fn forward(pool: Pool, ctx: Ctx, method: &'static Method, req: Request<Bod
     let mut tried: Vec<i32> = Vec::new();
     let (lease, result) = loop {
         attempt += 1;
+        // A wiki's writes go to one worker: there they overlap (see the worker's `wiki::commit_change`).
         let lease = match method.op {
-            Op::Mutator => pool.lease_writing(&repo_path, &tried),
+            Op::Mutator if method.service == WIKI_SERVICE => pool.lease_writing(&repo_path, &tried),
             _ => pool.lease_excluding(&tried),
         };
         let lease = lease.ok_or_else(|| Status::unavailable("no worker available"))?;
