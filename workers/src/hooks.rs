@@ -116,6 +116,17 @@ pub enum Swap {
     Done,
 }
 
+impl Swap {
+    /// The value the ref moves to, for a change to `new`; None when it need not move.
+    fn target(self, new: &str) -> Option<String> {
+        match self {
+            Swap::AsPlanned => Some(new.to_string()),
+            Swap::To(later) => Some(later),
+            Swap::Done => None,
+        }
+    }
+}
+
 /// Moves `reference` from `old` to `new` (zero ids for creation and deletion) after the pre-receive and
 /// update hooks allowed it, and returns its post-receive for the caller to run (None when the payload asks
 /// for no hooks). `payload` is the daemon's, from the call's metadata; `push_options` go to pre-receive and
@@ -141,11 +152,7 @@ pub async fn update_with_hooks(
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
     if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
-        let to = match ready.await.map_err(UpdateError::Other)? {
-            Swap::AsPlanned => new.to_string(),
-            Swap::To(later) => later,
-            Swap::Done => return Ok(None),
-        };
+        let Some(to) = ready.await.map_err(UpdateError::Other)?.target(new) else { return Ok(None) };
         return repo.update_ref(reference, &to, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
@@ -178,12 +185,7 @@ pub async fn update_with_hooks(
     if ran.code != 0 {
         return Err(UpdateError::PreReceive(ran.message()));
     }
-    let to = match ready.await.map_err(UpdateError::Other)? {
-        Swap::AsPlanned => Some(new.to_string()),
-        Swap::To(later) => Some(later),
-        Swap::Done => None,
-    };
-    if let Some(to) = to {
+    if let Some(to) = ready.await.map_err(UpdateError::Other)?.target(new) {
         let update = UpdateReferenceRequest {
             repository: repository.clone(),
             environment_variables: env.clone(),
