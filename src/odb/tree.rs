@@ -135,28 +135,62 @@ pub fn files(
     revision: &str,
     keep: impl Fn(&[u8]) -> bool,
 ) -> Result<Vec<(Vec<u8>, String)>, Status> {
-    let Some(root) = root_tree(repo, revision) else { return Ok(Vec::new()) };
-    let Some(entries) = entries_of(repo, root)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
+    walk_files(
+        repo,
+        revision,
+        |_| true,
+        |path, name, oid| {
+            if keep(name) {
+                out.push((path.to_vec(), oid.to_string()));
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Walks the files of `revision`'s tree depth first in git's tree order, entering only the directories
+/// (by path) that `descend` accepts, and hands each file's path, name and id to `visit` until it breaks:
+/// a lookup that knows where its file can be reads no other tree and stops at the first it finds.
+pub fn walk_files<B>(
+    repo: &gix::Repository,
+    revision: &str,
+    descend: impl Fn(&[u8]) -> bool,
+    mut visit: impl FnMut(&[u8], &[u8], ObjectId) -> std::ops::ControlFlow<B>,
+) -> Result<Option<B>, Status> {
+    let Some(root) = root_tree(repo, revision) else { return Ok(None) };
+    let Some(entries) = entries_of(repo, root)? else { return Ok(None) };
     let mut stack: Vec<(Vec<u8>, Vec<RawEntry>, usize)> = vec![(Vec::new(), entries, 0)];
+    let mut path = Vec::new();
     while let Some((dir, entries, next)) = stack.last_mut() {
         let Some((mode, name, oid)) = entries.get(*next) else {
             stack.pop();
             continue;
         };
         *next += 1;
+        // One buffer for every path: most entries are passed over.
+        path.clear();
+        if !dir.is_empty() {
+            path.extend_from_slice(dir);
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
         match entry_type(*mode) {
-            EntryType::Tree => {
-                let path = join(dir, name);
+            EntryType::Tree if descend(&path) => {
                 if let Some(children) = entries_of(repo, *oid)? {
-                    stack.push((path, children, 0));
+                    stack.push((path.clone(), children, 0));
                 }
             }
-            EntryType::Blob if keep(name) => out.push((join(dir, name), oid.to_string())),
+            EntryType::Blob => {
+                if let std::ops::ControlFlow::Break(b) = visit(&path, name, *oid) {
+                    return Ok(Some(b));
+                }
+            }
             _ => {}
         }
     }
-    Ok(out)
+    Ok(None)
 }
 
 /// Sets `flat_path`: for a tree, the path down a chain of trees that each hold only one tree.

@@ -114,15 +114,23 @@ pub enum Swap {
     To(String),
     /// Nowhere: a swap made for an earlier change has landed this one too.
     Done,
+    /// Nowhere: the change was built on one that did not land, so its old value will never be the ref's.
+    /// It is answered as a lost compare-and-swap without taking the ref's lock, which a swap that can
+    /// land may be waiting for.
+    Stale,
 }
 
 impl Swap {
     /// The value the ref moves to, for a change to `new`; None when it need not move.
-    fn target(self, new: &str) -> Option<String> {
+    fn target(self, reference: &str, new: &str) -> Result<Option<String>, UpdateError> {
         match self {
-            Swap::AsPlanned => Some(new.to_string()),
-            Swap::To(later) => Some(later),
-            Swap::Done => None,
+            Swap::AsPlanned => Ok(Some(new.to_string())),
+            Swap::To(later) => Ok(Some(later)),
+            Swap::Done => Ok(None),
+            Swap::Stale => Err(UpdateError::UpdateRef(UpdateRefError {
+                reference: reference.to_string(),
+                stderr: "the change it was built on did not land".into(),
+            })),
         }
     }
 }
@@ -152,7 +160,7 @@ pub async fn update_with_hooks(
     let p = Payload::decode(value).map_err(|e| internal(e.to_string()))?;
     // As rgitaly-hooks does, only the hooks the daemon asked for (it asks for all three on a write).
     if p.requested_hooks & (hooks::PRE_RECEIVE | hooks::UPDATE | hooks::POST_RECEIVE) == 0 {
-        let Some(to) = ready.await.map_err(UpdateError::Other)?.target(new) else { return Ok(None) };
+        let Some(to) = ready.await.map_err(UpdateError::Other)?.target(reference, new)? else { return Ok(None) };
         return repo.update_ref(reference, &to, Some(old)).await.map(|()| None).map_err(UpdateError::UpdateRef);
     }
     let repository = Some(p.repo().map_err(|e| internal(e.to_string()))?);
@@ -185,7 +193,7 @@ pub async fn update_with_hooks(
     if ran.code != 0 {
         return Err(UpdateError::PreReceive(ran.message()));
     }
-    if let Some(to) = ready.await.map_err(UpdateError::Other)?.target(new) {
+    if let Some(to) = ready.await.map_err(UpdateError::Other)?.target(reference, new)? {
         let update = UpdateReferenceRequest {
             repository: repository.clone(),
             environment_variables: env.clone(),

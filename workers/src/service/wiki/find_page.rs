@@ -25,7 +25,7 @@ pub fn find_page(t: &Target, req: WikiFindPageRequest) -> Result<BoxStream<WikiF
         return Ok(Box::pin(tokio_stream::iter(vec![Ok(WikiFindPageResponse::default())])));
     };
     let mut messages = vec![Ok(WikiFindPageResponse { page: Some(page.proto(&snapshot.version(&odb)?, historical)) })];
-    let text = page_text(&odb, page)?;
+    let text = page_text(&odb, &page)?;
     for chunk in chunks(&text) {
         messages
             .push(Ok(WikiFindPageResponse { page: Some(WikiPage { raw_data: chunk.to_vec(), ..Default::default() }) }));

@@ -108,17 +108,38 @@ pub fn split_path(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Whether the file at `path` is the page a lookup for `title` in `dir` (normalized, see
-/// [`lookup_query`]) finds: the paths without extension compared through `cname`, ignoring case.
-pub fn matches(query: &str, path: &[u8]) -> bool {
-    let (dir, filename) = split_path(path);
-    let mut candidate = String::from_utf8_lossy(dir).into_owned();
-    if !candidate.is_empty() {
-        candidate.push('/');
+/// A lookup of a page by its query (see [`lookup_query`]): what a file's path without extension must
+/// come to, through `cname` and ignoring case, to be the page it finds.
+pub struct Lookup {
+    want: String,
+}
+
+impl Lookup {
+    pub fn new(query: &str) -> Self {
+        Lookup { want: downcase(&cname(query, '-')) }
     }
-    candidate.push_str(&String::from_utf8_lossy(strip_ext(filename)));
-    let want = downcase(&cname(query, '-'));
-    ['_', '-'].iter().any(|sub| downcase(&cname(&candidate, *sub)) == want)
+
+    /// Whether the file at `path` is the page: its path without extension through `cname` (whitespace as
+    /// `_` or as `-`), ignoring case.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        let (dir, filename) = split_path(path);
+        let mut candidate = String::from_utf8_lossy(dir).into_owned();
+        if !candidate.is_empty() {
+            candidate.push('/');
+        }
+        candidate.push_str(&String::from_utf8_lossy(strip_ext(filename)));
+        ['_', '-'].iter().any(|sub| downcase(&cname(&candidate, *sub)) == self.want)
+    }
+
+    /// Whether the page may be below the directory at `dir`: neither `cname` nor `downcase` makes or takes
+    /// a `/`, so each of its components must be the wanted path's at the same depth, and the wanted path
+    /// must go deeper. A lookup enters no other directory.
+    pub fn may_be_under(&self, dir: &[u8]) -> bool {
+        let dir = String::from_utf8_lossy(dir);
+        let mut want = self.want.split('/');
+        let same = |have: &str, want: &str| ['_', '-'].iter().any(|sub| downcase(&cname(have, *sub)) == want);
+        dir.split('/').all(|have| want.next().is_some_and(|w| same(have, w))) && want.next().is_some()
+    }
 }
 
 /// What a lookup of `title` in directory `dir` searches for: the directory (no leading, trailing or
@@ -261,6 +282,7 @@ mod tests {
     #[test]
     fn lookups_as_gollum_matches() {
         let q = |t: &str, d: &str| lookup_query(t.as_bytes(), d.as_bytes());
+        let matches = |q: &str, path: &[u8]| Lookup::new(q).matches(path);
         assert!(matches(&q("My Page", ""), b"My-Page.md"));
         assert!(matches(&q("my-page", ""), b"My-Page.md"));
         assert!(!matches(&q("My Page", ""), b"My_Page.md"));
@@ -277,6 +299,16 @@ mod tests {
         assert!(matches(&q("ΣΟΦΟΣ", ""), "σοφοσ.md".as_bytes()));
         assert!(!matches(&q("ΣΟΦΟΣ", ""), "σοφος.md".as_bytes()));
         assert_eq!(query_for_path(b"dir/My-Page.md"), "dir/My Page");
+        // Where a lookup looks: the directories its path goes through, either way of `cname`.
+        let under = |q: &str, dir: &str| Lookup::new(q).may_be_under(dir.as_bytes());
+        assert!(under("Foo Bar/Baz/page", "foo bar"));
+        assert!(under("Foo Bar/Baz/page", "foo-bar/BAZ"));
+        assert!(under("foo_bar/page", "Foo Bar"));
+        assert!(!under("Foo Bar/Baz/page", "foo_bar"), "an underscore is no space");
+        assert!(!under("Foo Bar/Baz/page", "foo-bar/baz/page"), "no deeper than the page");
+        assert!(!under("Foo Bar/Baz/page", "baz"));
+        assert!(!under("page", "page"), "a root lookup enters no directory");
+        assert!(under("ΣΟΦΟΣ/x", "σοφοσ"));
         assert_eq!(query_for_path("//Instálling Gitaly".as_bytes()), "Instálling Gitaly");
     }
 

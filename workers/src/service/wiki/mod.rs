@@ -118,9 +118,25 @@ impl Snapshot {
         Ok(self.files.get_or_init(|| files))
     }
 
-    /// The page a title in a directory names (see `gollum::lookup_query`).
-    pub fn find(&self, odb: &rgitaly::odb::Repository, query: &str) -> Result<Option<&Page>, Status> {
-        Ok(self.files(odb)?.iter().find(|p| gollum::matches(query, &p.path)))
+    /// The page a title in a directory names (see `gollum::lookup_query`): the first match in tree order,
+    /// read from the listing when the wiki has been listed, else by a walk of only the directories the
+    /// page may be in (a lookup of a page at the root reads the root tree alone).
+    pub fn find(&self, odb: &rgitaly::odb::Repository, query: &str) -> Result<Option<Page>, Status> {
+        let lookup = gollum::Lookup::new(query);
+        if let Some(files) = self.files.get() {
+            return Ok(files.iter().find(|p| lookup.matches(&p.path)).cloned());
+        }
+        rgitaly::odb::tree::walk_files(
+            odb,
+            &self.commit,
+            |dir| lookup.may_be_under(dir),
+            |path, name, oid| match gollum::format_of(name) {
+                Some(format) if lookup.matches(path) => {
+                    std::ops::ControlFlow::Break(Page { path: path.to_vec(), blob: oid.to_string(), format })
+                }
+                _ => std::ops::ControlFlow::Continue(()),
+            },
+        )
     }
 
     /// The pages gollum lists, in tree order.
@@ -298,11 +314,15 @@ async fn land(
     let ready = async {
         syncing.await.map_err(internal)??;
         me.0.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(before) = &before {
-            before.settled().await;
-        }
+        let built_on_landed = match &before {
+            Some(before) => before.settled().await,
+            None => true,
+        };
         if me.state() == Some(true) {
             return Ok(Swap::Done);
+        }
+        if !built_on_landed {
+            return Ok(Swap::Stale);
         }
         let behind = writes.ready_behind(&me);
         let to = behind.last().map(|p| Swap::To(p.0.commit.clone())).unwrap_or(Swap::AsPlanned);

@@ -29,7 +29,7 @@ pub async fn page_versions(
     let found = {
         let odb = crate::service::open(&t.repo)?;
         match Snapshot::tip(&odb)? {
-            Some(tip) => tip.find(&odb, &gollum::query_for_path(&req.page_path))?.cloned(),
+            Some(tip) => tip.find(&odb, &gollum::query_for_path(&req.page_path))?,
             None => None,
         }
     };
@@ -52,7 +52,7 @@ pub async fn page_versions(
     let repo = t.repo.clone();
     let versions = tokio::task::spawn_blocking(move || -> Result<Vec<WikiPageVersion>, Status> {
         let title = gollum::title_of(gollum::split_path(&page.path).1);
-        let root_query = gollum::lookup_query(&title, b"");
+        let root_query = gollum::Lookup::new(&gollum::lookup_query(&title, b""));
         let odb = crate::service::open(&repo)?;
         let mut versions = Vec::new();
         for oid in out.stdout_text().lines() {
@@ -64,7 +64,7 @@ pub async fn page_versions(
             let format = root
                 .iter()
                 .filter(|e| e.r#type == tree_entry::EntryType::Blob as i32)
-                .filter_map(|e| gollum::format_of(&e.path).filter(|_| gollum::matches(&root_query, &e.path)))
+                .filter_map(|e| gollum::format_of(&e.path).filter(|_| root_query.matches(&e.path)))
                 .next()
                 .unwrap_or_default();
             versions.push(WikiPageVersion { commit: Some(commit), format: format.to_string() });
