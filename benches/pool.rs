@@ -106,6 +106,23 @@ async fn measure(label: &str, t: &Target, prefix: &str) -> (Duration, f64) {
     (percentile(&lat, 0.5), rps)
 }
 
+/// Marks `dir` as a top of a directory hierarchy (`chattr +T`): on ext4 its subdirectories are then placed in
+/// block groups of their own rather than beside it.
+fn spread(dir: &Path) {
+    use std::os::fd::AsRawFd;
+    const FS_IOC_GETFLAGS: libc::c_ulong = 0x80086601;
+    const FS_IOC_SETFLAGS: libc::c_ulong = 0x40086602;
+    const FS_TOPDIR_FL: libc::c_long = 0x00020000;
+    let f = std::fs::File::open(dir).unwrap();
+    let mut flags: libc::c_long = 0;
+    unsafe {
+        if libc::ioctl(f.as_raw_fd(), FS_IOC_GETFLAGS, &mut flags) == 0 {
+            flags |= FS_TOPDIR_FL;
+            libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags);
+        }
+    }
+}
+
 fn rss(pid: i32) -> u64 {
     rgitaly::pool::read_rss(pid).unwrap_or(0)
 }
@@ -118,10 +135,14 @@ async fn main() {
         std::process::exit(2);
     }
     let dir = tempfile::tempdir().unwrap();
-    let storage = dir.path().join("storage");
+    // The trees the bench writes to, each in block groups of its own (see `spread`), named anew each run.
+    spread(dir.path());
+    let run = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+    let spread_dir = |name: &str| dir.path().join(format!("{name}{run}"));
+    let storage = spread_dir("storage");
     std::fs::create_dir_all(&storage).unwrap();
     // A repository with some history: 200 commits, and branches to merge.
-    let wt = dir.path().join("wt");
+    let wt = spread_dir("wt");
     out(git(dir.path()).args(["init", "--quiet", "-b", "main"]).arg(&wt));
     for i in 0..200 {
         std::fs::write(wt.join(format!("f{}.txt", i % 20)), format!("line {i}\n")).unwrap();
@@ -177,7 +198,7 @@ async fn main() {
 
     // `POOL_BENCH_ONLY_WIKI=1`: the wiki measurements alone, to iterate on them.
     if std::env::var_os("POOL_BENCH_ONLY_WIKI").is_some() {
-        wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
+        wiki(&spread_dir("wiki-src"), &storage, &channel).await;
         return;
     }
 
@@ -454,7 +475,7 @@ async fn main() {
         bare_seq.push(s.elapsed());
     }
     report("UserRebaseConfirmable", "git merge-tree --merge-base+commit-tree+update-ref", rpc, bare_seq);
-    wiki(&dir.path().join("wiki-src"), &storage, &channel).await;
+    wiki(&spread_dir("wiki-src"), &storage, &channel).await;
     let _ = admin.list_workers(ListWorkersRequest {}).await;
     drop(daemon);
 }
