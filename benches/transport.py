@@ -24,7 +24,8 @@ under a small Python wrapper that records its CPU, which adds the wrapper's star
 usage: benches/transport.py [--objects N] [--blob-size BYTES] [--repeat N] [--keep DIR] [--bin-dir DIR]
                             [--overhead]
 Run from the repository root; builds the release binaries first, unless --bin-dir names a directory
-holding `rgitaly`, `rgitaly-worker` and `rgitaly-ssh` (e.g. an older build, for an A/B comparison).
+holding `rgitaly`, `rgitaly-worker`, `rgitaly-hooks` and `rgitaly-ssh` (e.g. an older build, for an A/B
+comparison).
 """
 import argparse
 import os
