@@ -65,7 +65,6 @@ async fn stalled_commit_files_to(
     tokio::sync::mpsc::Sender<UserCommitFilesRequest>,
     tokio::task::JoinHandle<Result<tonic::Response<UserCommitFilesResponse>, tonic::Status>>,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let header = UserCommitFilesRequestHeader {
         repository: Some(d.repo(relative)),
         user: user(),
@@ -74,12 +73,25 @@ async fn stalled_commit_files_to(
         ..Default::default()
     };
     use user_commit_files_request::UserCommitFilesRequestPayload as P;
-    tx.send(UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) }).await.unwrap();
+    let first = UserCommitFilesRequest { user_commit_files_request_payload: Some(P::Header(header)) };
     let ch = ch.clone();
-    let call = tokio::spawn(async move {
-        OperationServiceClient::new(ch).user_commit_files(tokio_stream::wrappers::ReceiverStream::new(rx)).await
-    });
-    (tx, call)
+    stalled(first, |rx| async move { OperationServiceClient::new(ch).user_commit_files(rx).await }).await
+}
+
+/// A client-streamed call whose client has sent `first` and then nothing: the sender (keep it to keep the
+/// call open) and the call, which `call` makes from the request stream.
+async fn stalled<Q, R, F>(
+    first: Q,
+    call: impl FnOnce(tokio_stream::wrappers::ReceiverStream<Q>) -> F,
+) -> (tokio::sync::mpsc::Sender<Q>, tokio::task::JoinHandle<Result<tonic::Response<R>, tonic::Status>>)
+where
+    Q: Send + 'static,
+    R: Send + 'static,
+    F: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.unwrap();
+    (tx, tokio::spawn(call(tokio_stream::wrappers::ReceiverStream::new(rx))))
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -660,7 +672,6 @@ async fn stalled_wiki_write(
     tokio::task::JoinHandle<Result<tonic::Response<WikiWritePageResponse>, tonic::Status>>,
 ) {
     use rgitaly::proto::gitaly::wiki_service_client::WikiServiceClient;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
     let first = WikiWritePageRequest {
         repository: Some(d.repo(relative)),
         name: b"Never finished".to_vec(),
@@ -674,12 +685,8 @@ async fn stalled_wiki_write(
         }),
         content: Vec::new(),
     };
-    tx.send(first).await.unwrap();
     let ch = ch.clone();
-    let call = tokio::spawn(async move {
-        WikiServiceClient::new(ch).wiki_write_page(tokio_stream::wrappers::ReceiverStream::new(rx)).await
-    });
-    (tx, call)
+    stalled(first, |rx| async move { WikiServiceClient::new(ch).wiki_write_page(rx).await }).await
 }
 
 /// Calls in flight, summed over the workers, reach `n`.
