@@ -128,7 +128,7 @@ impl Lookup {
             candidate.push('/');
         }
         candidate.push_str(&String::from_utf8_lossy(strip_ext(filename)));
-        ['_', '-'].iter().any(|sub| downcase(&cname(&candidate, *sub)) == self.want)
+        same_name(&candidate, &self.want)
     }
 
     /// Whether the page may be below the directory at `dir`: neither `cname` nor `downcase` makes or takes
@@ -137,9 +137,14 @@ impl Lookup {
     pub fn may_be_under(&self, dir: &[u8]) -> bool {
         let dir = String::from_utf8_lossy(dir);
         let mut want = self.want.split('/');
-        let same = |have: &str, want: &str| ['_', '-'].iter().any(|sub| downcase(&cname(have, *sub)) == want);
-        dir.split('/').all(|have| want.next().is_some_and(|w| same(have, w))) && want.next().is_some()
+        dir.split('/').all(|have| want.next().is_some_and(|w| same_name(have, w))) && want.next().is_some()
     }
+}
+
+/// Whether a stored name (or path) is `want` (a lookup's, through `cname` and `downcase`): through
+/// `cname` with whitespace as `_` or as `-`, ignoring case.
+fn same_name(have: &str, want: &str) -> bool {
+    ['_', '-'].iter().any(|sub| downcase(&cname(have, *sub)) == want)
 }
 
 /// What a lookup of `title` in directory `dir` searches for: the directory (no leading, trailing or
